@@ -1,0 +1,8 @@
+"""partdisco: unsupervised object part discovery.
+
+Shape letters used in docstrings and comments throughout the package:
+B batch, K parts (discovered), P ground-truth parts, C channels, H x W input image, h x w logit grid,
+N keypoints, D feature dimension.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,55 @@
+"""Command-line interface: ``partdisco {train,eval,segment,convert,data}``.
+
+Each subcommand module defines ``add_parser(subparsers)`` and ``run(args) -> int``; ``main`` maps the
+name to the module. Errors that are the user's (a bad key, a missing file) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from partdisco import __version__
+from partdisco.config import ConfigError
+
+COMMANDS = {
+    "train": "partdisco.cli.train",
+    "eval": "partdisco.cli.eval",
+    "convert": "partdisco.cli.convert",
+    "data": "partdisco.cli.data",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand attached."""
+    parser = argparse.ArgumentParser(
+        prog="partdisco",
+        description="Unsupervised object part discovery: train, evaluate and run part segmenters.",
+    )
+    parser.add_argument("--version", action="version", version=f"partdisco {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(COMMANDS[args.command])
+    try:
+        return int(module.run(args) or 0)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        logging.getLogger("partdisco").debug("error", exc_info=True)
+        print(f"partdisco {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"partdisco {args.command}: interrupted", file=sys.stderr)
+        return 130

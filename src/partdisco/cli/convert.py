@@ -1,0 +1,36 @@
+"""``partdisco convert SRC DST``: turn a released checkpoint into a partdisco checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Attach the ``convert`` subcommand."""
+    p = sub.add_parser(
+        "convert",
+        help="convert a released unsup-parts / SCOPS checkpoint to the partdisco format",
+        description=(
+            "Read SRC (an unsup-parts training checkpoint {'iter','model_state_dict',...}, a raw SCOPS state "
+            "dict, or one of ours), check every tensor, and write DST in the partdisco format with its config "
+            "(K, architecture, normalisation, background channel), so eval/segment/train take it."
+        ),
+    )
+    p.add_argument("src", help="released checkpoint file")
+    p.add_argument("dst", help="output .pt file")
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="allow full unpickling of SRC (only for files you trust; needed by some old checkpoints)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Convert and report what was found."""
+    from partdisco.models.convert import export_checkpoint, load_segmenter
+
+    seg = load_segmenter(args.src, allow_pickle=args.allow_pickle)
+    path = export_checkpoint(seg, args.dst, extra={"converted_from": str(args.src)})
+    bg = "with" if seg.background_channel else "without"
+    print(f"{args.src} -> {path}: {seg.arch}, {seg.num_parts} parts {bg} background channel")
+    return 0

@@ -1,0 +1,44 @@
+"""``partdisco eval CHECKPOINT [key=value ...]``: score a checkpoint on a data set split."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Attach the ``eval`` subcommand."""
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint (NMI/ARI, keypoint regression, mIoU) on a data set split",
+        description=(
+            "Evaluate a checkpoint on a data set's split and write metrics.json. The data set comes from the "
+            "checkpoint's own config unless dataset=NAME is given. Examples:\n"
+            "  partdisco eval runs/x/model.pt\n"
+            "  partdisco eval model_60000.pth dataset=cub data.root=CUB_200_2011 split=test\n"
+            "Keys: dataset=, split= (= eval.split), and any data.* / eval.* config key."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("checkpoint", help="our checkpoint, a released unsup-parts .pth or a SCOPS state dict")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="data set / evaluation overrides")
+    p.add_argument("--out", help="metrics JSON path (default: next to the checkpoint)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--no-regression", action="store_true", help="skip keypoint regression (needs the train split)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate and print the table."""
+    from partdisco.api import evaluate_checkpoint, format_metrics
+
+    metrics, out = evaluate_checkpoint(
+        args.checkpoint,
+        args.overrides,
+        device=args.device,
+        out=args.out,
+        regression=not args.no_regression,
+        progress=not args.quiet,
+    )
+    print(format_metrics(metrics))
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,437 @@
+"""Typed run configuration: defaults -> preset YAML -> ``key=value`` overrides.
+
+Every default is the reference code's value (``subhc/unsup-parts``; see
+``../shared/reference/unsup-parts-method.md``), marked ``# ref:``. Presets in ``partdisco/configs/*.yaml``
+change only what a data set needs. Overrides from the command line are type-checked against the field
+they set, and every error names the key, the value and what was expected.
+
+Example:
+    >>> cfg = load_config("synthetic", ["model.num_parts=5", "train.steps=10"])
+    >>> cfg.model.num_parts, cfg.train.steps
+    (5, 10)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRESETS = ("synthetic", "cub", "deepfashion", "pascal_part", "folder")
+DATASETS = PRESETS
+ARCHS = ("resnet18", "resnet50", "deeplab_r50_2branch")
+FEATURE_SOURCES = ("vgg19", "vgg19_random", "texture")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+class ConfigError(ValueError):
+    """A configuration value, key or file is wrong; the message says which and why."""
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are prepared."""
+
+    name: str = "synthetic"  # one of DATASETS
+    root: str | None = None  # data set folder (not needed for synthetic)
+    image_size: int = 256  # ref: input_size 256 (square training crops)
+    num_workers: int = 0  # DataLoader worker processes
+    strict: bool = False  # a corrupt image is an error instead of a skipped, counted warning
+    # Synthetic data set (generated on the fly, deterministic by seed).
+    synthetic_train: int = 2000
+    synthetic_test: int = 200
+    synthetic_seed: int = 0
+    synthetic_parts: int = 4  # ground-truth parts of the synthetic creatures (4 or 5)
+    # CUB-200-2011.
+    cub_classes: list[int] = field(default_factory=list)  # ref: single_class; empty = all 200 classes
+    cub_mask: str = "gt"  # evaluation foreground mask: gt | sup (supervisedlabels) | none
+    cub_variant: str = "fg"  # evaluation images: fg (bbox-cropped) | full (whole image)
+    # PASCAL-Part.
+    pascal_class: str = "horse"  # ref: pascal_class
+    # Crop pipeline shared by CUB and PASCAL-Part.
+    padding_frac: float = 0.05  # ref: cub.py padding_frac
+    jitter_frac: float = 0.05  # ref: cub.py jitter_frac (train only)
+    flip: bool = True  # random horizontal flip for training
+
+
+@dataclass
+class ModelConfig:
+    """The segmenter f and the frozen perceptual network phi."""
+
+    arch: str = "deeplab_r50_2branch"  # ref: model DeepLab50_2branch
+    num_parts: int = 4  # ref: num_parts 4
+    background_channel: bool = False  # ref: add_bg_mask=False (SCOPS used True)
+    init_from: str | None = None  # local weights for the backbone (torchvision/caffe .pth or our checkpoint)
+    features: str = "vgg19"  # ref: ref_net vgg19; vgg19_random / texture need no download
+    features_weights: str | None = None  # local torchvision vgg19-*.pth for features=vgg19
+    normalization: str = "caffe"  # ref: Caffe BGR means subtracted from RGB 0-255; or "imagenet"
+
+
+@dataclass
+class LossConfig:
+    """Loss weights and the random warp / colour jitter that drive the equivariance term."""
+
+    lambda_eqv: float = 5700.0  # ref: lambda_eqv
+    lambda_feat: float = 5.0  # ref: lambda_sc
+    lambda_color: float = 30.0  # ref: lambda_rgb
+    lambda_contrastive: float = 2300.0  # ref: lambda_contrastive
+    temperature: float = 0.19  # ref: temperature
+    use_lab: bool = True  # ref: use_lab
+    feat_weight_low: float = 0.33  # ref: ref_weight1 (relu3_2)
+    feat_weight_high: float = 1.0  # ref: ref_weight2 (relu5_4)
+    lambda_bg: float = 10.0  # ref: vestigial lambda_bg; used only with model.background_channel=true
+    reference_positive_sampling: bool = False  # reproduce the reference's randint(1, B-1) off-by-one
+    gather_negatives: bool = False  # DDP: contrast against the global batch (see engine.distributed)
+    # Similarity + thin-plate-spline warp for L_e.
+    rotation_deg: float = 60.0  # ref: RandTPS rotation U(-60, 60)
+    scale_low: float = 0.7  # ref: random_scale_low (zoom on content)
+    scale_high: float = 2.0  # ref: random_scale_high
+    translation: float = 0.1  # ref: RandTPS translation U(-0.1, 0.1), normalised coordinates
+    tps_sigma: float = 0.01  # ref: tps_sigma
+    # Colour jitter applied to both views (ref: lit_dataset.py:66-72).
+    jitter_prob: float = 0.8
+    brightness: float = 0.3
+    contrast: float = 0.3
+    saturation: float = 0.2
+    hue: float = 0.2
+    grayscale_prob: float = 0.2
+
+
+@dataclass
+class OptimConfig:
+    """SGD with two parameter groups and a poly schedule."""
+
+    name: str = "sgd"  # ref: SGD; "adamw" trains randomly-initialised backbones faster
+    lr: float = 1e-5  # ref: learning_rate (backbone group)
+    head_lr_mult: float = 10.0  # ref: layer5 group at 10x
+    momentum: float = 0.9  # ref: momentum
+    weight_decay: float = 5e-4  # ref: weight_decay
+    power: float = 0.9  # ref: power (poly)
+    warmup_steps: int = 0
+    schedule_steps: int | None = None  # poly horizon; None = train.steps (ref hard-codes 100000)
+    clip_grad: float = 5.0  # ref: clip_gradients
+
+
+@dataclass
+class TrainConfig:
+    """Loop length, batch, precision and how often to log, picture, evaluate and checkpoint."""
+
+    steps: int = 100000  # ref: num_steps
+    batch_size: int = 6  # ref: batch_size
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast)
+    channels_last: bool = False
+    compile: bool = False
+    log_every: int = 20
+    vis_every: int = 1000  # ref: vis_interval
+    eval_every: int = 0  # 0 = evaluate only at the end
+    checkpoint_every: int = 5000  # ref: save_pred_every
+    keep_checkpoints: int = 2
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation of a run or a checkpoint on a data set split."""
+
+    split: str = "test"
+    batch_size: int = 8
+    max_images: int | None = None
+    baseline: bool = True  # also score the k-means-on-(x, y) baseline (synthetic sanity check)
+
+
+@dataclass
+class LogConfig:
+    """Where logs go. TensorBoard by default; Weights & Biases only if asked for."""
+
+    tensorboard: bool = True
+    wandb: bool = False
+    wandb_project: str = "partdisco"
+    progress: bool = True  # tqdm progress bars
+
+
+@dataclass
+class RunConfig:
+    """The whole run: one sub-config per component, each receiving only its own slice."""
+
+    dataset: str = "synthetic"  # preset that was loaded
+    out: str | None = None  # run folder; None = runs/<dataset>-<timestamp>
+    resume: str | None = None  # run folder or checkpoint to continue from
+    seed: int = 1234  # ref: random_seed
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (only str/int/float/bool/None/list), for YAML and checkpoints."""
+        return dataclasses.asdict(self)
+
+
+def _need(ok: bool, key: str, msg: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {msg}")
+
+
+def validate_data(cfg: DataConfig) -> DataConfig:
+    """Check the ``data`` slice alone (used by evaluation, which needs no training settings)."""
+    need = _need
+    need(cfg.name in DATASETS, "data.name", f"unknown data set {cfg.name!r}; choose from {DATASETS}")
+    need(cfg.image_size >= 16, "data.image_size", f"must be >= 16 pixels, got {cfg.image_size}")
+    need(cfg.cub_mask in ("gt", "sup", "none"), "data.cub_mask", "must be gt, sup or none")
+    need(cfg.cub_variant in ("fg", "full"), "data.cub_variant", "must be fg or full")
+    if cfg.name != "synthetic":
+        need(cfg.root is not None, "data.root", f"data set {cfg.name!r} needs data.root=DIR (the folder holding it)")
+        root = Path(str(cfg.root)).expanduser()
+        need(root.is_dir(), "data.root", f"folder {str(root)!r} does not exist")
+    return cfg
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check cross-field rules; raise :class:`ConfigError` naming the key on the first violation."""
+    need = _need
+    validate_data(cfg.data)
+    need(cfg.model.arch in ARCHS, "model.arch", f"unknown architecture {cfg.model.arch!r}; choose from {ARCHS}")
+    need(cfg.model.num_parts >= 2, "model.num_parts", f"must be >= 2 parts, got {cfg.model.num_parts}")
+    need(
+        cfg.model.features in FEATURE_SOURCES,
+        "model.features",
+        f"unknown feature source {cfg.model.features!r}; choose from {FEATURE_SOURCES}",
+    )
+    need(
+        cfg.model.normalization in ("caffe", "imagenet"),
+        "model.normalization",
+        f"must be 'caffe' or 'imagenet', got {cfg.model.normalization!r}",
+    )
+    need(cfg.train.batch_size >= 2, "train.batch_size", f"must be >= 2 (contrastive loss), got {cfg.train.batch_size}")
+    need(cfg.train.steps >= 1, "train.steps", f"must be >= 1, got {cfg.train.steps}")
+    need(
+        cfg.train.precision in PRECISIONS,
+        "train.precision",
+        f"unknown precision {cfg.train.precision!r}; choose from {PRECISIONS}",
+    )
+    need(cfg.optim.name in ("sgd", "adamw"), "optim.name", f"must be 'sgd' or 'adamw', got {cfg.optim.name!r}")
+    need(cfg.optim.lr > 0, "optim.lr", f"must be > 0, got {cfg.optim.lr}")
+    need(cfg.loss.temperature > 0, "loss.temperature", f"must be > 0, got {cfg.loss.temperature}")
+    need(
+        0 < cfg.loss.scale_low <= cfg.loss.scale_high,
+        "loss.scale_low",
+        f"need 0 < scale_low <= scale_high, got {cfg.loss.scale_low}, {cfg.loss.scale_high}",
+    )
+    if cfg.model.features == "vgg19":
+        need(
+            cfg.model.features_weights is not None,
+            "model.features_weights",
+            "features=vgg19 needs a local torchvision VGG19 file (vgg19-dcbb9e9d.pth); "
+            "or use model.features=texture / vgg19_random, which need no download",
+        )
+    for key, path in (("model.init_from", cfg.model.init_from), ("model.features_weights", cfg.model.features_weights)):
+        if path is not None:
+            need(Path(path).expanduser().is_file(), key, f"file {path!r} does not exist")
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------------
+# Merging
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert ``value`` (from YAML or a CLI string) to type ``tp`` or raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "~")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is list:
+        (inner,) = args
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                value = yaml.safe_load(text)
+            elif text == "":
+                value = []
+            else:
+                value = [v for v in text.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                try:
+                    as_float = float(value)
+                except ValueError:
+                    as_float = None
+                if as_float is not None and as_float.is_integer():
+                    return int(as_float)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def _set(obj: Any, dotted: str, value: Any, full_key: str | None = None) -> None:
+    full_key = full_key or dotted
+    head, _, rest = dotted.partition(".")
+    names = {f.name for f in dataclasses.fields(obj)}
+    if head not in names:
+        where = type(obj).__name__
+        raise ConfigError(f"unknown config key {full_key!r} ({where} has: {', '.join(sorted(names))})")
+    tp = _field_types(type(obj))[head]
+    current = getattr(obj, head)
+    if dataclasses.is_dataclass(current):
+        if not rest:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{full_key}: is a section; set one of its keys, e.g. {full_key}.KEY=VALUE")
+            for k, v in value.items():
+                _set(current, k, v, f"{full_key}.{k}")
+            return
+        _set(current, rest, value, full_key)
+        return
+    if rest:
+        raise ConfigError(f"unknown config key {full_key!r} ({head!r} is not a section)")
+    setattr(obj, head, _coerce(value, tp, full_key))
+
+
+def merge_dict(cfg: RunConfig, values: dict[str, Any], source: str = "config") -> RunConfig:
+    """Merge a nested dict (e.g. from YAML) into ``cfg`` in place, type-checking every value."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(values).__name__}")
+    for key, value in values.items():
+        try:
+            _set(cfg, str(key), value)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+    return cfg
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, str]]:
+    """Split ``key=value`` strings; raise ConfigError for an item without ``=``."""
+    pairs = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"bad override {item!r}: expected key=value, e.g. train.steps=2000")
+        pairs.append((key.strip(), value))
+    return pairs
+
+
+def preset_path(name: str) -> Path:
+    """Path of a shipped preset YAML."""
+    if name not in PRESETS:
+        raise ConfigError(f"dataset: unknown preset {name!r}; choose from {PRESETS}")
+    return Path(str(resources.files("partdisco") / "configs" / f"{name}.yaml"))
+
+
+def load_config(
+    preset: str | None = None,
+    overrides: list[str] | None = None,
+    config_file: str | Path | None = None,
+    check: bool = True,
+) -> RunConfig:
+    """Build a RunConfig: defaults -> preset -> optional YAML file -> ``key=value`` overrides.
+
+    Args:
+        preset: preset name (``synthetic``, ``cub``, ...). ``None`` takes ``dataset=`` from the overrides
+            or the file, else ``synthetic``.
+        overrides: ``key=value`` strings, dotted keys (``model.num_parts=4``).
+        config_file: a YAML file with the same nested keys (e.g. a run's saved ``config.yaml``).
+        check: run :func:`validate` (file existence, ranges).
+
+    Returns:
+        The resolved, validated config.
+
+    Raises:
+        ConfigError: an unknown key, a wrong type or an invalid value; the message names it.
+    """
+    pairs = parse_overrides(overrides or [])
+    file_values: dict[str, Any] = {}
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            file_values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
+    if preset is None:
+        preset = next((v for k, v in pairs if k == "dataset"), None) or file_values.get("dataset") or "synthetic"
+    cfg = RunConfig()
+    preset_file = preset_path(str(preset))
+    merge_dict(cfg, yaml.safe_load(preset_file.read_text()) or {}, source=str(preset_file))
+    cfg.dataset = str(preset)
+    if file_values:
+        merge_dict(cfg, file_values, source=str(config_file))
+    for key, value in pairs:
+        if key == "dataset":
+            if value != preset:
+                raise ConfigError(f"dataset={value!r} conflicts with preset {preset!r}")
+            continue
+        _set(cfg, key, value)
+    return validate(cfg) if check else cfg
+
+
+def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+    """Apply ``key=value`` strings to an existing config in place (type-checked)."""
+    for key, value in parse_overrides(overrides):
+        _set(cfg, key, value)
+    return cfg
+
+
+def config_from_dict(values: dict[str, Any]) -> RunConfig:
+    """Rebuild a RunConfig from :meth:`RunConfig.to_dict` output (e.g. stored in a checkpoint)."""
+    cfg = RunConfig()
+    merge_dict(cfg, values, source="checkpoint config")
+    return cfg
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    tmp.replace(path)

@@ -1,0 +1,78 @@
+"""Data sets and batching.
+
+``build_dataset(cfg, split, train)`` returns a torch Dataset whose items are the sample dicts described in
+``docs/ARCHITECTURE.md``; ``collate`` stacks them into a batch dict.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from partdisco.config import DataConfig
+
+_BUILDERS = {
+    "synthetic": "partdisco.data.synthetic",
+    "cub": "partdisco.data.cub",
+    "deepfashion": "partdisco.data.deepfashion",
+    "pascal_part": "partdisco.data.pascal_part",
+    "folder": "partdisco.data.folder",
+}
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by ``data.name``."""
+    return sorted(_BUILDERS)
+
+
+def build_dataset(cfg: DataConfig, split: str, train: bool) -> Dataset:
+    """Build a data set split.
+
+    Args:
+        cfg: the ``data`` slice of the run config.
+        split: ``train`` or ``test``.
+        train: training pipeline (random crops / flips) rather than the evaluation one.
+
+    Returns:
+        A Dataset of sample dicts.
+
+    Raises:
+        ValueError: unknown data set name.
+    """
+    if cfg.name not in _BUILDERS:
+        raise ValueError(f"data.name: unknown data set {cfg.name!r}; choose from {list_datasets()}")
+    module = importlib.import_module(_BUILDERS[cfg.name])
+    return module.build(cfg, split, train)
+
+
+def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack sample dicts into a batch dict (tensors stacked, strings listed).
+
+    Raises:
+        ValueError: samples with different keys or image sizes (name the first offending sample).
+    """
+    if not samples:
+        raise ValueError("cannot collate an empty list of samples")
+    keys = samples[0].keys()
+    batch: dict[str, Any] = {}
+    for s in samples[1:]:
+        if s.keys() != keys:
+            raise ValueError(f"sample {s.get('name')!r} has keys {sorted(s)} but the first has {sorted(keys)}")
+    for key in keys:
+        values = [s[key] for s in samples]
+        if isinstance(values[0], torch.Tensor):
+            shapes = {tuple(v.shape) for v in values}
+            if len(shapes) > 1:
+                raise ValueError(f"cannot batch {key!r} of different shapes {sorted(shapes)}; use batch size 1")
+            batch[key] = torch.stack(values)
+        elif isinstance(values[0], (int, float)):
+            batch[key] = torch.tensor(values)
+        else:
+            batch[key] = values
+    return batch
+
+
+__all__ = ["build_dataset", "collate", "list_datasets"]

@@ -1,0 +1,223 @@
+"""``partdisco data check``: report what a data set folder holds, what is missing and which files are bad.
+
+:func:`check_dataset` prints (to ``out``) the expected layout with ``ok`` / ``MISSING`` (required) /
+``absent`` (optional) per item and where each item comes from, the number of samples per split, and every
+file that cannot be read or does not match its image. It only reads files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import scipy.io
+
+from partdisco.config import DATASETS, DataConfig
+from partdisco.data import cub, deepfashion, folder, pascal_part
+from partdisco.data.io import SampleDataset
+
+logger = logging.getLogger(__name__)
+
+_BUILDERS: dict[str, Callable[..., SampleDataset]] = {
+    "cub": cub.build,
+    "deepfashion": deepfashion.build,
+    "pascal_part": pascal_part.build,
+    "folder": folder.build,
+}
+
+
+@dataclass
+class Item:
+    """One expected file or folder."""
+
+    path: Path
+    required: bool
+    source: str
+    note: str = ""
+
+
+def _cub_items(root: Path, cfg: DataConfig) -> list[Item]:
+    items = [
+        Item(root / "images", True, cub.SOURCE_OFFICIAL, "images/<species>/<name>.jpg"),
+        Item(root / "images.txt", True, cub.SOURCE_OFFICIAL),
+        Item(root / "train_test_split.txt", True, cub.SOURCE_OFFICIAL),
+        Item(root / "bounding_boxes.txt", True, cub.SOURCE_OFFICIAL),
+        Item(root / "parts" / "part_locs.txt", True, cub.SOURCE_OFFICIAL),
+        Item(root / "parts" / "parts.txt", False, cub.SOURCE_OFFICIAL, "keypoint names"),
+        Item(
+            root / "image_class_labels.txt", False, cub.SOURCE_OFFICIAL, "else classes come from folder names"
+        ),
+        Item(
+            root / "segmentations",
+            cfg.cub_mask == "gt",
+            cub.SOURCE_SEGMENTATIONS,
+            "evaluation masks (data.cub_mask=gt); training masks without the CMR cachedir",
+        ),
+        Item(cub.cmr_annotation_path(root, "train"), False, cub.SOURCE_CMR, "reference training annotations"),
+        Item(
+            cub.cmr_annotation_path(root, "test"), False, cub.SOURCE_CMR, "reference in-training test split"
+        ),
+    ]
+    sup = next(
+        (b / "supervisedlabels" for b in (root, root.parent) if (b / "supervisedlabels").is_dir()),
+        root.parent / "supervisedlabels",
+    )
+    items.append(Item(sup, cfg.cub_mask == "sup", cub.SOURCE_SUP, "Full-protocol masks (data.cub_mask=sup)"))
+    return items
+
+
+def _deepfashion_items(root: Path, cfg: DataConfig) -> list[Item]:
+    files = deepfashion.SPLIT_FILES["train"] + deepfashion.SPLIT_FILES["test"]
+    return [Item(root / f, True, deepfashion.SOURCE, "lists images[*].file_name") for f in files]
+
+
+def _pascal_items(root: Path, cfg: DataConfig) -> list[Item]:
+    main = root / "VOC2010" / "ImageSets" / "Main"
+    return [
+        Item(root / "VOC2010" / "JPEGImages", True, pascal_part.SOURCE_VOC),
+        Item(main / f"{cfg.pascal_class}_train.txt", True, pascal_part.SOURCE_VOC),
+        Item(main / f"{cfg.pascal_class}_val.txt", True, pascal_part.SOURCE_VOC),
+        Item(root / "Annotations_Part", True, pascal_part.SOURCE_PARTS),
+    ]
+
+
+def _folder_items(root: Path, cfg: DataConfig) -> list[Item]:
+    yours = "your files; see docs/DATA.md"
+    return [
+        Item(root / "images", True, yours),
+        Item(root / "masks", False, yours, "foreground masks <stem>.png"),
+        Item(root / "parts", False, yours, "part label maps <stem>.png"),
+        Item(root / "part_names.json", False, yours),
+        Item(root / "keypoints.json", False, yours),
+        Item(root / "train.txt", False, yours, "else every image is in every split"),
+        Item(root / "test.txt", False, yours),
+    ]
+
+
+def _resolve(name: str, root: Path) -> Path:
+    if name == "cub":
+        return cub.resolve_root(root)
+    if name == "deepfashion":
+        return deepfashion.resolve_root(root)
+    if name == "pascal_part":
+        return pascal_part.resolve_root(root)
+    return root
+
+
+def check_dataset(
+    root: str | Path,
+    name: str,
+    out: TextIO = sys.stdout,
+    cfg: DataConfig | None = None,
+    max_samples: int | None = None,
+) -> int:
+    """Check a data set folder and print a report; change nothing.
+
+    Args:
+        root: the data set folder (as ``data.root``).
+        name: ``cub``, ``deepfashion``, ``pascal_part``, ``folder`` (``synthetic`` needs no files).
+        out: text stream for the report.
+        cfg: data options (``cub_mask``, ``pascal_class``, ...); ``root`` and ``name`` are taken from the
+            arguments. None = defaults.
+        max_samples: read at most this many samples per split (None = all).
+
+    Returns:
+        0 when everything required is present and every sample reads; 1 otherwise.
+
+    Raises:
+        ValueError: unknown data set name.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; choose from {DATASETS}")
+
+    def say(line: str = "") -> None:
+        out.write(line + "\n")
+
+    if name == "synthetic":
+        say("synthetic: generated on the fly, no files needed")
+        return 0
+    base = cfg if cfg is not None else DataConfig()
+    root = Path(root).expanduser()
+    cfg = dataclasses.replace(base, name=name, root=str(root), strict=True)
+    resolved = _resolve(name, root)
+    say(f"data set: {name}")
+    say(f"root: {resolved}")
+    if not resolved.is_dir():
+        say(f"MISSING  {resolved} (not a folder)")
+        say("result: PROBLEMS (1)")
+        return 1
+    items = {"cub": _cub_items, "deepfashion": _deepfashion_items, "pascal_part": _pascal_items}.get(
+        name, _folder_items
+    )(resolved, cfg)
+    say("layout:")
+    missing_required = 0
+    for item in items:
+        rel = item.path.relative_to(resolved) if item.path.is_relative_to(resolved) else item.path
+        note = f" [{item.note}]" if item.note else ""
+        if item.path.exists():
+            say(f"  ok       {rel}{note}")
+        elif item.required:
+            missing_required += 1
+            say(f"  MISSING  {rel}{note} (required; expected {item.path}; from: {item.source})")
+        else:
+            say(f"  absent   {rel}{note} (optional; from: {item.source})")
+    if missing_required:
+        say(f"result: PROBLEMS ({missing_required} required item(s) missing; nothing else checked)")
+        return 1
+
+    problems: list[str] = []
+    if name == "cub":
+        for split in ("train", "test"):
+            path = cub.cmr_annotation_path(resolved, split)
+            if path.is_file():
+                try:
+                    shape = {n: s for n, s, _ in scipy.io.whosmat(str(path))}.get("images")
+                    count = 0 if not shape or min(shape) == 0 else int(max(shape))
+                    say(f"split {split} (CMR training annotations): {count} images")
+                except Exception as err:  # scipy raises several types for a bad file
+                    problems.append(f"{path}: not a readable MATLAB file ({err})")
+    datasets: list[tuple[str, SampleDataset]] = []
+    for split in ("train", "test"):
+        try:
+            dataset = _BUILDERS[name](cfg, split, False)
+        except Exception as err:  # report every build failure, with its message
+            problems.append(f"split {split}: {type(err).__name__}: {err}")
+            continue
+        say(f"split {split}: {len(dataset)} samples")
+        if len(dataset) == 0:
+            problems.append(f"split {split}: no samples")
+        datasets.append((split, dataset))
+
+    seen: set[str] = set()
+    read = 0
+    bad: list[str] = []
+    for _split, dataset in datasets:
+        count = len(dataset) if max_samples is None else min(len(dataset), max_samples)
+        for i in range(count):
+            sample_name = dataset.sample_name(i)
+            if sample_name in seen:
+                continue
+            seen.add(sample_name)
+            try:
+                dataset.load_sample(i, None)
+            except Exception as err:  # list every bad file with its reason
+                bad.append(f"{sample_name}: {err}")
+            read += 1
+            if read % 500 == 0:
+                logger.info("data check: %d samples read", read)
+    say(f"scan: {read} samples read, {len(bad)} unreadable or inconsistent")
+    for line in bad:
+        say(f"  BAD  {line}")
+    problems.extend(bad)
+    for line in problems[: len(problems) - len(bad)]:
+        say(f"PROBLEM  {line}")
+    if problems:
+        say(f"result: PROBLEMS ({len(problems)})")
+        return 1
+    say("result: OK")
+    return 0

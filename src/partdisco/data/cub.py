@@ -1,0 +1,568 @@
+"""CUB-200-2011: the reference training pipeline (CMR annotations) and evaluation pipeline (official files).
+
+``data.root`` is the ``CUB_200_2011`` folder of the official tarball (a folder that contains
+``CUB_200_2011/`` is accepted too). See ``docs/DATA.md`` for the layout and where each file comes from.
+
+``build(cfg, split, train=True)`` (training, ref ``datasets/cub.py``, from CMR):
+    annotations from CMR's ``cachedir/cub/data/{split}_cub_cleaned.mat`` (struct array ``images`` with
+    ``rel_path``, ``bbox.{x1,y1,x2,y2}`` and ``parts`` (3, 15) in 1-based pixels, full-image binary
+    ``mask``). Per sample: 0-based coordinates, box padded by ``padding_frac`` per side plus a
+    ``±jitter_frac`` jitter (``split == "train"`` only), squared, cropped (outside: image 1/255, mask 0),
+    resized to ``image_size`` (bilinear image, nearest mask), and flipped with probability 1/2
+    (``split == "train"`` and ``data.flip``) with the left/right keypoint permutation
+    :data:`CUB_FLIP_PERMUTATION`. Without the cachedir the official files are used instead (a warning is
+    logged; masks = ``segmentations`` == 255, coordinates taken as 0-based).
+
+``build(cfg, split, train=False)`` (evaluation, ref ``evaluation/datasets/cub200.py`` + ``CUB eval.ipynb``):
+    official split (``images.txt``, ``train_test_split.txt``: 5,994 train / 5,794 test), keypoints from
+    ``parts/part_locs.txt`` (as stored, no 1-based shift, as the reference), boxes from
+    ``bounding_boxes.txt``. ``data.cub_variant``: ``fg`` crops exactly to the truncated box (keypoints
+    shifted by the float box origin and clamped at 0), ``full`` keeps the whole image. Then the shorter
+    side is resized to ``image_size`` (antialiased bilinear; keypoints scaled by ``image_size / shorter``),
+    and H and W are centre-cropped down to multiples of 16; keypoints that fall outside become invisible.
+    ``data.cub_mask``: ``gt`` = ``segmentations/*.png == 255`` (binary after resizing), ``sup`` = the
+    authors' ``supervisedlabels/<rel_path>.png`` kept as ``gray / 255`` (the Full protocol counts any value
+    ``> 0`` as foreground), ``none`` = all ones. ``data.cub_classes`` keeps only those species (``[1, 2, 3]``
+    for the three-class protocol, which then reads ``supervisedlabels3/`` when it exists).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.io
+
+from partdisco.config import DataConfig
+from partdisco.data import transforms as T
+from partdisco.data.io import SampleDataset, check_same_size, read_image, read_mask
+
+logger = logging.getLogger(__name__)
+
+CUB_KEYPOINT_NAMES: list[str] = [
+    "back",
+    "beak",
+    "belly",
+    "breast",
+    "crown",
+    "forehead",
+    "left eye",
+    "left leg",
+    "left wing",
+    "nape",
+    "right eye",
+    "right leg",
+    "right wing",
+    "tail",
+    "throat",
+]
+"""The 15 CUB keypoints in ``parts/parts.txt`` order (used when that file is absent)."""
+
+CUB_FLIP_PERMUTATION = np.array([1, 2, 3, 4, 5, 6, 11, 12, 13, 10, 7, 8, 9, 14, 15], dtype=np.int64) - 1
+"""Row order after a horizontal flip: swaps left/right eye, leg and wing (ref: ``cub.py kp_perm``)."""
+
+NUM_KEYPOINTS = 15
+GT_MASK_THRESHOLD = 254  # ref: cub200.py (np.array(mask.convert('L')) == 255)
+
+SOURCE_OFFICIAL = (
+    "official CUB_200_2011.tgz (https://www.vision.caltech.edu/datasets/cub_200_2011/); see docs/DATA.md"
+)
+SOURCE_SEGMENTATIONS = "official CUB segmentations.tgz (extract into CUB_200_2011/); see docs/DATA.md"
+SOURCE_CMR = (
+    "CMR cachedir.tar.gz (akanazawa/cmr issue #3), extracted into CUB_200_2011/cachedir; see docs/DATA.md"
+)
+SOURCE_SUP = "the authors' cub_supervisedlabels.tar.gz (unsup-parts README); see docs/DATA.md"
+
+
+def resolve_root(root: str | Path) -> Path:
+    """The ``CUB_200_2011`` folder: ``root`` itself, or ``root/CUB_200_2011`` when that exists."""
+    root = Path(root).expanduser()
+    markers = ("images.txt", "images", "cachedir")
+    if not any((root / m).exists() for m in markers) and (root / "CUB_200_2011").is_dir():
+        return root / "CUB_200_2011"
+    return root
+
+
+def cmr_annotation_path(root: Path, split: str) -> Path:
+    """Path of CMR's ``{split}_cub_cleaned.mat`` under a ``CUB_200_2011`` folder."""
+    return root / "cachedir" / "cub" / "data" / f"{split}_cub_cleaned.mat"
+
+
+def class_from_rel_path(rel_path: str) -> int:
+    """Species id 1..200 from the folder prefix of a relative path (``"001.Black_footed_Albatross/..."``).
+
+    Example:
+        >>> class_from_rel_path("017.Cardinal/Cardinal_0001_17057.jpg")
+        17
+    """
+    prefix = rel_path.replace("\\", "/").split("/")[0].split(".")[0]
+    if not prefix.isdigit():
+        raise ValueError(
+            f"cannot read the class from {rel_path!r}: expected a 'NNN.Species/...' folder prefix"
+        )
+    return int(prefix)
+
+
+def read_keypoint_names(root: Path) -> list[str]:
+    """Keypoint names from ``parts/parts.txt`` (``"<id> <name>"`` lines), else :data:`CUB_KEYPOINT_NAMES`."""
+    path = root / "parts" / "parts.txt"
+    if not path.is_file():
+        return list(CUB_KEYPOINT_NAMES)
+    names = []
+    for line in path.read_text().splitlines():
+        fields = line.strip().split(maxsplit=1)
+        if len(fields) == 2:
+            names.append(fields[1].strip())
+    if len(names) != NUM_KEYPOINTS:
+        raise ValueError(f"{path}: expected {NUM_KEYPOINTS} '<id> <name>' lines, found {len(names)}")
+    return names
+
+
+def _require(path: Path, what: str, source: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"CUB: missing {what}: expected {path} (from: {source})")
+    return path
+
+
+@dataclass
+class CubRecord:
+    """One annotated CUB image.
+
+    Attributes:
+        rel_path: path under ``images/``.
+        class_id: species 1..200.
+        bbox: float64 (4,) 0-based inclusive ``(x0, y0, x1, y1)`` (training pipeline).
+        keypoints: float64 (15, 3) ``(x, y, visible)`` in original image pixels (training: 0-based; eval:
+            as stored in ``part_locs.txt``).
+        box_xywh: float64 (4,) official ``(x, y, w, h)`` (evaluation pipeline); None for CMR records.
+        mask_bits: CMR mask packed with ``np.packbits`` (mask > 0), or None (read from ``segmentations``).
+        mask_shape: (H, W) of the packed mask.
+    """
+
+    rel_path: str
+    class_id: int
+    bbox: np.ndarray
+    keypoints: np.ndarray
+    box_xywh: np.ndarray | None = None
+    mask_bits: np.ndarray | None = None
+    mask_shape: tuple[int, int] | None = None
+
+    def cmr_mask(self) -> np.ndarray:
+        """Unpack the CMR mask to uint8 (H, W) in {0, 1}."""
+        if self.mask_bits is None or self.mask_shape is None:
+            raise ValueError(f"{self.rel_path}: no CMR mask stored")
+        count = self.mask_shape[0] * self.mask_shape[1]
+        return np.unpackbits(self.mask_bits, count=count).reshape(self.mask_shape)
+
+
+def _field(obj: Any, name: str, path: Path, index: int) -> Any:
+    if not hasattr(obj, name):
+        raise ValueError(f"{path}: images[{index}] has no field {name!r} (expected CMR's cub_cleaned format)")
+    return getattr(obj, name)
+
+
+def load_cmr_records(path: Path) -> list[CubRecord]:
+    """Read CMR's ``{split}_cub_cleaned.mat`` into records (0-based coordinates, packed masks).
+
+    Args:
+        path: the .mat file (``images`` struct array with rel_path, bbox{x1,y1,x2,y2}, parts (3, 15), mask).
+
+    Returns:
+        One :class:`CubRecord` per image, in file order.
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        ValueError: the file lacks the ``images`` variable or a field.
+    """
+    _require(path, "CMR annotation file", SOURCE_CMR)
+    try:
+        data = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=False)
+    except Exception as err:  # scipy raises several types for a bad file
+        raise ValueError(f"{path}: not a readable MATLAB file ({type(err).__name__}: {err})") from None
+    if "images" not in data:
+        raise ValueError(f"{path}: no variable 'images' (expected CMR's cub_cleaned format)")
+    records = []
+    for i, item in enumerate(np.atleast_1d(data["images"])):
+        rel_path = str(_field(item, "rel_path", path, i))
+        box = _field(item, "bbox", path, i)
+        bbox = np.array([float(_field(box, k, path, i)) for k in ("x1", "y1", "x2", "y2")]) - 1.0
+        parts = np.asarray(_field(item, "parts", path, i), dtype=np.float64)
+        if parts.shape != (3, NUM_KEYPOINTS):
+            raise ValueError(
+                f"{path}: images[{i}].parts has shape {parts.shape}, expected (3, {NUM_KEYPOINTS})"
+            )
+        keypoints = parts.T.copy()
+        visible = keypoints[:, 2] > 0
+        keypoints[visible, :2] -= 1.0
+        mask = np.asarray(_field(item, "mask", path, i))
+        if mask.ndim != 2:
+            raise ValueError(f"{path}: images[{i}].mask has shape {mask.shape}, expected (H, W)")
+        class_id = class_from_rel_path(rel_path)
+        records.append(
+            CubRecord(
+                rel_path=rel_path,
+                class_id=class_id,
+                bbox=bbox,
+                keypoints=keypoints,
+                mask_bits=np.packbits(mask > 0),
+                mask_shape=(int(mask.shape[0]), int(mask.shape[1])),
+            )
+        )
+    return records
+
+
+def _read_table(path: Path, columns: int) -> np.ndarray:
+    """Whitespace table of numbers -> float64 (rows, columns), with an error naming the file."""
+    try:
+        values = np.array(path.read_text().split(), dtype=np.float64)
+    except ValueError as err:
+        raise ValueError(f"{path}: expected {columns} numeric columns per line ({err})") from None
+    if values.size % columns:
+        raise ValueError(f"{path}: expected {columns} numeric columns per line")
+    return values.reshape(-1, columns)
+
+
+def load_official_records(root: Path, split: str) -> list[CubRecord]:
+    """Read the official CUB files for ``split`` ("train" or "test") into records (file order).
+
+    Keypoints and boxes are taken as stored (``part_locs.txt`` x, y; ``bounding_boxes.txt`` x, y, w, h);
+    ``bbox`` is ``(x, y, x + w - 1, y + h - 1)``.
+
+    Raises:
+        FileNotFoundError: a required file is missing (message names it and where it comes from).
+        ValueError: unknown split or malformed file.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"CUB official split must be 'train' or 'test', got {split!r}")
+    images_txt = _require(root / "images.txt", "image list", SOURCE_OFFICIAL)
+    split_txt = _require(root / "train_test_split.txt", "train/test split", SOURCE_OFFICIAL)
+    boxes_txt = _require(root / "bounding_boxes.txt", "bounding boxes", SOURCE_OFFICIAL)
+    parts_txt = _require(root / "parts" / "part_locs.txt", "keypoint annotations", SOURCE_OFFICIAL)
+    names: dict[int, str] = {}
+    for line in images_txt.read_text().splitlines():
+        fields = line.split()
+        if len(fields) == 2:
+            names[int(fields[0])] = fields[1]
+    is_train = {int(r[0]): int(r[1]) == 1 for r in _read_table(split_txt, 2)}
+    boxes = {int(r[0]): r[1:5] for r in _read_table(boxes_txt, 5)}
+    part_table = _read_table(parts_txt, 5)
+    keypoints: dict[int, np.ndarray] = {}
+    for image_id, part_id, x, y, visible in part_table:
+        kps = keypoints.setdefault(int(image_id), np.zeros((NUM_KEYPOINTS, 3)))
+        if not 1 <= int(part_id) <= NUM_KEYPOINTS:
+            raise ValueError(f"{parts_txt}: part id {int(part_id)} outside 1..{NUM_KEYPOINTS}")
+        kps[int(part_id) - 1] = (x, y, visible)
+    labels: dict[int, int] = {}
+    labels_txt = root / "image_class_labels.txt"
+    if labels_txt.is_file():
+        labels = {int(r[0]): int(r[1]) for r in _read_table(labels_txt, 2)}
+    records = []
+    for image_id in sorted(names):
+        if image_id not in is_train:
+            raise ValueError(f"{split_txt}: image id {image_id} ({names[image_id]}) has no split entry")
+        if is_train[image_id] != (split == "train"):
+            continue
+        if image_id not in boxes:
+            raise ValueError(f"{boxes_txt}: image id {image_id} ({names[image_id]}) has no box")
+        x, y, w, h = boxes[image_id]
+        rel_path = names[image_id]
+        records.append(
+            CubRecord(
+                rel_path=rel_path,
+                class_id=labels.get(image_id, 0) or class_from_rel_path(rel_path),
+                bbox=np.array([x, y, x + w - 1.0, y + h - 1.0]),
+                keypoints=keypoints.get(image_id, np.zeros((NUM_KEYPOINTS, 3))).copy(),
+                box_xywh=np.array([x, y, w, h], dtype=np.float64),
+            )
+        )
+    return records
+
+
+def _filter_classes(records: list[CubRecord], classes: list[int]) -> list[CubRecord]:
+    if not classes:
+        return records
+    wanted = {int(c) for c in classes}
+    return [r for r in records if r.class_id in wanted]
+
+
+class CubCropDataset(SampleDataset):
+    """CUB training pipeline: padded, jittered, square object crops of ``size x size`` (module docstring).
+
+    Args:
+        root: the ``CUB_200_2011`` folder.
+        records: annotated images; those with ``mask_bits`` use the CMR mask, others read
+            ``segmentations/<rel_path>.png == 255``.
+        size: output side S.
+        padding_frac: box padding per side.
+        jitter_frac: box jitter (augmented samples only).
+        flip: random horizontal flip for augmented samples.
+        augment: draw jitter / flip.
+        strict: raise on unreadable files instead of skipping.
+        seed: mixed into the per-sample generators.
+        keypoint_names: names of the 15 keypoints.
+    """
+
+    has_masks = True
+
+    def __init__(
+        self,
+        root: Path,
+        records: list[CubRecord],
+        size: int,
+        padding_frac: float,
+        jitter_frac: float,
+        flip: bool,
+        augment: bool,
+        strict: bool,
+        seed: int = 0,
+        keypoint_names: list[str] | None = None,
+    ) -> None:
+        super().__init__(augment=augment, strict=strict, seed=seed)
+        self.root = Path(root)
+        self.records = records
+        self.size = int(size)
+        self.padding_frac = float(padding_frac)
+        self.jitter_frac = float(jitter_frac)
+        self.flip = bool(flip)
+        self.keypoint_names = keypoint_names or list(CUB_KEYPOINT_NAMES)
+        self.part_names = None
+        self.flip_permutation = CUB_FLIP_PERMUTATION.copy()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def sample_name(self, index: int) -> str:
+        """Image path relative to the root (``images/<rel_path>``)."""
+        return f"images/{self.records[index].rel_path}"
+
+    def _mask(self, record: CubRecord, image_path: Path, image_shape: tuple[int, ...]) -> np.ndarray:
+        if record.mask_bits is not None:
+            mask = record.cmr_mask()
+            check_same_size(image_path, f"CMR mask of {record.rel_path}", image_shape, mask.shape)
+            return mask
+        seg_path = self.root / "segmentations" / Path(record.rel_path).with_suffix(".png")
+        mask = read_mask(seg_path, mode="binary", threshold=GT_MASK_THRESHOLD).astype(np.uint8)
+        check_same_size(image_path, seg_path, image_shape, mask.shape)
+        return mask
+
+    def load_sample(self, index: int, rng: np.random.Generator | None) -> dict[str, Any]:
+        """Read image ``index`` and crop it; ``rng`` (augmented samples) drives the jitter and the flip."""
+        record = self.records[index]
+        image_path = self.root / "images" / record.rel_path
+        image_u8 = read_image(image_path)
+        mask = self._mask(record, image_path, image_u8.shape)
+        crop_box = T.object_crop_box(record.bbox, self.padding_frac, self.jitter_frac, rng)
+        image, scale = T.crop_resize_image(image_u8.astype(np.float32) / 255.0, crop_box, self.size)
+        fg_mask = T.crop_resize_labels(mask, crop_box, self.size).astype(np.float32)
+        origin = (float(crop_box[0]), float(crop_box[1]))
+        keypoints = T.scale_keypoints(T.shift_keypoints(record.keypoints, *origin), scale, scale)
+        height, width = image.shape[:2]
+        box = T.transform_box(T.inclusive_to_continuous(record.bbox), origin, (scale, scale), (height, width))
+        if rng is not None and self.flip and rng.random() > 0.5:
+            image, fg_mask = T.hflip(image), T.hflip(fg_mask)
+            keypoints = T.flip_keypoints(keypoints, width, self.flip_permutation)
+            box = T.flip_box(box, width)
+        return T.make_sample(
+            image, fg_mask, box, record.class_id, index, self.sample_name(index), keypoints=keypoints
+        )
+
+
+class CubEvalDataset(SampleDataset):
+    """CUB evaluation pipeline of the reference notebook (module docstring); never augmented.
+
+    Args:
+        root: the ``CUB_200_2011`` folder.
+        records: official records (with ``box_xywh``).
+        size: shorter side after resizing.
+        variant: ``"fg"`` (crop to the box) or ``"full"``.
+        mask_kind: ``"gt"``, ``"sup"`` or ``"none"``.
+        mask_dir: folder of the masks for ``gt`` (``segmentations``) / ``sup`` (``supervisedlabels``).
+        strict: raise on unreadable files instead of skipping.
+        keypoint_names: names of the 15 keypoints.
+        multiple: H and W are centre-cropped to multiples of this (16 in the reference).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        records: list[CubRecord],
+        size: int,
+        variant: str,
+        mask_kind: str,
+        mask_dir: Path | None,
+        strict: bool,
+        keypoint_names: list[str] | None = None,
+        multiple: int = 16,
+    ) -> None:
+        super().__init__(augment=False, strict=strict, seed=0)
+        if variant not in ("fg", "full"):
+            raise ValueError(f"data.cub_variant must be 'fg' or 'full', got {variant!r}")
+        if mask_kind not in ("gt", "sup", "none"):
+            raise ValueError(f"data.cub_mask must be 'gt', 'sup' or 'none', got {mask_kind!r}")
+        self.root = Path(root)
+        self.records = records
+        self.size = int(size)
+        self.variant = variant
+        self.mask_kind = mask_kind
+        self.mask_dir = mask_dir
+        self.multiple = int(multiple)
+        self.keypoint_names = keypoint_names or list(CUB_KEYPOINT_NAMES)
+        self.part_names = None
+        self.has_masks = mask_kind != "none"
+        self.flip_permutation = CUB_FLIP_PERMUTATION.copy()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def sample_name(self, index: int) -> str:
+        """Image path relative to the root (``images/<rel_path>``)."""
+        return f"images/{self.records[index].rel_path}"
+
+    def _mask(self, record: CubRecord, image_path: Path, image_shape: tuple[int, ...]) -> np.ndarray:
+        if self.mask_kind == "none" or self.mask_dir is None:
+            return np.ones(image_shape[:2], dtype=np.float32)
+        path = self.mask_dir / Path(record.rel_path).with_suffix(".png")
+        if self.mask_kind == "gt":
+            mask = read_mask(path, mode="binary", threshold=GT_MASK_THRESHOLD)
+        else:
+            mask = read_mask(path, mode="gray")
+        check_same_size(image_path, path, image_shape, mask.shape)
+        return mask
+
+    def load_sample(self, index: int, rng: np.random.Generator | None = None) -> dict[str, Any]:
+        """Read image ``index`` and apply the evaluation pipeline (``rng`` is ignored)."""
+        record = self.records[index]
+        if record.box_xywh is None:
+            raise ValueError(f"{record.rel_path}: evaluation needs the official bounding box")
+        image_path = self.root / "images" / record.rel_path
+        image_u8 = read_image(image_path)
+        mask = self._mask(record, image_path, image_u8.shape)
+        x, y, w, h = (float(v) for v in record.box_xywh)
+        box = np.array([x, y, x + w, y + h])
+        keypoints = record.keypoints.copy()
+        visible = np.abs(keypoints[:, 2]) > 1e-5  # ref: cub200.py
+        keypoints[~visible] = 0.0
+        if self.variant == "fg":
+            # ref: cub200.py crop_to_bbox: truncated integer box; keypoints shifted by the float origin,
+            # clamped at 0
+            cx, cy, cw, ch = int(x), int(y), int(w), int(h)
+            image_u8 = image_u8[cy : cy + ch, cx : cx + cw]
+            mask = mask[cy : cy + ch, cx : cx + cw]
+            keypoints[visible, 0] = np.maximum(keypoints[visible, 0] - x, 0.0)
+            keypoints[visible, 1] = np.maximum(keypoints[visible, 1] - y, 0.0)
+            box = T.transform_box(box, (cx, cy), (1.0, 1.0), image_u8.shape[:2]).astype(np.float64)
+        height, width = image_u8.shape[:2]
+        if height == 0 or width == 0:
+            raise ValueError(f"{image_path}: bounding box {record.box_xywh.tolist()} is outside the image")
+        factor = self.size / float(min(height, width))  # ref: cub200.py factor from the shorter side
+        new_h, new_w = T.size_for_shorter_side(height, width, self.size)
+        image = T.resize_image(image_u8.astype(np.float32) / 255.0, (new_h, new_w), antialias=True)
+        mask = T.resize_image(mask, (new_h, new_w), antialias=True)
+        if self.mask_kind == "gt":
+            mask = (mask >= 0.5).astype(np.float32)  # PIL rounds the resized 0/1 mask
+        keypoints = T.scale_keypoints(keypoints, factor, factor)
+        top, left, crop_h, crop_w = T.center_crop_offsets(new_h, new_w, self.multiple)
+        image = image[top : top + crop_h, left : left + crop_w]
+        mask = mask[top : top + crop_h, left : left + crop_w]
+        keypoints = T.drop_keypoints_outside(T.shift_keypoints(keypoints, left, top), crop_h, crop_w)
+        box = T.transform_box(box, (0.0, 0.0), (factor, factor), (new_h, new_w)).astype(np.float64)
+        box = T.transform_box(box, (left, top), (1.0, 1.0), (crop_h, crop_w))
+        return T.make_sample(
+            image, mask, box, record.class_id, index, self.sample_name(index), keypoints=keypoints
+        )
+
+
+def _supervised_dir(root: Path, classes: list[int]) -> Path:
+    """Folder of the supervised masks (``supervisedlabels3`` first for the three-class protocol)."""
+    names = ["supervisedlabels"]
+    if classes and set(int(c) for c in classes) <= {1, 2, 3}:
+        names.insert(0, "supervisedlabels3")  # ref: cub200.py three_classes
+    for name in names:
+        for base in (root, root.parent):
+            if (base / name).is_dir():
+                return base / name
+    raise FileNotFoundError(
+        f"CUB: data.cub_mask=sup needs the supervised masks: expected {root.parent / 'supervisedlabels'} "
+        f"or {root / 'supervisedlabels'} (from: {SOURCE_SUP}); or use data.cub_mask=gt / none"
+    )
+
+
+def build(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> SampleDataset:
+    """Build the CUB data set for ``split``.
+
+    Args:
+        cfg: data config (root, image_size, strict, cub_classes, cub_mask, cub_variant, padding_frac,
+            jitter_frac, flip).
+        split: ``"train"`` / ``"test"`` (``"val"`` also for the CMR files).
+        train: True = training pipeline (square crops; CMR cachedir if present); False = evaluation
+            pipeline on the official split. Augmentation (jitter, flip) happens only for
+            ``train and split == "train"``, as in the reference.
+        seed: mixed into the per-sample augmentation generators.
+
+    Returns:
+        A :class:`CubCropDataset` or :class:`CubEvalDataset`.
+
+    Raises:
+        FileNotFoundError: a required file is missing; the message gives the expected path and its source.
+    """
+    if cfg.root is None:
+        raise ValueError("CUB: data.root is not set; point it at the CUB_200_2011 folder")
+    root = resolve_root(cfg.root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"CUB: data.root {root} is not a folder (from: {SOURCE_OFFICIAL})")
+    _require(root / "images", "image folder", SOURCE_OFFICIAL)
+    keypoint_names = read_keypoint_names(root)
+    if train:
+        augment = split == "train"
+        cmr_path = cmr_annotation_path(root, split)
+        if cmr_path.is_file():
+            records = load_cmr_records(cmr_path)
+        else:
+            logger.warning(
+                "CUB: %s not found (from: %s); training on the official %s split with segmentations/ masks",
+                cmr_path,
+                SOURCE_CMR,
+                split,
+            )
+            try:
+                records = load_official_records(root, split)
+            except FileNotFoundError as err:
+                raise FileNotFoundError(
+                    f"CUB: neither the CMR file {cmr_path} (from: {SOURCE_CMR}) nor {err}"
+                ) from None
+            _require(root / "segmentations", "segmentation masks", SOURCE_SEGMENTATIONS)
+        records = _filter_classes(records, cfg.cub_classes)
+        dataset: SampleDataset = CubCropDataset(
+            root,
+            records,
+            size=cfg.image_size,
+            padding_frac=cfg.padding_frac,
+            jitter_frac=cfg.jitter_frac,
+            flip=cfg.flip,
+            augment=augment,
+            strict=cfg.strict,
+            seed=seed,
+            keypoint_names=keypoint_names,
+        )
+    else:
+        records = _filter_classes(load_official_records(root, split), cfg.cub_classes)
+        mask_dir: Path | None = None
+        if cfg.cub_mask == "gt":
+            mask_dir = _require(root / "segmentations", "segmentation masks", SOURCE_SEGMENTATIONS)
+        elif cfg.cub_mask == "sup":
+            mask_dir = _supervised_dir(root, cfg.cub_classes)
+        dataset = CubEvalDataset(
+            root,
+            records,
+            size=cfg.image_size,
+            variant=cfg.cub_variant,
+            mask_kind=cfg.cub_mask,
+            mask_dir=mask_dir,
+            strict=cfg.strict,
+            keypoint_names=keypoint_names,
+        )
+    logger.info("CUB %s (%s): %d images", split, "train pipeline" if train else "eval pipeline", len(dataset))
+    return dataset

@@ -1,0 +1,308 @@
+"""Your own images: a folder with ``images/`` and optional masks, part labels, keypoints and split lists.
+
+Layout (``data.root``; details and examples in ``docs/DATA.md``)::
+
+    images/            any PIL format (IMAGE_EXTENSIONS), top level only, e.g. images/cat1.jpg
+    masks/             optional: masks/cat1.png, foreground = any value > 0, same size as the image
+    parts/             optional: parts/cat1.png, part labels 0 = background, 1..P (gray or palette PNG)
+    part_names.json    optional: ["head", "body", ...] names of labels 1..P
+    keypoints.json     optional: {"names": [...], "keypoints": {"cat1.jpg": [[x, y, v], ...]},
+                                  "flip_permutation": [...]}  (pixel coordinates, pixel i covers [i, i+1);
+                                  v > 0 = visible; flip_permutation optional, 0-based, default identity)
+    train.txt/test.txt optional: one image file name per line ('#' comments allowed)
+
+Splits: ``<split>.txt`` if it exists; otherwise the complement of the other list if that one exists;
+otherwise **every image is in every split** (a warning is logged): unsupervised part discovery is
+commonly trained and evaluated on the same images.
+
+Pipeline: with ``masks/``, the CUB crop around the mask's box (padding ``data.padding_frac`` per side,
+``±data.jitter_frac`` jitter when augmenting, squared, cropped, resized to ``image_size``; an empty mask
+uses the whole image). Without ``masks/``, the shorter side is resized to ``image_size`` and the centre
+``image_size`` square is cut out; the foreground is the whole image (logged once when training). Augmented
+samples (``train and split == "train"``) are flipped with probability 1/2 when ``data.flip``.
+
+Unreadable images or masks are skipped with a warning and listed in ``dataset.skipped`` (an error with
+``data.strict=true``); a mask or label map whose size differs from its image's is always an error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from partdisco.config import DataConfig
+from partdisco.data import transforms as T
+from partdisco.data.io import (
+    IMAGE_EXTENSIONS,
+    SampleDataset,
+    check_same_size,
+    read_image,
+    read_label_map,
+    read_mask,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def list_images(root: Path) -> list[str]:
+    """Sorted file names in ``root/images`` whose suffix is in :data:`IMAGE_EXTENSIONS`.
+
+    Raises:
+        FileNotFoundError: ``images/`` is missing.
+    """
+    folder = root / "images"
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"folder data set: missing {folder} (put your images there; see docs/DATA.md)"
+        )
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def read_list(path: Path, available: set[str]) -> list[str]:
+    """Image names of a split file (one per line, ``#`` comments), checked against ``available``.
+
+    Raises:
+        FileNotFoundError: an entry names no file in ``images/`` (message names the list and the entry).
+    """
+    names = []
+    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+        name = line.split("#", 1)[0].strip()
+        if not name:
+            continue
+        name = name.removeprefix("images/")
+        if name not in available:
+            raise FileNotFoundError(f"{path}:{line_no}: {name!r} is not an image in {path.parent / 'images'}")
+        names.append(name)
+    return names
+
+
+def split_files(root: Path, split: str, images: list[str]) -> list[str]:
+    """Images of ``split`` (module docstring for the rules)."""
+    available = set(images)
+    own = root / f"{split}.txt"
+    if own.is_file():
+        return read_list(own, available)
+    other = {"train": "test", "test": "train"}.get(split)
+    if other is not None and (root / f"{other}.txt").is_file():
+        taken = set(read_list(root / f"{other}.txt", available))
+        return [name for name in images if name not in taken]
+    logger.warning(
+        "folder data set %s: no train.txt / test.txt; split %r uses all %d images", root, split, len(images)
+    )
+    return list(images)
+
+
+def read_keypoints_json(path: Path) -> tuple[list[str], dict[str, np.ndarray], np.ndarray | None]:
+    """Parse ``keypoints.json``.
+
+    Returns:
+        ``(names, table, flip_permutation)``: table maps an image name to float64 (N, 3).
+
+    Raises:
+        ValueError: malformed file (message names the file and the entry).
+    """
+    try:
+        data = json.loads(path.read_text())
+        names = [str(n) for n in data["names"]]
+        raw = data.get("keypoints", {})
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+        raise ValueError(
+            f"{path}: expected {{'names': [...], 'keypoints': {{NAME: [[x, y, v], ...]}}}} ({err!r})"
+        ) from None
+    table = {}
+    for name, rows in raw.items():
+        array = np.asarray(rows, dtype=np.float64)
+        if array.shape != (len(names), 3):
+            raise ValueError(
+                f"{path}: keypoints of {name!r} have shape {array.shape}, expected ({len(names)}, 3)"
+            )
+        table[str(name).removeprefix("images/")] = array
+    permutation = None
+    if data.get("flip_permutation") is not None:
+        permutation = np.asarray(data["flip_permutation"], dtype=np.int64)
+        if sorted(permutation.tolist()) != list(range(len(names))):
+            raise ValueError(f"{path}: flip_permutation must be a permutation of 0..{len(names) - 1}")
+    return names, table, permutation
+
+
+def _annotation_paths(folder: Path, files: list[str], what: str) -> dict[str, Path]:
+    """``<folder>/<stem>.png`` for every image; raises naming the first missing ones."""
+    paths = {name: folder / (Path(name).stem + ".png") for name in files}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"folder data set: {len(missing)} image(s) have no {what} in {folder}, e.g. {missing[:5]} "
+            f"(every image needs <stem>.png there, or remove the {folder.name}/ folder)"
+        )
+    return paths
+
+
+class FolderDataset(SampleDataset):
+    """Images from a folder, with optional masks / part labels / keypoints (module docstring).
+
+    Args:
+        root: the data set folder.
+        files: image file names (relative to ``images/``).
+        size: output side S.
+        padding_frac: box padding per side (with masks).
+        jitter_frac: box jitter (augmented samples with masks).
+        flip: random horizontal flip for augmented samples.
+        augment: draw jitter / flip.
+        strict: raise on unreadable files instead of skipping.
+        seed: mixed into the per-sample generators.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        files: list[str],
+        size: int,
+        padding_frac: float,
+        jitter_frac: float,
+        flip: bool,
+        augment: bool,
+        strict: bool,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(augment=augment, strict=strict, seed=seed)
+        self.root = Path(root)
+        self.files = files
+        self.size = int(size)
+        self.padding_frac = float(padding_frac)
+        self.jitter_frac = float(jitter_frac)
+        self.flip = bool(flip)
+        self.has_masks = (self.root / "masks").is_dir()
+        self.mask_paths = _annotation_paths(self.root / "masks", files, "mask") if self.has_masks else None
+        has_parts = (self.root / "parts").is_dir()
+        self.part_paths = (
+            _annotation_paths(self.root / "parts", files, "part label map") if has_parts else None
+        )
+        self.part_names = None
+        names_path = self.root / "part_names.json"
+        if names_path.is_file():
+            try:
+                self.part_names = [str(n) for n in json.loads(names_path.read_text())]
+            except (json.JSONDecodeError, TypeError) as err:
+                raise ValueError(f"{names_path}: expected a JSON list of names ({err!r})") from None
+        self.keypoint_names = None
+        self.keypoints: dict[str, np.ndarray] | None = None
+        self.flip_permutation = None
+        kp_path = self.root / "keypoints.json"
+        if kp_path.is_file():
+            self.keypoint_names, self.keypoints, permutation = read_keypoints_json(kp_path)
+            n = len(self.keypoint_names)
+            self.flip_permutation = permutation if permutation is not None else np.arange(n, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def sample_name(self, index: int) -> str:
+        """Image path relative to the root (``images/<file>``)."""
+        return f"images/{self.files[index]}"
+
+    def _keypoints(self, name: str) -> np.ndarray | None:
+        if self.keypoints is None or self.keypoint_names is None:
+            return None
+        default = np.zeros((len(self.keypoint_names), 3))
+        return self.keypoints.get(name, default).copy()
+
+    def load_sample(self, index: int, rng: np.random.Generator | None) -> dict[str, Any]:
+        """Read image ``index`` (+ annotations) and transform it; ``rng`` drives jitter and flip."""
+        name = self.files[index]
+        image_path = self.root / "images" / name
+        image_u8 = read_image(image_path)
+        height, width = image_u8.shape[:2]
+        image = image_u8.astype(np.float32) / 255.0
+        mask = parts = None
+        if self.mask_paths is not None:
+            mask = read_mask(self.mask_paths[name], mode="binary")
+            check_same_size(image_path, self.mask_paths[name], image_u8.shape, mask.shape)
+        if self.part_paths is not None:
+            parts = read_label_map(self.part_paths[name])
+            check_same_size(image_path, self.part_paths[name], image_u8.shape, parts.shape)
+        keypoints = self._keypoints(name)
+        size = self.size
+        if mask is not None:
+            tight = T.mask_box(mask)
+            if tight is None:
+                tight = np.array([0, 0, width - 1, height - 1])
+            crop_box = T.object_crop_box(tight, self.padding_frac, self.jitter_frac, rng)
+            image, scale = T.crop_resize_image(image, crop_box, size)
+            mask = T.crop_resize_labels(mask, crop_box, size)
+            parts = T.crop_resize_labels(parts, crop_box, size) if parts is not None else None
+            origin = (float(crop_box[0]), float(crop_box[1]))
+            if keypoints is not None:
+                keypoints = T.scale_keypoints(T.shift_keypoints(keypoints, *origin), scale, scale)
+            box = T.transform_box(T.inclusive_to_continuous(tight), origin, (scale, scale), image.shape[:2])
+        else:
+            new_h, new_w = T.size_for_shorter_side(height, width, size)
+            top, left = (new_h - size) // 2, (new_w - size) // 2
+            image = T.resize_image(image, (new_h, new_w), antialias=True)[
+                top : top + size, left : left + size
+            ]
+            if parts is not None:
+                parts = T.resize_nearest(parts, (new_h, new_w), half_pixel=True)[
+                    top : top + size, left : left + size
+                ]
+            if keypoints is not None:
+                keypoints = T.scale_keypoints(keypoints, new_w / width, new_h / height)
+                keypoints = T.drop_keypoints_outside(T.shift_keypoints(keypoints, left, top), size, size)
+            mask = np.ones((size, size), dtype=np.float32)
+            box = np.array([0.0, 0.0, size, size], dtype=np.float32)
+        out_w = image.shape[1]
+        if rng is not None and self.flip and rng.random() > 0.5:
+            image, mask = T.hflip(image), T.hflip(mask)
+            parts = T.hflip(parts) if parts is not None else None
+            if keypoints is not None:
+                keypoints = T.flip_keypoints(keypoints, out_w, self.flip_permutation)
+            box = T.flip_box(box, out_w)
+        return T.make_sample(
+            image, mask, box, 0, index, self.sample_name(index), parts=parts, keypoints=keypoints
+        )
+
+
+def build(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> SampleDataset:
+    """Build a folder data set.
+
+    Args:
+        cfg: data config (root, image_size, strict, padding_frac, jitter_frac, flip).
+        split: ``"train"``, ``"test"`` or any ``<split>.txt`` present in the root.
+        train: training pipeline; jitter and flip only for ``train and split == "train"``.
+        seed: mixed into the per-sample augmentation generators.
+
+    Returns:
+        A :class:`FolderDataset`.
+
+    Raises:
+        FileNotFoundError: ``images/`` is missing, empty, or an annotation is missing for an image.
+    """
+    if cfg.root is None:
+        raise ValueError("folder data set: data.root is not set; point it at the folder holding images/")
+    root = Path(cfg.root).expanduser()
+    images = list_images(root)
+    if not images:
+        raise FileNotFoundError(
+            f"folder data set: no images in {root / 'images'} (suffixes: {', '.join(IMAGE_EXTENSIONS)})"
+        )
+    files = split_files(root, split, images)
+    dataset = FolderDataset(
+        root,
+        files,
+        size=cfg.image_size,
+        padding_frac=cfg.padding_frac,
+        jitter_frac=cfg.jitter_frac,
+        flip=cfg.flip,
+        augment=train and split == "train",
+        strict=cfg.strict,
+        seed=seed,
+    )
+    if train and not dataset.has_masks:
+        logger.warning(
+            "folder data set %s: no masks/ folder; training uses the whole image as foreground", root
+        )
+    logger.info("folder data set %s %s: %d images", root, split, len(dataset))
+    return dataset

@@ -1,0 +1,343 @@
+"""Reading images, masks and label maps from disk, and the dataset base class that skips bad files.
+
+Every reader returns plain numpy arrays and raises :class:`ImageReadError` naming the file when it is
+missing, truncated or not an image, so a data set error always says *which* file is wrong.
+
+Conventions:
+    - Images are ``uint8 (H, W, 3)`` RGB. EXIF orientation is applied (``PIL.ImageOps.exif_transpose``),
+      grayscale and palette images are expanded to RGB, 16-bit images are scaled to 8 bit (``v / 257``),
+      and images with an alpha channel are **composited on black** (``rgb * alpha / 255``): transparent
+      regions become black instead of whatever colour the file stored under them.
+    - Masks are ``float32 (H, W)``: ``mode="binary"`` gives ``1.0`` where the gray value is above
+      ``threshold`` (any value > 0 by default; CUB ground truth uses ``threshold=254``, i.e. ``== 255``),
+      ``mode="gray"`` keeps ``gray / 255`` (the reference keeps the authors' ``supervisedlabels`` masks
+      un-binarised). RGB masks use the maximum over the colour channels as their gray value; palette masks
+      use the palette index.
+    - Label maps are ``int64 (H, W)``: the palette index of a palette PNG or the gray value of a
+      single-channel PNG (8 or 16 bit), never rescaled.
+
+Randomness: :class:`SampleDataset` draws one 62-bit integer from torch's global generator per augmented
+sample and seeds a ``numpy.random.Generator`` with ``(seed, index, draw)``. The DataLoader seeds torch's
+generator in every worker (``base_seed + worker_id``, with ``base_seed`` drawn from the main process's
+generator), so ``torch.manual_seed`` at the entry point makes the augmentations reproducible, every epoch
+differs, and no code touches numpy's global RNG. Non-augmented samples draw nothing. Call
+:meth:`SampleDataset.load_sample` with an explicit generator to replay a sample exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".ppm",
+    ".pgm",
+)
+"""Lower-case file suffixes treated as images when a folder is scanned."""
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+class ImageReadError(OSError, ValueError):
+    """A file could not be read as an image / mask / label map; the message names the file and why.
+
+    Attributes:
+        path: the file that failed.
+        reason: what went wrong (missing, truncated, not an image, ...).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot read {self.path}: {reason}")
+
+    def __str__(self) -> str:
+        return f"cannot read {self.path}: {self.reason}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # DataLoader workers pickle exceptions; keep both constructor arguments.
+        return (type(self), (self.path, self.reason))
+
+
+class SizeMismatchError(ValueError):
+    """An annotation (mask, label map) does not have the size of its image; the message names both files."""
+
+
+def _open(path: str | os.PathLike[str]) -> Image.Image:
+    """Open and fully decode ``path`` with PIL, applying EXIF orientation."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(path, "file does not exist" if not path.exists() else "not a regular file")
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now: truncated files fail here, not later in a worker
+            out = ImageOps.exif_transpose(img)
+            if out is img:
+                out = img.copy()
+    except UnidentifiedImageError as err:
+        raise ImageReadError(path, f"not an image file PIL can identify ({err})") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError) as err:
+        raise ImageReadError(path, f"corrupt or truncated image ({type(err).__name__}: {err})") from None
+    return out
+
+
+def _sixteen_to_eight(array: np.ndarray) -> np.ndarray:
+    """Scale 16-bit values (0..65535) to 8 bit (0..255), rounding."""
+    array = np.clip(array.astype(np.float64), 0.0, 65535.0)
+    return np.round(array / 257.0).astype(np.uint8)
+
+
+def _to_rgb_uint8(img: Image.Image, path: Path) -> np.ndarray:
+    """Convert any PIL mode to uint8 (H, W, 3) RGB, compositing alpha on black."""
+    mode = img.mode
+    if mode in _SIXTEEN_BIT_MODES:
+        gray = _sixteen_to_eight(np.asarray(img))
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode == "F":
+        gray = np.clip(np.round(np.asarray(img, dtype=np.float64)), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        mode = img.mode
+    if mode in ("LA", "La", "PA", "RGBa"):
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode == "RGBA":
+        rgba = np.asarray(img).astype(np.float32)
+        rgb = rgba[:, :, :3] * (rgba[:, :, 3:4] / 255.0)  # composite on black
+        return np.round(rgb).astype(np.uint8)
+    if mode != "RGB":
+        try:
+            img = img.convert("RGB")
+        except (ValueError, OSError) as err:
+            raise ImageReadError(path, f"unsupported image mode {mode!r} ({err})") from None
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image file as RGB.
+
+    Args:
+        path: any format PIL reads (JPEG, PNG 8/16 bit, palette, grayscale, RGBA, TIFF, ...).
+
+    Returns:
+        ``uint8 (H, W, 3)`` RGB, EXIF-orientation applied, alpha composited on black.
+
+    Raises:
+        ImageReadError: the file is missing, truncated or not an image (message names the file).
+
+    Example:
+        >>> import tempfile, os
+        >>> from PIL import Image
+        >>> path = os.path.join(tempfile.mkdtemp(), "gray.png")
+        >>> Image.new("L", (4, 2), 7).save(path)
+        >>> read_image(path).shape, int(read_image(path)[0, 0, 2])
+        ((2, 4, 3), 7)
+    """
+    path = Path(path)
+    return _to_rgb_uint8(_open(path), path)
+
+
+def _read_gray_uint8(path: Path) -> np.ndarray:
+    """Read a mask-like file as uint8 (H, W) gray values (see module docstring for colour files)."""
+    img = _open(path)
+    mode = img.mode
+    if mode in _SIXTEEN_BIT_MODES:
+        return _sixteen_to_eight(np.asarray(img))
+    if mode == "F":
+        return np.clip(np.round(np.asarray(img, dtype=np.float64)), 0, 255).astype(np.uint8)
+    if mode in ("L", "P"):
+        return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+    if mode == "1":
+        return np.asarray(img, dtype=np.uint8) * 255
+    if mode in ("LA", "La"):
+        return np.ascontiguousarray(np.asarray(img, dtype=np.uint8)[:, :, 0])
+    rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return rgb.max(axis=2)
+
+
+def read_mask(path: str | os.PathLike[str], mode: str = "binary", threshold: int = 0) -> np.ndarray:
+    """Read a foreground mask.
+
+    Args:
+        path: a grayscale, palette, 1-bit, 16-bit or RGB image file.
+        mode: ``"binary"``: ``1.0`` where the 8-bit gray value is ``> threshold``, else ``0.0``;
+            ``"gray"``: ``gray / 255`` kept as a soft value in ``[0, 1]``.
+        threshold: gray level (0..255) for ``mode="binary"``; 0 = any non-zero pixel is foreground,
+            254 = only pure white (CUB ``segmentations/*.png`` as the reference binarises them).
+
+    Returns:
+        ``float32 (H, W)`` in ``[0, 1]``.
+
+    Raises:
+        ImageReadError: missing or unreadable file.
+        ValueError: unknown ``mode``.
+
+    Example:
+        >>> import tempfile, os
+        >>> from PIL import Image
+        >>> path = os.path.join(tempfile.mkdtemp(), "m.png")
+        >>> Image.fromarray(np.array([[0, 128, 255]], np.uint8)).save(path)
+        >>> read_mask(path).tolist(), read_mask(path, threshold=254).tolist()
+        ([[0.0, 1.0, 1.0]], [[0.0, 0.0, 1.0]])
+    """
+    if mode not in ("binary", "gray"):
+        raise ValueError(f"read_mask: mode must be 'binary' or 'gray', got {mode!r}")
+    gray = _read_gray_uint8(Path(path))
+    if mode == "binary":
+        return (gray > threshold).astype(np.float32)
+    return gray.astype(np.float32) / 255.0
+
+
+def read_label_map(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a part label map (0 = background, 1..P = parts).
+
+    Args:
+        path: a palette PNG (labels = palette indices) or a single-channel 8/16-bit PNG (labels = values).
+
+    Returns:
+        ``int64 (H, W)``.
+
+    Raises:
+        ImageReadError: missing or unreadable file, or a colour (RGB) image, whose colours are not labels.
+
+    Example:
+        >>> import tempfile, os
+        >>> from PIL import Image
+        >>> path = os.path.join(tempfile.mkdtemp(), "l.png")
+        >>> Image.fromarray(np.array([[0, 3, 1]], np.uint8)).save(path)
+        >>> read_label_map(path).tolist()
+        [[0, 3, 1]]
+    """
+    path = Path(path)
+    img = _open(path)
+    if img.mode in ("L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N", "1"):
+        return np.asarray(img).astype(np.int64)
+    if img.mode in ("LA", "PA"):
+        return np.asarray(img)[:, :, 0].astype(np.int64)
+    raise ImageReadError(
+        path,
+        f"a label map must be a palette or single-channel PNG, got mode {img.mode!r} "
+        "(save the labels as an 8-bit gray or palette PNG)",
+    )
+
+
+def check_same_size(
+    image_path: str | os.PathLike[str],
+    other_path: str | os.PathLike[str],
+    image_shape: Sequence[int],
+    other_shape: Sequence[int],
+) -> None:
+    """Raise if an annotation's (H, W) differs from its image's.
+
+    Args:
+        image_path: the image file.
+        other_path: the mask / label map file.
+        image_shape: shape of the image array (H, W, ...).
+        other_shape: shape of the annotation array (H, W, ...).
+
+    Raises:
+        SizeMismatchError: sizes differ; the message names both files and both sizes.
+
+    Example:
+        >>> check_same_size("a.jpg", "a.png", (4, 5, 3), (4, 5))
+    """
+    ih, iw = int(image_shape[0]), int(image_shape[1])
+    oh, ow = int(other_shape[0]), int(other_shape[1])
+    if (ih, iw) != (oh, ow):
+        raise SizeMismatchError(
+            f"size mismatch: image {image_path} is {ih}x{iw} (HxW) but {other_path} is {oh}x{ow}; "
+            "an annotation must have exactly the size of its image"
+        )
+
+
+class SampleDataset(torch.utils.data.Dataset):
+    """Base class of the file-backed data sets: per-sample RNG and skipping of unreadable files.
+
+    Subclasses implement ``__len__``, :meth:`sample_name` and :meth:`load_sample`. ``__getitem__`` derives
+    the sample's generator (module docstring) and, when ``load_sample`` raises :class:`ImageReadError`,
+    records the file in :attr:`skipped`, logs a warning and returns the next readable sample (or re-raises
+    when ``strict``). Other errors (size mismatches, bad annotations) always propagate.
+
+    With ``num_workers > 0`` each worker keeps its own :attr:`skipped` list; the warnings are the record.
+
+    Attributes:
+        keypoint_names: names of the N keypoints, or None.
+        part_names: names of ground-truth labels 1..P, or None.
+        has_masks: whether ``fg_mask`` comes from annotations (False: all ones).
+        flip_permutation: int64 (N,) keypoint row order after a horizontal flip, or None.
+        skipped: names of samples skipped because a file could not be read.
+        augment: whether samples are randomly augmented (training crops / flips).
+        strict: raise on an unreadable file instead of skipping it.
+        seed: mixed into every sample's generator.
+    """
+
+    keypoint_names: list[str] | None = None
+    part_names: list[str] | None = None
+    has_masks: bool = True
+    flip_permutation: np.ndarray | None = None
+
+    def __init__(self, *, augment: bool, strict: bool, seed: int = 0) -> None:
+        super().__init__()
+        self.augment = bool(augment)
+        self.strict = bool(strict)
+        self.seed = int(seed)
+        self.skipped: list[str] = []
+        self._bad: set[int] = set()
+
+    def __len__(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def sample_name(self, index: int) -> str:
+        """Name of sample ``index`` (image path relative to the data root)."""
+        raise NotImplementedError
+
+    def load_sample(self, index: int, rng: np.random.Generator | None) -> dict[str, Any]:
+        """Read and transform sample ``index``; ``rng`` drives augmentation (None = no augmentation)."""
+        raise NotImplementedError
+
+    def sample_rng(self, index: int) -> np.random.Generator:
+        """Generator for one augmented draw of sample ``index`` (see module docstring)."""
+        draw = int(torch.randint(0, 2**62, ()).item())
+        return np.random.default_rng([self.seed, int(index), draw])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"{type(self).__name__}: index {index} out of range for {n} samples")
+        index = int(index) % n
+        rng = self.sample_rng(index) if self.augment else None
+        for step in range(n):
+            i = (index + step) % n
+            if i in self._bad:
+                continue
+            try:
+                return self.load_sample(i, rng)
+            except ImageReadError as err:
+                if self.strict:
+                    raise
+                self._bad.add(i)
+                self.skipped.append(self.sample_name(i))
+                logger.warning(
+                    "skipping unreadable sample %s: %s (data.strict=true makes this an error)", i, err
+                )
+        raise RuntimeError(
+            f"{type(self).__name__}: none of the {n} samples could be read; skipped: {self.skipped[:5]}"
+        )

@@ -1,0 +1,103 @@
+"""Atomic, strict, plain-typed checkpoints and run-folder resume."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT_VERSION = 1
+_STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
+log = logging.getLogger(__name__)
+
+
+def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then ``os.replace`` it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load one of our checkpoints on the CPU (``weights_only``), with a clear error when it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise ValueError(f"checkpoint {str(path)!r} could not be read ({type(err).__name__}: {err})") from None
+    if not isinstance(ckpt, dict) or "format_version" not in ckpt or "model" not in ckpt:
+        raise ValueError(
+            f"{str(path)!r} is not a partdisco checkpoint (no format_version/model keys); "
+            "convert released files with `partdisco convert SRC DST`"
+        )
+    if ckpt["format_version"] > FORMAT_VERSION:
+        raise ValueError(
+            f"checkpoint {str(path)!r} has format {ckpt['format_version']}, newer than this partdisco "
+            f"({FORMAT_VERSION}); upgrade partdisco"
+        )
+    return ckpt
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    """Where a run keeps its periodic checkpoints."""
+    return Path(run_dir) / "checkpoints"
+
+
+def step_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of a run's periodic checkpoints, oldest first."""
+    folder = checkpoint_dir(run_dir)
+    if not folder.is_dir():
+        return []
+    found = []
+    for p in folder.iterdir():
+        m = _STEP_FILE.match(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest periodic checkpoint of a run folder, or None."""
+    found = step_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest periodic checkpoints."""
+    found = step_checkpoints(run_dir)
+    for _, path in found[: max(0, len(found) - keep)]:
+        path.unlink(missing_ok=True)
+
+
+def resolve_resume(path: str | Path) -> tuple[Path, Path]:
+    """Map ``resume=`` (a run folder or a checkpoint file) to (run folder, checkpoint file).
+
+    Raises:
+        FileNotFoundError: nothing to resume from, naming what was looked for.
+    """
+    path = Path(path)
+    if path.is_file():
+        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        return run_dir, path
+    if not path.is_dir():
+        raise FileNotFoundError(f"resume: {str(path)!r} is neither a run folder nor a checkpoint file")
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise FileNotFoundError(
+            f"resume: run folder {str(path)!r} has no checkpoints "
+            f"(looked for {str(checkpoint_dir(path))}/step_*.pt)"
+        )
+    return path, latest

@@ -1,0 +1,81 @@
+"""torch.distributed helpers that degrade to one process when no process group is initialised."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+
+def is_initialized() -> bool:
+    """True inside an initialised process group."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    """This process's global rank (0 without a process group)."""
+    return dist.get_rank() if is_initialized() else 0
+
+
+def world_size() -> int:
+    """Number of processes (1 without a process group)."""
+    return dist.get_world_size() if is_initialized() else 1
+
+
+def local_rank() -> int:
+    """Rank within this machine (torchrun's LOCAL_RANK, 0 otherwise)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main() -> bool:
+    """Only the main process writes files and logs."""
+    return rank() == 0
+
+
+def launched_by_torchrun() -> bool:
+    """True when torchrun (or another launcher) set the rendezvous variables."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def init_from_env(device: torch.device) -> bool:
+    """Initialise the process group from torchrun's environment variables, if present.
+
+    NCCL on CUDA devices, gloo on CPU. Returns True when a group was (or already is) initialised.
+    """
+    if is_initialized():
+        return True
+    if not launched_by_torchrun():
+        return False
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+    return True
+
+
+def barrier() -> None:
+    """Synchronise all ranks (no-op in one process)."""
+    if is_initialized():
+        dist.barrier()
+
+
+def reduce_mean(value: torch.Tensor) -> torch.Tensor:
+    """Mean of a tensor over ranks (a detached copy; for logging)."""
+    value = value.detach().clone()
+    if is_initialized():
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        value /= world_size()
+    return value
+
+
+def all_reduce_sum_(value: torch.Tensor) -> torch.Tensor:
+    """In-place sum over ranks (no-op in one process)."""
+    if is_initialized():
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value
+
+
+def destroy() -> None:
+    """Tear down the process group if one is initialised."""
+    if is_initialized():
+        dist.destroy_process_group()

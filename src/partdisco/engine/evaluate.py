@@ -1,0 +1,277 @@
+"""Streaming evaluation of a segmenter on a data set split.
+
+Everything is accumulated in fixed-size contingency tables (memory does not grow with the number of
+pixels) and summed over ranks. Which numbers are produced depends on what the data set provides:
+
+- keypoints -> the CUB keypoint-label protocol (§5.1): ``kp_fg_nmi/ari`` (K part labels at visible
+  keypoints) and, with a foreground mask, ``kp_nmi/ari`` ("Full": K + 1 labels, background from the mask);
+  plus ``kp_regression_error`` (§5.2) when a regression split is given.
+- ground-truth part maps -> the DeepFashion pixel protocol (§5.3): ``px_fg_nmi/ari`` over GT-foreground
+  pixels, ``px_nmi/ari`` over all pixels with the background from the mask, and Hungarian ``miou``.
+- ``baseline``: the same numbers for k-means on bbox-normalised (x, y) pixel positions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from partdisco.config import EvalConfig
+from partdisco.data import collate
+from partdisco.engine import distributed as dist_utils
+from partdisco.metrics.baselines import assign_to_centers, bbox_normalized_grid, kmeans
+from partdisco.metrics.clustering import ContingencyTable, clustering_scores
+from partdisco.metrics.keypoints import (
+    KeypointRegressor,
+    labels_at_keypoints,
+    logits_to_labels,
+    normalize_by_bbox,
+    part_centroids,
+)
+from partdisco.metrics.matching import hungarian_miou
+
+log = logging.getLogger("partdisco.evaluate")
+EVAL_ALIGN = False  # ref: CUB eval notebook upsamples with align_corners=False
+
+
+def iterate_batches(dataset: Dataset, batch_size: int, max_images: int | None = None) -> Iterator[dict[str, Any]]:
+    """Batches of consecutive samples of equal image size, sharded over ranks (rank r takes r::world)."""
+    n = len(dataset)  # type: ignore[arg-type]
+    if max_images is not None:
+        n = min(n, max_images)
+    indices = range(dist_utils.rank(), n, dist_utils.world_size())
+    buffer: list[dict[str, Any]] = []
+    for i in indices:
+        sample = dataset[i]
+        if buffer and (len(buffer) == batch_size or sample["image"].shape != buffer[0]["image"].shape):
+            yield collate(buffer)
+            buffer = []
+        buffer.append(sample)
+    if buffer:
+        yield collate(buffer)
+
+
+def _part_logits(model: torch.nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    logits = model(model.preprocess(image)).float()  # (B, K(+1), h, w)
+    if getattr(model, "background_channel", False):
+        return logits[:, 1:], logits
+    return logits, None
+
+
+class _Accumulator:
+    """Contingency tables for one labelling (the model, or the baseline)."""
+
+    def __init__(self, k: int, num_keypoints: int, num_gt_parts: int) -> None:
+        self.kp_fg = ContingencyTable(k, num_keypoints) if num_keypoints else None
+        self.kp_full = ContingencyTable(k + 1, num_keypoints) if num_keypoints else None
+        self.px_fg = ContingencyTable(k, num_gt_parts + 1) if num_gt_parts else None
+        self.px_full = ContingencyTable(k + 1, num_gt_parts + 1) if num_gt_parts else None
+
+    def update(self, fg_labels: torch.Tensor, full_labels: torch.Tensor | None, batch: dict[str, Any]) -> None:
+        """fg_labels: (B, H, W) in [0, K); full_labels: (B, H, W) in [0, K] with 0 = background."""
+        device = fg_labels.device
+        if self.kp_fg is not None:
+            kps = batch["keypoints"].to(device)
+            pred, kp_index = labels_at_keypoints(fg_labels, kps)
+            self.kp_fg.update(pred, kp_index)
+            if full_labels is not None and self.kp_full is not None:
+                pred, kp_index = labels_at_keypoints(full_labels, kps)
+                self.kp_full.update(pred, kp_index)
+        if self.px_fg is not None and self.px_full is not None:
+            gt = batch["parts"].to(device)
+            self.px_fg.update(fg_labels, gt)
+            if full_labels is not None:
+                self.px_full.update(full_labels, gt)
+
+    def reduce(self) -> None:
+        for table in (self.kp_fg, self.kp_full, self.px_fg, self.px_full):
+            if table is not None:
+                table.all_reduce()
+
+    def results(self, part_names: list[str] | None, has_full: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.kp_fg is not None and self.kp_fg.count > 0:
+            s = clustering_scores(self.kp_fg.table)
+            out.update(kp_fg_nmi=s["nmi"], kp_fg_ari=s["ari"], keypoints_used=int(s["count"]))
+            if has_full and self.kp_full is not None:
+                s = clustering_scores(self.kp_full.table)
+                out.update(kp_nmi=s["nmi"], kp_ari=s["ari"])
+        if self.px_fg is not None and self.px_fg.count > 0:
+            table = self.px_fg.table  # (K, P + 1), column 0 = GT background
+            fg = clustering_scores(table[:, 1:])
+            out.update(px_fg_nmi=fg["nmi"], px_fg_ari=fg["ari"], fg_pixels=int(fg["count"]))
+            if has_full and self.px_full is not None and self.px_full.count > 0:
+                s = clustering_scores(self.px_full.table)
+                out.update(px_nmi=s["nmi"], px_ari=s["ari"])
+            matching = hungarian_miou(table, part_names=part_names, ignore_background=True)
+            out["miou"] = float(matching["miou"])
+            out["miou_matching"] = _plain(matching)
+        return out
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    return obj
+
+
+@torch.no_grad()
+def fit_xy_baseline(dataset: Dataset, k: int, seed: int = 0, images: int = 200, per_image: int = 256) -> torch.Tensor:
+    """k-means centres of bbox-normalised foreground pixel positions, sampled from a data set split."""
+    gen = torch.Generator().manual_seed(seed)
+    points = []
+    n = min(len(dataset), images)  # type: ignore[arg-type]
+    for i in range(n):
+        s = dataset[i]
+        H, W = s["image"].shape[-2:]
+        grid = bbox_normalized_grid(s["bbox"].view(1, 4), (H, W))[0]  # (H, W, 2)
+        fg = s["fg_mask"][0] > 0.5
+        pts = grid[fg]
+        if pts.shape[0] == 0:
+            continue
+        pick = torch.randint(pts.shape[0], (min(per_image, pts.shape[0]),), generator=gen)
+        points.append(pts[pick])
+    if not points:
+        raise ValueError("no foreground pixels to fit the (x, y) k-means baseline")
+    return kmeans(torch.cat(points), k, gen)
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    cfg: EvalConfig,
+    device: torch.device,
+    *,
+    regression_dataset: Dataset | None = None,
+    baseline_dataset: Dataset | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Evaluate a segmenter on a data set split.
+
+    Args:
+        model: segmenter with ``preprocess`` and ``num_parts`` (put in eval mode here).
+        dataset: evaluation split (sample dicts).
+        cfg: the ``eval`` slice (batch size, max images, baseline).
+        device: where to run the model.
+        regression_dataset: split to fit the keypoint regressor on (the train split, evaluation pipeline);
+            None skips keypoint regression.
+        baseline_dataset: split to fit the (x, y) k-means baseline on (default: ``dataset``).
+        progress: show a progress bar.
+
+    Returns:
+        A JSON-serialisable dict of metrics (x100 for NMI/ARI/mIoU/regression error) and counts.
+    """
+    from tqdm.auto import tqdm
+
+    model.eval()
+    k = int(model.num_parts)
+    first = dataset[0]
+    num_keypoints = int(first["keypoints"].shape[0]) if "keypoints" in first else 0
+    part_names = getattr(dataset, "part_names", None)
+    num_gt_parts = len(part_names) if "parts" in first and part_names else 0
+    if "parts" in first and not num_gt_parts:
+        num_gt_parts = int(max(int(dataset[i]["parts"].max()) for i in range(min(len(dataset), 50))))  # type: ignore[arg-type]
+    has_mask = bool(getattr(dataset, "has_masks", True))
+    model_acc = _Accumulator(k, num_keypoints, num_gt_parts)
+    base_acc = _Accumulator(k, num_keypoints, num_gt_parts) if cfg.baseline else None
+    centers = fit_xy_baseline(baseline_dataset or dataset, k) if cfg.baseline else None
+
+    test_centroids: list[np.ndarray] = []
+    test_keypoints: list[np.ndarray] = []
+    test_classes: list[np.ndarray] = []
+    images = 0
+    total = len(dataset) if cfg.max_images is None else min(len(dataset), cfg.max_images)  # type: ignore[arg-type]
+    bar = tqdm(total=total, desc="evaluate", disable=not progress, dynamic_ncols=True, leave=False)
+    for batch in iterate_batches(dataset, cfg.batch_size, cfg.max_images):
+        image = batch["image"].to(device)
+        fg_mask = batch["fg_mask"].to(device)
+        H, W = image.shape[-2:]
+        part_logits, all_logits = _part_logits(model, image)
+        fg_labels = logits_to_labels(part_logits, (H, W), align_corners=EVAL_ALIGN)  # (B, H, W) in [0, K)
+        full_labels = None
+        if has_mask:
+            full_labels = logits_to_labels(
+                part_logits, (H, W), align_corners=EVAL_ALIGN, fg_mask=fg_mask, background="mask"
+            )
+        elif all_logits is not None:
+            full_labels = logits_to_labels(all_logits, (H, W), align_corners=EVAL_ALIGN)
+        model_acc.update(fg_labels, full_labels, batch)
+        if base_acc is not None and centers is not None:
+            grid = bbox_normalized_grid(batch["bbox"].to(device), (H, W))  # (B, H, W, 2)
+            base_fg = assign_to_centers(grid, centers).to(device)  # (B, H, W)
+            base_full = torch.where(fg_mask[:, 0] > 0, base_fg + 1, torch.zeros_like(base_fg))
+            base_acc.update(base_fg, base_full if has_mask else None, batch)
+        if regression_dataset is not None and num_keypoints:
+            up = F.interpolate(part_logits, size=(H, W), mode="bilinear", align_corners=EVAL_ALIGN)
+            cents = part_centroids(torch.softmax(up, 1), fg_mask if has_mask else None)  # (B, K, 2)
+            test_centroids.append(normalize_by_bbox(cents.cpu(), batch["bbox"]).reshape(len(cents), -1).numpy())
+            kps = batch["keypoints"]
+            norm = normalize_by_bbox(kps[..., :2], batch["bbox"]).numpy()
+            test_keypoints.append(np.concatenate([norm, kps[..., 2:].numpy()], -1))
+            test_classes.append(batch["class_id"].numpy())
+        images += image.shape[0]
+        bar.update(image.shape[0])
+    bar.close()
+
+    model_acc.reduce()
+    counts = torch.tensor([images], dtype=torch.long, device=device)
+    dist_utils.all_reduce_sum_(counts)
+    results: dict[str, Any] = {"images": int(counts.item()), "num_parts": k}
+    has_full = has_mask or bool(getattr(model, "background_channel", False))
+    results.update(model_acc.results(part_names, has_full))
+    if regression_dataset is not None and num_keypoints and test_centroids:
+        results["kp_regression_error"] = _regression_error(
+            model, regression_dataset, cfg, device, has_mask, test_centroids, test_keypoints
+        )
+    if base_acc is not None:
+        base_acc.reduce()
+        base = base_acc.results(part_names, has_mask)
+        base.pop("miou_matching", None)
+        results["baseline_xy_kmeans"] = base
+    results["protocol"] = {
+        "keypoint_labels": "CUB keypoint-label protocol (ref §5.1): argmax of bilinearly upsampled logits "
+        "(align_corners=False) at visible keypoints; FG = K part labels, Full = K+1 with mask background",
+        "pixels": "pixel protocol (ref §5.3): FG over GT-foreground pixels, Full over all pixels",
+        "miou": "Hungarian one-to-one matching of discovered to GT parts on GT-foreground pixels",
+        "baseline_xy_kmeans": "k-means (K clusters) on bbox-normalised (x, y) of foreground pixels",
+    }
+    return results
+
+
+def _regression_error(
+    model: torch.nn.Module,
+    regression_dataset: Dataset,
+    cfg: EvalConfig,
+    device: torch.device,
+    has_mask: bool,
+    test_centroids: list[np.ndarray],
+    test_keypoints: list[np.ndarray],
+) -> float:
+    train_x, train_y = [], []
+    for batch in iterate_batches(regression_dataset, cfg.batch_size, cfg.max_images):
+        image = batch["image"].to(device)
+        H, W = image.shape[-2:]
+        part_logits, _ = _part_logits(model, image)
+        up = F.interpolate(part_logits, size=(H, W), mode="bilinear", align_corners=EVAL_ALIGN)
+        cents = part_centroids(torch.softmax(up, 1), batch["fg_mask"].to(device) if has_mask else None)
+        train_x.append(normalize_by_bbox(cents.cpu(), batch["bbox"]).reshape(len(cents), -1).numpy())
+        kps = batch["keypoints"]
+        norm = normalize_by_bbox(kps[..., :2], batch["bbox"]).numpy()
+        train_y.append(np.concatenate([norm, kps[..., 2:].numpy()], -1))
+    x_tr, y_tr = np.concatenate(train_x), np.concatenate(train_y)
+    x_te, y_te = np.concatenate(test_centroids), np.concatenate(test_keypoints)
+    reg = KeypointRegressor().fit(x_tr, y_tr[..., :2], y_tr[..., 2] > 0.5)
+    return float(reg.error(x_te, y_te[..., :2], y_te[..., 2] > 0.5))

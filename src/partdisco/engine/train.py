@@ -1,0 +1,492 @@
+"""The training loop, top to bottom.
+
+Commands:
+    CPU, built-in synthetic data:   ``partdisco train``
+    one GPU, CUB:                   ``partdisco train dataset=cub data.root=DIR model.features_weights=vgg19.pth``
+    many GPUs (one machine):        ``torchrun --nproc_per_node 4 -m partdisco train dataset=cub ...``
+    resume a killed run:            ``partdisco train resume=runs/NAME``
+
+One step (ref §1.7): two independently colour-jittered views of each clean image; logits of view 1;
+a random similarity+TPS warp T; logits of T(view 2) against softmax(T(logits of view 1)); features and Lab
+colour of the clean image; weighted losses; backward; gradient clipping; optimizer step.
+Everything random in a step is drawn from a generator seeded by (seed, step, rank), so a resumed run
+repeats the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from partdisco.config import ConfigError, LossConfig, OptimConfig, RunConfig, save_config
+from partdisco.data import build_dataset, collate
+from partdisco.data.samplers import ResumableBatchSampler, SeededDataset
+from partdisco.engine import distributed as dist_utils
+from partdisco.engine.checkpoint import (
+    FORMAT_VERSION,
+    checkpoint_dir,
+    load_checkpoint,
+    prune_checkpoints,
+    resolve_resume,
+    save_atomic,
+)
+from partdisco.engine.monitor import MetricWriter, setup_logging
+from partdisco.engine.precision import autocast_ctx, make_scaler
+from partdisco.engine.schedule import lr_factor
+from partdisco.geometry.color import apply_color_jitter, rgb_to_lab, sample_jitter_params
+from partdisco.geometry.warps import sample_warp_params, warp_grid, warp_image
+from partdisco.losses import Objective
+from partdisco.models import Segmenter, build_feature_extractor, build_segmenter
+
+log = logging.getLogger("partdisco.train")
+TRAIN_ALIGN = True  # ref: trainer_ours.py:79 upsamples logits with align_corners=True
+
+
+class TrainingDivergedError(RuntimeError):
+    """A loss became NaN or infinite; the message names the step and the terms."""
+
+
+@dataclass
+class StepInputs:
+    """What one training step consumes, on the device."""
+
+    image: torch.Tensor  # (B, 3, H, W) clean RGB in [0, 1]
+    fg_mask: torch.Tensor  # (B, 1, H, W)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> this rank's CUDA device if available, else CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", dist_utils.local_rank())
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but CUDA is not available; use device=cpu or device=auto")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", dist_utils.local_rank())
+    return device
+
+
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """CPU generator for everything random in one step; a pure function of (seed, step, rank)."""
+    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 131 + rank) % (2**63 - 1))
+
+
+def make_optimizer(model: Segmenter, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """SGD (ref) or AdamW over the segmenter's two parameter groups (backbone, head at head_lr_mult)."""
+    groups = model.param_groups(cfg.lr, cfg.lr * cfg.head_lr_mult)
+    for group in groups:
+        group["base_lr"] = group["lr"]
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def color_target(image: torch.Tensor, use_lab: bool) -> torch.Tensor:
+    """Per-pixel colour descriptor for L_v: CIE-Lab (ref use_lab) or RGB 0-255 minus 128."""
+    return rgb_to_lab(image) if use_lab else image.float() * 255.0 - 128.0
+
+
+def train_step(
+    model: nn.Module,
+    features_net: nn.Module,
+    objective: Objective,
+    inputs: StepInputs,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    generator: torch.Generator,
+    loss_cfg: LossConfig,
+    precision: str = "fp32",
+    clip_grad: float = 5.0,
+    channels_last: bool = False,
+) -> dict[str, torch.Tensor]:
+    """One optimisation step; returns the detached loss terms (tensors, no host sync).
+
+    Args:
+        model: the segmenter (possibly DDP-wrapped); its ``preprocess`` normalises inputs.
+        features_net: frozen perceptual network phi.
+        objective: weighted losses.
+        inputs: clean images and masks on the device.
+        optimizer: optimizer with lrs already set for this step.
+        scaler: GradScaler (enabled for fp16 only).
+        generator: CPU generator of this step's random draws.
+        loss_cfg: warp and jitter ranges.
+        precision: fp32 | bf16 | fp16.
+        clip_grad: max total gradient norm (<= 0 disables).
+        channels_last: use channels-last memory format for the network inputs.
+
+    Returns:
+        Detached loss terms (``total`` included) and ``grad_norm``.
+    """
+    image, fg_mask = inputs.image, inputs.fg_mask
+    device = image.device
+    B, _, H, W = image.shape
+    segmenter = model.module if hasattr(model, "module") else model
+    preprocess = segmenter.preprocess
+
+    jitter = sample_jitter_params(
+        2 * B,
+        generator,
+        prob=loss_cfg.jitter_prob,
+        brightness=loss_cfg.brightness,
+        contrast=loss_cfg.contrast,
+        saturation=loss_cfg.saturation,
+        hue=loss_cfg.hue,
+        grayscale_prob=loss_cfg.grayscale_prob,
+    ).to(device)
+    views = apply_color_jitter(torch.cat([image, image]), jitter)  # (2B, 3, H, W)
+    view1, view2 = views[:B], views[B:]
+    warp = sample_warp_params(
+        B,
+        generator,
+        rotation_deg=loss_cfg.rotation_deg,
+        scale_low=loss_cfg.scale_low,
+        scale_high=loss_cfg.scale_high,
+        translation=loss_cfg.translation,
+        tps_sigma=loss_cfg.tps_sigma,
+    ).to(device)
+    grid = warp_grid(warp, (H, W))  # (B, H, W, 2)
+    warped_view2 = warp_image(view2, warp, grid=grid)
+    warped_fg = warp_image(fg_mask, warp, grid=grid)
+
+    def net_input(x: torch.Tensor) -> torch.Tensor:
+        x = preprocess(x)
+        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+    with torch.no_grad():
+        features = features_net(image) * fg_mask  # (B, C, H, W), ref: phi masked
+        lab = color_target(image, loss_cfg.use_lab)  # (B, 3, H, W)
+
+    with autocast_ctx(device, precision):
+        logits = model(net_input(view1))  # (B, K, h, w)
+        warped_logits = model(net_input(warped_view2))  # (B, K, h, w)
+    logits = F.interpolate(logits.float(), size=(H, W), mode="bilinear", align_corners=TRAIN_ALIGN)
+    warped_logits = F.interpolate(warped_logits.float(), size=(H, W), mode="bilinear", align_corners=TRAIN_ALIGN)
+    target_logits = warp_image(logits.detach(), warp, grid=grid)  # ref: warp logits, then softmax
+
+    terms = objective(
+        logits=logits,
+        warped_logits=warped_logits,
+        target_logits=target_logits,
+        fg_mask=fg_mask,
+        warped_fg_mask=warped_fg,
+        features=features,
+        lab=lab,
+        generator=generator,
+    )
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(terms["total"]).backward()
+    scaler.unscale_(optimizer)
+    params = [p for p in segmenter.parameters() if p.requires_grad]
+    if clip_grad > 0:
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_grad)
+    else:
+        grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+    scaler.step(optimizer)
+    scaler.update()
+    out = {k: v.detach() for k, v in terms.items()}
+    out["grad_norm"] = grad_norm.detach()
+    return out
+
+
+def _default_run_dir(cfg: RunConfig) -> Path:
+    return Path("runs") / f"{cfg.dataset}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _state(
+    model: Segmenter,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    step: int,
+    cfg: RunConfig,
+    metrics: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "step": step,
+        "model": model.state_dict(),
+        "model_config": model.config(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "config": cfg.to_dict(),
+        "metrics": metrics or {},
+        "torch_version": str(torch.__version__),
+    }
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> StepInputs:
+    non_blocking = device.type == "cuda"
+    return StepInputs(
+        image=batch["image"].to(device, non_blocking=non_blocking),
+        fg_mask=batch["fg_mask"].to(device, non_blocking=non_blocking),
+    )
+
+
+def prepare_run(cfg: RunConfig) -> tuple[RunConfig, Path, Path | None]:
+    """Resolve the run folder and, for ``resume=``, the checkpoint to continue from.
+
+    For a resumed run, ``cfg`` should already be the run's saved ``config.yaml`` with any overrides applied
+    (``load_config(config_file=RUN/config.yaml, overrides=...)``, as the CLI and :func:`partdisco.api.train`
+    do).
+    """
+    if cfg.resume is None:
+        run_dir = Path(cfg.out) if cfg.out else _default_run_dir(cfg)
+        return cfg, run_dir, None
+    run_dir, ckpt_path = resolve_resume(cfg.resume)
+    cfg.out = str(run_dir)
+    return cfg, run_dir, ckpt_path
+
+
+def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
+    """Train a segmenter as configured and return the run folder.
+
+    The run folder ends with ``config.yaml``, ``checkpoints/step_*.pt``, ``model.pt`` (final),
+    ``tensorboard/``, ``parts.png`` (input / part map / overlay for fixed test images), ``metrics.json`` and
+    ``train.log``.
+
+    Args:
+        cfg: resolved run config.
+        stop_after: stop (as if killed) after this many steps of this session; for tests.
+
+    Returns:
+        The run folder.
+    """
+    cfg, run_dir, resume_ckpt = prepare_run(cfg)
+    device = resolve_device(cfg.device)
+    dist_utils.init_from_env(device)
+    rank, world = dist_utils.rank(), dist_utils.world_size()
+    main = dist_utils.is_main()
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    setup_logging(run_dir if main else None, main_process=main)
+    log.info("run folder %s, device %s, %d process(es)", run_dir, device, world)
+
+    # Data first: a missing or broken data set fails before any model work.
+    train_set = build_dataset(cfg.data, "train", train=True)
+    test_set = build_dataset(cfg.data, "test", train=False)
+    log.info("data %s: %d train / %d test images", cfg.data.name, len(train_set), len(test_set))
+    if not getattr(train_set, "has_masks", True):
+        log.warning("data set has no foreground masks: training uses the whole image as foreground")
+
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+    model = build_segmenter(cfg.model).to(device)
+    features_net = build_feature_extractor(
+        cfg.model.features,
+        cfg.model.features_weights,
+        weight_low=cfg.loss.feat_weight_low,
+        weight_high=cfg.loss.feat_weight_high,
+    ).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    objective = Objective(cfg.loss, background_channel=model.background_channel)
+    optimizer = make_optimizer(model, cfg.optim)
+    scaler = make_scaler(device, cfg.train.precision)
+
+    start_step = 0
+    if resume_ckpt is not None:
+        state = load_checkpoint(resume_ckpt)
+        model.load_state_dict(state["model"], strict=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        start_step = int(state["step"])
+        log.info("resumed from %s at step %d", resume_ckpt, start_step)
+    for group in optimizer.param_groups:
+        group.setdefault("base_lr", group["lr"])
+
+    net: nn.Module = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.train.compile:
+        net = torch.compile(net)
+
+    total_steps = cfg.train.steps
+    sampler = ResumableBatchSampler(
+        len(train_set), cfg.train.batch_size, total_steps, cfg.seed, start_step, rank, world
+    )
+    loader = DataLoader(
+        SeededDataset(train_set),
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=cfg.data.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=cfg.data.num_workers > 0,
+    )
+    writer = MetricWriter(run_dir, cfg.log, cfg.to_dict()) if main else None
+    vis_batch = _fixed_batch(test_set, 8)
+
+    from tqdm.auto import tqdm
+
+    progress = tqdm(
+        total=total_steps, initial=start_step, desc="train", disable=not (main and cfg.log.progress), dynamic_ncols=True
+    )
+    model.train()
+    step = start_step
+    last_saved: Path | None = None
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    t0 = time.perf_counter()
+    try:
+        for batch in loader:
+            factor = lr_factor(step, cfg.optim, total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * factor
+            terms = train_step(
+                net,
+                features_net,
+                objective,
+                _to_device(batch, device),
+                optimizer,
+                scaler,
+                step_generator(cfg.seed, step, rank),
+                cfg.loss,
+                precision=cfg.train.precision,
+                clip_grad=cfg.optim.clip_grad,
+                channels_last=cfg.train.channels_last,
+            )
+            # Non-finite check without a per-step host sync: remember the first bad step on the device.
+            bad = ~torch.isfinite(terms["total"])
+            first_bad = torch.where((first_bad < 0) & bad, torch.full_like(first_bad, step), first_bad)
+            step += 1
+            progress.update(1)
+            is_last = step == total_steps
+            if step % cfg.train.log_every == 0 or is_last or step % cfg.train.checkpoint_every == 0:
+                _raise_if_diverged(first_bad, terms, last_saved)
+                values = {k: dist_utils.reduce_mean(v).item() for k, v in terms.items()}
+                values["lr"] = optimizer.param_groups[0]["lr"]
+                progress.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k != "grad_norm"})
+                if writer is not None:
+                    writer.scalars(values, step, prefix="train")
+                    writer.scalars({"steps_per_s": (step - start_step) / (time.perf_counter() - t0)}, step, "speed")
+            if writer is not None and (step % cfg.train.vis_every == 0 or is_last):
+                writer.image("parts/test", _part_grid(model, vis_batch, device), step)
+            if cfg.train.eval_every > 0 and step % cfg.train.eval_every == 0 and not is_last:
+                metrics = _evaluate(model, test_set, cfg, device)
+                if writer is not None:
+                    writer.scalars({k: v for k, v in metrics.items() if isinstance(v, float)}, step, "eval")
+                model.train()
+            if step % cfg.train.checkpoint_every == 0 or is_last:
+                if main:
+                    last_saved = save_atomic(
+                        _state(model, optimizer, scaler, step, cfg), checkpoint_dir(run_dir) / f"step_{step:07d}.pt"
+                    )
+                    prune_checkpoints(run_dir, cfg.train.keep_checkpoints)
+                dist_utils.barrier()
+            if stop_after is not None and step - start_step >= stop_after:
+                log.info("stopping after %d steps as asked (step %d)", stop_after, step)
+                return run_dir
+    finally:
+        progress.close()
+        if writer is not None and step < total_steps:
+            writer.close()
+
+    # The end of a run: final model, pictures and held-out metrics.
+    metrics = _evaluate(model, test_set, cfg, device)
+    if main:
+        assert writer is not None
+        writer.scalars({k: v for k, v in metrics.items() if isinstance(v, float)}, step, "eval")
+        writer.close()
+        save_atomic(_state(model, optimizer, scaler, step, cfg, metrics), run_dir / "model.pt")
+        _write_json(run_dir / "metrics.json", metrics)
+        from partdisco.visualise import save_png
+
+        save_png(run_dir / "parts.png", _part_grid(model, vis_batch, device))
+        log.info("metrics: %s", json.dumps({k: v for k, v in metrics.items() if isinstance(v, float)}))
+        log.info("finished %d steps; run folder %s", step, run_dir)
+    dist_utils.barrier()
+    return run_dir
+
+
+def _raise_if_diverged(first_bad: torch.Tensor, terms: dict[str, torch.Tensor], last_saved: Path | None) -> None:
+    bad_step = int(first_bad.item())
+    if bad_step < 0:
+        return
+    shown = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
+    kept = f"last good checkpoint: {last_saved}" if last_saved else "no checkpoint was written yet"
+    raise TrainingDivergedError(f"non-finite loss at step {bad_step + 1} ({shown}); stopped; {kept}")
+
+
+def _write_json(path: Path, obj: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def _fixed_batch(dataset: Any, n: int) -> dict[str, Any]:
+    """The first n test images of one size, for pictures that are comparable across steps."""
+    samples = []
+    for i in range(min(len(dataset), 4 * n)):
+        s = dataset[i]
+        if samples and s["image"].shape != samples[0]["image"].shape:
+            continue
+        samples.append(s)
+        if len(samples) == n:
+            break
+    return collate(samples)
+
+
+@torch.no_grad()
+def predict_labels(model: Segmenter, image: torch.Tensor, fg_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Part labels at input resolution: 0 = background (from the mask or channel), 1..K = parts.
+
+    Args:
+        model: segmenter (eval mode is set by the caller).
+        image: (B, 3, H, W) RGB in [0, 1] on the model's device.
+        fg_mask: optional (B, 1, H, W) foreground; pixels with mask <= 0.5 become 0.
+
+    Returns:
+        (B, H, W) int64 labels.
+    """
+    H, W = image.shape[-2:]
+    logits = model(model.preprocess(image)).float()  # (B, K, h, w)
+    logits = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=TRAIN_ALIGN)
+    if model.background_channel:
+        labels = logits.argmax(1)  # channel 0 is background already
+    else:
+        labels = logits.argmax(1) + 1
+    if fg_mask is not None:
+        labels = torch.where(fg_mask[:, 0] > 0.5, labels, torch.zeros_like(labels))
+    return labels
+
+
+def _part_grid(model: Segmenter, batch: dict[str, Any], device: torch.device) -> Any:
+    from partdisco.visualise import part_grid, to_uint8_image
+
+    was_training = model.training
+    model.eval()
+    image = batch["image"].to(device)
+    labels = predict_labels(model, image, batch["fg_mask"].to(device)).cpu().numpy()
+    model.train(was_training)
+    images = [to_uint8_image(x) for x in batch["image"]]
+    return part_grid(images, list(labels))
+
+
+def _evaluate(model: Segmenter, dataset: Any, cfg: RunConfig, device: torch.device) -> dict[str, Any]:
+    from partdisco.engine.evaluate import evaluate
+
+    model.eval()
+    metrics = evaluate(model, dataset, cfg.eval, device, progress=cfg.log.progress and dist_utils.is_main())
+    return metrics
+
+
+__all__ = [
+    "TrainingDivergedError",
+    "fit",
+    "make_optimizer",
+    "predict_labels",
+    "resolve_device",
+    "step_generator",
+    "train_step",
+]

@@ -1,0 +1,102 @@
+"""The weighted training objective: L = 5700 L_e + 5 L_f + 30 L_v + 2300 L_c (ref §2.5)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from partdisco.config import LossConfig
+from partdisco.losses.functional import (
+    background_bce,
+    contrastive_infonce,
+    equivariance_kl,
+    pool_part_features,
+    sample_positive_images,
+    within_part_variance,
+)
+
+
+def part_probabilities(logits: Tensor, background_channel: bool) -> tuple[Tensor, Tensor | None]:
+    """Softmax over channels; split off channel 0 when the model predicts background.
+
+    Args:
+        logits: (B, K, H, W) or (B, K + 1, H, W) with channel 0 = background.
+        background_channel: whether channel 0 is background.
+
+    Returns:
+        (B, K, H, W) part probabilities, renormalised over the K parts, and the (B, 1, H, W) background
+        probability or None.
+    """
+    if not background_channel:
+        return torch.softmax(logits.float(), dim=1), None
+    probs = torch.softmax(logits.float(), dim=1)
+    return torch.softmax(logits[:, 1:].float(), dim=1), probs[:, :1]
+
+
+class Objective:
+    """Combine the loss terms with the configured weights.
+
+    Args:
+        cfg: the ``loss`` slice of the run config.
+        background_channel: the segmenter predicts a background channel 0.
+    """
+
+    def __init__(self, cfg: LossConfig, background_channel: bool = False) -> None:
+        self.cfg = cfg
+        self.background_channel = background_channel
+
+    def __call__(
+        self,
+        *,
+        logits: Tensor,
+        warped_logits: Tensor,
+        target_logits: Tensor,
+        fg_mask: Tensor,
+        warped_fg_mask: Tensor,
+        features: Tensor,
+        lab: Tensor,
+        generator: torch.Generator | None = None,
+        extra_negatives: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """Compute the named, weighted loss terms and their sum.
+
+        Args:
+            logits: (B, K, H, W) upsampled logits on colour-jittered view 1.
+            warped_logits: (B, K, H, W) upsampled logits on the warped view 2.
+            target_logits: (B, K, H, W) warped logits of view 1 (detached here).
+            fg_mask: (B, 1, H, W) foreground of the clean image.
+            warped_fg_mask: (B, 1, H, W) warped foreground.
+            features: (B, C, H, W) frozen perceptual features of the clean image.
+            lab: (B, 3, H, W) colour target (CIE-Lab, or RGB * 255 - 128 when ``use_lab`` is off).
+            generator: CPU generator for the contrastive positive draw.
+            extra_negatives: (B2, K, D) descriptors gathered from other ranks, or None.
+
+        Returns:
+            dict with ``eqv``, ``feat``, ``color``, ``contrastive`` (each already weighted), ``bg`` when the
+            model has a background channel, and ``total``; every entry is a scalar tensor.
+        """
+        cfg = self.cfg
+        probs, bg_prob = part_probabilities(logits, self.background_channel)
+        B, K = probs.shape[:2]
+        terms: dict[str, Tensor] = {}
+
+        part_descriptors = pool_part_features(probs, fg_mask, features)  # (B, K, C)
+        feat = within_part_variance(probs, fg_mask, features).sum()  # ref: summed over the batch
+        color = within_part_variance(probs, fg_mask, lab).mean()  # ref: averaged over the batch
+        positives = sample_positive_images(
+            B, K, generator, reference_sampling=cfg.reference_positive_sampling, device=probs.device
+        )
+        contrastive = contrastive_infonce(part_descriptors, positives, cfg.temperature, extra_negatives)
+        pred, target = warped_logits, target_logits
+        if self.background_channel:
+            pred, target = warped_logits[:, 1:], target_logits[:, 1:]
+        eqv = equivariance_kl(pred, target, warped_fg_mask)
+
+        terms["eqv"] = cfg.lambda_eqv * eqv
+        terms["feat"] = cfg.lambda_feat * feat
+        terms["color"] = cfg.lambda_color * color
+        terms["contrastive"] = cfg.lambda_contrastive * contrastive
+        if bg_prob is not None:
+            terms["bg"] = cfg.lambda_bg * background_bce(bg_prob, fg_mask)
+        terms["total"] = torch.stack(list(terms.values())).sum()
+        return terms

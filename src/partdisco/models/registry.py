@@ -1,0 +1,125 @@
+"""Segmenter architectures by name: ``create_segmenter("resnet18", num_parts=4)``.
+
+Registered architectures:
+
+- ``resnet18``: torchvision ResNet-18, dilated to output stride 8 (layer3/4 dilation 2/4), head on the 512
+  layer4 channels; ImageNet normalisation. The fast choice on CPU.
+- ``resnet50``: torchvision ResNet-50, same dilation, head on the 2048 layer4 channels; ImageNet normalisation.
+- ``deeplab_r50_2branch``: the reference segmenter (``unsup-parts-method.md`` §1.2): Caffe-style ResNet-50,
+  head on layer4 channels 1024-2047, stem/bottleneck BN affines frozen; Caffe-BGR-mean-on-RGB normalisation.
+
+Building from a ``ModelConfig`` (which may also load initial weights from a file) is
+:func:`partdisco.models.convert.build_segmenter`; it lives next to the file loaders it uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from partdisco.models.resnet import TrunkSpec
+from partdisco.models.segmenter import ArchSpec, Preprocess, Segmenter
+
+_ARCHS: dict[str, ArchSpec] = {}
+
+
+def register_arch(spec: ArchSpec) -> ArchSpec:
+    """Add an architecture to the registry.
+
+    Args:
+        spec: the architecture; ``spec.name`` must not be registered yet.
+
+    Returns:
+        ``spec``, unchanged.
+    """
+    if spec.name in _ARCHS:
+        raise ValueError(f"architecture {spec.name!r} is already registered")
+    _ARCHS[spec.name] = spec
+    return spec
+
+
+def get_arch(name: str) -> ArchSpec:
+    """The :class:`ArchSpec` registered as ``name``; ValueError listing the choices otherwise."""
+    if name not in _ARCHS:
+        raise ValueError(f"unknown segmenter architecture {name!r}; choose from {list_archs()}")
+    return _ARCHS[name]
+
+
+def list_archs() -> list[str]:
+    """Names of the registered architectures, sorted."""
+    return sorted(_ARCHS)
+
+
+def create_segmenter(
+    arch: str, num_parts: int, background_channel: bool = False, preprocess: Preprocess | None = None
+) -> Segmenter:
+    """Create a randomly initialised segmenter by name.
+
+    Args:
+        arch: a name from :func:`list_archs`.
+        num_parts: K.
+        background_channel: add a background logit as channel 0 (K + 1 outputs, SCOPS style).
+        preprocess: input normalisation; ``None`` takes the architecture's default.
+
+    Returns:
+        The :class:`Segmenter` (train mode, CPU, float32).
+
+    Example:
+        >>> seg = create_segmenter("deeplab_r50_2branch", num_parts=4)
+        >>> len(seg.state_dict()), seg.out_channels
+        (326, 4)
+    """
+    return Segmenter(get_arch(arch), num_parts, background_channel=background_channel, preprocess=preprocess)
+
+
+def segmenter_from_config(config: Mapping[str, Any]) -> Segmenter:
+    """Rebuild a segmenter (random weights) from :meth:`Segmenter.config` output.
+
+    Args:
+        config: ``{"arch", "num_parts", "background_channel"?, "preprocess"?}``.
+
+    Returns:
+        A new :class:`Segmenter` with that architecture, K and preprocessing.
+    """
+    missing = [k for k in ("arch", "num_parts") if k not in config]
+    if missing:
+        raise ValueError(f"segmenter config is missing {missing}; got keys {sorted(config)}")
+    preprocess = config.get("preprocess")
+    return create_segmenter(
+        str(config["arch"]),
+        int(config["num_parts"]),
+        background_channel=bool(config.get("background_channel", False)),
+        preprocess=Preprocess.from_dict(preprocess) if preprocess is not None else None,
+    )
+
+
+register_arch(
+    ArchSpec(
+        name="resnet18",
+        trunk=TrunkSpec("basic", (2, 2, 2, 2), "torchvision"),
+        head_channels=(0, 512),
+        normalization="imagenet",
+        freeze_bn_affine=False,
+        description="torchvision ResNet-18, dilated to stride 8; fast on CPU",
+    )
+)
+register_arch(
+    ArchSpec(
+        name="resnet50",
+        trunk=TrunkSpec("bottleneck", (3, 4, 6, 3), "torchvision"),
+        head_channels=(0, 2048),
+        normalization="imagenet",
+        freeze_bn_affine=False,
+        description="torchvision ResNet-50, dilated to stride 8",
+    )
+)
+register_arch(
+    ArchSpec(
+        name="deeplab_r50_2branch",
+        trunk=TrunkSpec("bottleneck", (3, 4, 6, 3), "caffe"),
+        head_channels=(1024, 2048),  # ref: deeplab_2branch.py:199-210, classifier on the second half
+        normalization="caffe",
+        freeze_bn_affine=True,
+        description="the reference DeepLab-v2 ResNet-50 2-branch segmenter (unsup-parts, SCOPS)",
+    )
+)

@@ -1,0 +1,300 @@
+"""The part segmenter f: a dilated ResNet trunk plus the reference's ASPP head ``layer5``.
+
+A :class:`Segmenter` maps a *normalised* image (B, 3, H, W) to part logits (B, K(+1), h, w) at output
+stride 8. Its :attr:`~Segmenter.preprocess` turns an RGB [0, 1] image into that input, so the normalisation
+travels with the weights. Parameter names are flat and equal torchvision's ResNet names (``conv1``, ``bn1``,
+``layer1..4``) plus ``layer5.conv2d_list.{0..3}``: torchvision weight files and the released unsup-parts
+checkpoints load without renaming.
+
+Example:
+    >>> from partdisco.models import create_segmenter
+    >>> seg = create_segmenter("resnet18", num_parts=4)
+    >>> image01 = torch.rand(2, 3, 64, 64)
+    >>> seg(seg.preprocess(image01)).shape
+    torch.Size([2, 4, 8, 8])
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from partdisco.models.resnet import (
+    TrunkSpec,
+    build_trunk,
+    freeze_bn_affine_,
+    init_caffe_,
+    init_torchvision_,
+    output_size,
+)
+
+logger = logging.getLogger(__name__)
+
+HEAD_RATES = (6, 12, 18, 24)  # ref: deeplab_2branch.py:169, dilation = padding of the four classifier convs
+BACKBONE_MODULES = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Turn an RGB image in [0, 1] into a network input: ``(image01 * scale - mean) / std`` per channel.
+
+    Attributes:
+        mean: per-channel value subtracted after scaling, in RGB channel order.
+        std: per-channel divisor (all > 0).
+        scale: factor applied first (255 for Caffe-style 0-255 inputs, 1 for ImageNet-style).
+
+    Example:
+        >>> IMAGENET(torch.full((1, 3, 1, 1), 0.5)).flatten().tolist()  # doctest: +ELLIPSIS
+        [0.0655..., 0.1785..., 0.3843...]
+    """
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    scale: float
+
+    def __post_init__(self) -> None:
+        mean = tuple(float(v) for v in self.mean)
+        std = tuple(float(v) for v in self.std)
+        if len(mean) != 3 or len(std) != 3:
+            raise ValueError(f"Preprocess needs 3 means and 3 stds (RGB), got mean={self.mean}, std={self.std}")
+        if any(s <= 0 for s in std):
+            raise ValueError(f"Preprocess std values must be > 0, got {std}")
+        if not float(self.scale) > 0:
+            raise ValueError(f"Preprocess scale must be > 0, got {self.scale}")
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+        object.__setattr__(self, "scale", float(self.scale))
+
+    def _stats(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if not torch.is_floating_point(x):
+            raise TypeError(f"expected a floating-point image in [0, 1], got dtype {x.dtype}")
+        if x.dim() < 3 or x.shape[-3] != 3:
+            raise ValueError(f"expected an RGB image (..., 3, H, W), got shape {tuple(x.shape)}")
+        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(3, 1, 1)
+        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(3, 1, 1)
+        return mean, std
+
+    def __call__(self, image01: Tensor) -> Tensor:
+        """Normalise.
+
+        Args:
+            image01: float (..., 3, H, W) RGB in [0, 1], typically (B, 3, H, W).
+
+        Returns:
+            The network input, same shape, dtype and device.
+        """
+        mean, std = self._stats(image01)
+        return (image01 * self.scale - mean) / std
+
+    def invert(self, x: Tensor) -> Tensor:
+        """Undo :meth:`__call__` (for pictures): network input (..., 3, H, W) -> RGB [0, 1] (not clamped)."""
+        mean, std = self._stats(x)
+        return (x * std + mean) / self.scale
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict ``{"mean": [3 floats], "std": [3 floats], "scale": float}`` for configs and checkpoints."""
+        return {"mean": list(self.mean), "std": list(self.std), "scale": self.scale}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Preprocess:
+        """Inverse of :meth:`to_dict`; raises ValueError naming a missing key."""
+        missing = [k for k in ("mean", "std", "scale") if k not in values]
+        if missing:
+            raise ValueError(f"preprocess dict is missing {missing}; got keys {sorted(values)}")
+        return cls(tuple(values["mean"]), tuple(values["std"]), float(values["scale"]))
+
+
+# The reference's DeepLab input (unsup-parts-method.md §1.7, lit_dataset.py:11-18): RGB 0-255 minus the Caffe
+# *BGR* means, channel for channel, no std. A quirk, kept on purpose: the released checkpoints expect it.
+CAFFE_RGB_QUIRK = Preprocess((104.008, 116.669, 122.679), (1.0, 1.0, 1.0), 255.0)
+# torchvision ImageNet statistics (the VGG19 input of §1.4, and the torchvision ResNets).
+IMAGENET = Preprocess((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1.0)
+NORMALIZATIONS: dict[str, Preprocess] = {"caffe": CAFFE_RGB_QUIRK, "imagenet": IMAGENET}
+
+
+def preprocess_for(normalization: str) -> Preprocess:
+    """The :class:`Preprocess` for a ``ModelConfig.normalization`` name (``"caffe"`` or ``"imagenet"``)."""
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalization {normalization!r}; choose from {sorted(NORMALIZATIONS)}")
+    return NORMALIZATIONS[normalization]
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A registered segmenter architecture.
+
+    Attributes:
+        name: registry name, e.g. ``"resnet18"``.
+        trunk: the ResNet trunk.
+        head_channels: ``(start, stop)`` slice of the layer4 channels fed to the head (the reference's
+            2-branch model uses the second half, 1024..2048).
+        normalization: default input normalisation, ``"caffe"`` or ``"imagenet"``.
+        freeze_bn_affine: freeze the stem/bottleneck BN affines as the reference does.
+        description: one line for ``list_archs`` / ``--help``.
+    """
+
+    name: str
+    trunk: TrunkSpec
+    head_channels: tuple[int, int]
+    normalization: str
+    freeze_bn_affine: bool
+    description: str
+
+    def __post_init__(self) -> None:
+        start, stop = self.head_channels
+        if not 0 <= start < stop <= self.trunk.out_channels:
+            raise ValueError(
+                f"arch {self.name!r}: head_channels {self.head_channels} outside layer4's "
+                f"{self.trunk.out_channels} channels"
+            )
+        preprocess_for(self.normalization)
+
+
+class ASPPHead(nn.Module):
+    """The reference classifier ``layer5``: four 3x3 convs with dilation = padding 6/12/18/24, summed.
+
+    Weights are N(0, 0.01); biases keep PyTorch's default init (deeplab_2branch.py:132-148).
+
+    Args:
+        in_channels: C of the input features.
+        out_channels: number of logit channels.
+        rates: dilations (= paddings) of the parallel convs.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, rates: tuple[int, ...] = HEAD_RATES) -> None:
+        super().__init__()
+        self.conv2d_list = nn.ModuleList(
+            nn.Conv2d(in_channels, out_channels, 3, padding=r, dilation=r, bias=True) for r in rates
+        )
+        for conv in self.conv2d_list:
+            nn.init.normal_(conv.weight, 0.0, 0.01)
+
+    def forward(self, features: Tensor) -> Tensor:
+        """Sum of the parallel dilated convs: (B, C, h, w) -> (B, out_channels, h, w)."""
+        out = self.conv2d_list[0](features)
+        for conv in self.conv2d_list[1:]:
+            out = out + conv(features)
+        return out
+
+
+class Segmenter(nn.Module):
+    """Dilated ResNet trunk + ASPP head, producing part logits at output stride 8.
+
+    Build one with :func:`partdisco.models.create_segmenter` (by name) or
+    :func:`partdisco.models.build_segmenter` (from a ``ModelConfig``).
+
+    Args:
+        spec: the architecture.
+        num_parts: K, the number of discovered parts (>= 1).
+        background_channel: add a background logit as channel 0 (SCOPS) -> K + 1 outputs.
+        preprocess: input normalisation; ``None`` takes the architecture's default.
+
+    Attributes:
+        arch: registry name of the architecture.
+        num_parts: K.
+        background_channel: whether channel 0 is a background logit.
+        out_channels: K or K + 1.
+        preprocess: the :class:`Preprocess` that maps RGB [0, 1] images to this network's input.
+    """
+
+    def __init__(
+        self, spec: ArchSpec, num_parts: int, background_channel: bool = False, preprocess: Preprocess | None = None
+    ) -> None:
+        super().__init__()
+        if int(num_parts) < 1:
+            raise ValueError(f"num_parts must be >= 1, got {num_parts}")
+        self.arch = spec.name
+        self.spec = spec
+        self.num_parts = int(num_parts)
+        self.background_channel = bool(background_channel)
+        self.out_channels = self.num_parts + int(self.background_channel)
+        self.preprocess = preprocess if preprocess is not None else preprocess_for(spec.normalization)
+        for name, module in build_trunk(spec.trunk).items():
+            self.add_module(name, module)  # flat names: conv1, bn1, relu, maxpool, layer1..layer4
+        start, stop = spec.head_channels
+        self.layer5 = ASPPHead(stop - start, self.out_channels)
+        trunk = [getattr(self, name) for name in BACKBONE_MODULES]
+        if spec.trunk.style == "caffe":
+            init_caffe_(trunk)
+        else:
+            init_torchvision_(trunk)
+        if spec.freeze_bn_affine:
+            freeze_bn_affine_(trunk)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Trunk only.
+
+        Args:
+            x: float (B, 3, H, W), already normalised with :attr:`preprocess`.
+
+        Returns:
+            layer4 features (B, C4, h, w) with C4 = 512 (ResNet-18) or 2048 (ResNet-50).
+        """
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected a normalised image batch (B, 3, H, W), got shape {tuple(x.shape)}")
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer2(self.layer1(x))
+        return self.layer4(self.layer3(x))  # (B, C4, h, w)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Part logits.
+
+        Args:
+            x: float (B, 3, H, W), already normalised with :attr:`preprocess`.
+
+        Returns:
+            logits (B, out_channels, h, w); h = :func:`partdisco.models.resnet.output_size` of H
+            (e.g. 256 -> 33 for ``deeplab_r50_2branch``, 256 -> 32 for ``resnet18/50``).
+        """
+        features = self.forward_features(x)  # (B, C4, h, w)
+        start, stop = self.spec.head_channels
+        if (start, stop) != (0, features.shape[1]):
+            features = features[:, start:stop]  # ref: 2-branch, classifier on channels 1024-2047
+        return self.layer5(features)  # (B, out_channels, h, w)
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """Logit grid (h, w) for an (H, W) input."""
+        style = self.spec.trunk.style
+        return output_size(height, style), output_size(width, style)
+
+    def param_groups(self, lr: float, head_lr: float) -> list[dict[str, Any]]:
+        """The reference's two SGD groups (deeplab_2branch.py:220-255).
+
+        Args:
+            lr: learning rate of the trunk.
+            head_lr: learning rate of the head ``layer5`` (10x ``lr`` in the reference).
+
+        Returns:
+            ``[{"params": trunk params with requires_grad, "lr": lr, "name": "backbone"},
+            {"params": layer5 params, "lr": head_lr, "name": "head"}]``; for ``deeplab_r50_2branch``
+            61 and 8 tensors.
+        """
+        backbone = [
+            p for name in BACKBONE_MODULES for p in getattr(self, name).parameters() if p.requires_grad
+        ]
+        head = [p for p in self.layer5.parameters() if p.requires_grad]
+        return [
+            {"params": backbone, "lr": float(lr), "name": "backbone"},
+            {"params": head, "lr": float(head_lr), "name": "head"},
+        ]
+
+    def config(self) -> dict[str, Any]:
+        """Everything needed to rebuild this module (see ``segmenter_from_config``); plain types only."""
+        return {
+            "arch": self.arch,
+            "num_parts": self.num_parts,
+            "background_channel": self.background_channel,
+            "preprocess": self.preprocess.to_dict(),
+        }
+
+    def extra_repr(self) -> str:
+        """Shown by ``print(module)``."""
+        return (
+            f"arch={self.arch!r}, num_parts={self.num_parts}, background_channel={self.background_channel}, "
+            f"preprocess={self.preprocess}"
+        )

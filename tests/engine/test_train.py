@@ -1,0 +1,98 @@
+import json
+
+import pytest
+import torch
+
+from partdisco.api import resolve_train_config
+from partdisco.engine import train as train_mod
+from partdisco.engine.checkpoint import latest_checkpoint, load_checkpoint, step_checkpoints
+from partdisco.engine.schedule import lr_factor
+from partdisco.engine.train import TrainingDivergedError, fit
+from partdisco.models import load_segmenter
+
+pytestmark = pytest.mark.slow
+
+
+def test_end_to_end_run_folder(tiny_overrides, tmp_path):
+    cfg = resolve_train_config([*tiny_overrides, "train.steps=4", "train.checkpoint_every=2"])
+    run = fit(cfg)
+    for name in ("config.yaml", "model.pt", "metrics.json", "parts.png", "train.log"):
+        assert (run / name).is_file(), name
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert [s for s, _ in step_checkpoints(run)] == [2, 4]
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("kp_fg_nmi", "kp_fg_ari", "px_fg_nmi", "px_fg_ari", "px_nmi", "miou", "baseline_xy_kmeans"):
+        assert key in metrics, key
+    assert 0.0 <= metrics["px_fg_nmi"] <= 100.0 and metrics["images"] == 8
+    ckpt = load_checkpoint(run / "model.pt")
+    assert ckpt["step"] == 4 and ckpt["config"]["model"]["num_parts"] == 4
+    model = load_segmenter(run / "model.pt")
+    assert model.num_parts == 4 and not model.training
+
+
+def _state(path):
+    return load_checkpoint(path)["model"]
+
+
+def test_kill_and_resume_equals_uninterrupted(tiny_overrides, tmp_path):
+    common = [o for o in tiny_overrides if not o.startswith("out=")] + ["train.steps=6", "train.checkpoint_every=3"]
+    full = fit(resolve_train_config([*common, f"out={tmp_path / 'full'}"]))
+    # "kill" after 4 steps: the last checkpoint is step 3, step 4 is lost
+    part = fit(resolve_train_config([*common, f"out={tmp_path / 'part'}"]), stop_after=4)
+    assert latest_checkpoint(part).name == "step_0000003.pt"
+    resumed = fit(resolve_train_config([f"resume={part}", "log.progress=false"]))
+    assert resumed == part
+    a, b = _state(full / "model.pt"), _state(part / "model.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert load_checkpoint(part / "model.pt")["step"] == 6
+
+
+def test_resume_can_extend_steps(tiny_overrides):
+    run = fit(resolve_train_config([*tiny_overrides, "train.steps=2", "train.checkpoint_every=2"]))
+    cfg = resolve_train_config([f"resume={run}", "train.steps=3"])
+    assert cfg.train.steps == 3 and cfg.model.arch == "resnet18"
+    fit(cfg)
+    assert load_checkpoint(run / "model.pt")["step"] == 3
+
+
+def test_resume_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither a run folder"):
+        resolve_train_config([f"resume={tmp_path / 'nope'}"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no checkpoints"):
+        resolve_train_config([f"resume={tmp_path / 'empty'}"])
+
+
+def test_nan_stops_with_step_and_keeps_last_checkpoint(tiny_overrides, monkeypatch):
+    real = train_mod.Objective.__call__
+    calls = {"n": 0}
+
+    def poisoned(self, **kw):
+        terms = real(self, **kw)
+        calls["n"] += 1
+        if calls["n"] >= 3:
+            terms["total"] = terms["total"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(train_mod.Objective, "__call__", poisoned)
+    cfg = resolve_train_config([*tiny_overrides, "train.steps=6", "train.checkpoint_every=2"])
+    with pytest.raises(TrainingDivergedError, match=r"non-finite loss at step 3 .*step_0000002.pt"):
+        fit(cfg)
+    run = cfg.out
+    assert [s for s, _ in step_checkpoints(run)] == [2]
+    assert torch.isfinite(torch.stack([v.float().sum() for v in _state(latest_checkpoint(run)).values()])).all()
+
+
+def test_batch_size_two_and_background_channel(tiny_overrides):
+    cfg = resolve_train_config([*tiny_overrides, "train.steps=2", "model.background_channel=true"])
+    run = fit(cfg)
+    assert load_segmenter(run / "model.pt").background_channel
+
+
+def test_lr_schedule_poly():
+    cfg = resolve_train_config(["train.steps=10"])
+    assert lr_factor(0, cfg.optim, 10) == 1.0
+    assert lr_factor(5, cfg.optim, 10) == pytest.approx(0.5**cfg.optim.power)
+    assert lr_factor(10, cfg.optim, 10) == 0.0

@@ -1,0 +1,101 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from partdisco.config import (
+    PRESETS,
+    ConfigError,
+    RunConfig,
+    config_from_dict,
+    load_config,
+    preset_path,
+    save_config,
+)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_parses(preset):
+    cfg = load_config(preset, check=False)
+    assert cfg.dataset == preset and cfg.data.name == preset
+
+
+def test_defaults_are_reference_values():
+    cfg = RunConfig()
+    assert (cfg.loss.lambda_eqv, cfg.loss.lambda_feat, cfg.loss.lambda_color, cfg.loss.lambda_contrastive) == (
+        5700.0,
+        5.0,
+        30.0,
+        2300.0,
+    )
+    assert cfg.loss.temperature == 0.19 and cfg.train.batch_size == 6 and cfg.optim.clip_grad == 5.0
+    assert cfg.optim.lr == 1e-5 and cfg.optim.head_lr_mult == 10.0 and cfg.model.num_parts == 4
+
+
+def test_overrides_are_typed():
+    cfg = load_config(
+        "synthetic", ["model.num_parts=6", "optim.lr=0.5", "log.wandb=false", "data.cub_classes=1,2,3", "out=x"]
+    )
+    assert cfg.model.num_parts == 6 and cfg.optim.lr == 0.5 and cfg.log.wandb is False
+    assert cfg.data.cub_classes == [1, 2, 3] and cfg.out == "x"
+    assert load_config("synthetic", ["model.init_from=none"]).model.init_from is None
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("model.num_part=4", "unknown config key 'model.num_part'"),
+        ("nonsense=1", "unknown config key 'nonsense'"),
+        ("model.num_parts=four", "model.num_parts: expected an integer"),
+        ("model.num_parts=1", "model.num_parts: must be >= 2"),
+        ("train.batch_size=1", "train.batch_size: must be >= 2"),
+        ("log.wandb=maybe", "log.wandb: expected true/false"),
+        ("train.precision=fp8", "train.precision"),
+        ("model.arch=vit", "model.arch"),
+        ("train.steps", "expected key=value"),
+        ("model=3", "is a section"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config("synthetic", [override])
+
+
+def test_missing_data_root_and_folder(tmp_path):
+    with pytest.raises(ConfigError, match="data.root"):
+        load_config("folder", ["model.features=texture"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("folder", [f"data.root={tmp_path / 'nope'}", "model.features=texture"])
+
+
+def test_vgg_needs_weights_file(tmp_path):
+    with pytest.raises(ConfigError, match="model.features_weights"):
+        load_config("cub", [f"data.root={tmp_path}"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("cub", [f"data.root={tmp_path}", f"model.features_weights={tmp_path / 'vgg.pth'}"])
+
+
+def test_save_and_reload_round_trip(tmp_path):
+    cfg = load_config("synthetic", ["model.num_parts=5", "data.cub_classes=[1, 2]"])
+    save_config(cfg, tmp_path / "config.yaml")
+    again = load_config(None, [], config_file=tmp_path / "config.yaml")
+    assert again == cfg
+    assert config_from_dict(cfg.to_dict()) == cfg
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["model"]["num_parts"] == 5
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(None, [], config_file=tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  num_partz: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*model.num_partz"):
+        load_config(None, [], config_file=bad)
+
+
+def test_preset_conflict_and_unknown():
+    with pytest.raises(ConfigError, match="unknown preset"):
+        preset_path("imagenet")
+    with pytest.raises(ConfigError, match="conflicts"):
+        load_config("synthetic", ["dataset=cub"])
+    assert Path(preset_path("cub")).is_file()
