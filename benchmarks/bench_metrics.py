@@ -62,6 +62,8 @@ def main() -> None:
     args = parser.parse_args()
 
     device = torch.device(args.device)
+    # The machine may be shared: record its load so that numbers from a busy machine can be recognised.
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     generator = torch.Generator().manual_seed(args.seed)
     table = ContingencyTable(args.parts, args.gt_labels, device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -115,11 +117,14 @@ def main() -> None:
         "nmi": round(scores["nmi"], 4),
         "ari": round(scores["ari"], 4),
         "generate_s_untimed": round(generate_s, 3),
+        "loadavg_1min_start": load_start,
+        "loadavg_1min_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     rows = [
         ("images", f"{args.images} x {args.size}x{args.size}, K={args.parts}, {args.gt_labels} GT labels"),
         ("device", f"{device} | {record['gpu'] or record['cpu']} | {record['torch_threads']} threads"),
         ("torch", record["torch"]),
+        ("load average start/end", f"{record['loadavg_1min_start']} / {record['loadavg_1min_end']}"),
         ("argmax (labels) s", f"{times['labels']:.3f}"),
         ("contingency update s", f"{times['update']:.3f}"),
         ("compute s", f"{times['compute']:.4f}"),

@@ -22,7 +22,12 @@ def test_every_preset_parses(preset):
 
 def test_defaults_are_reference_values():
     cfg = RunConfig()
-    assert (cfg.loss.lambda_eqv, cfg.loss.lambda_feat, cfg.loss.lambda_color, cfg.loss.lambda_contrastive) == (
+    assert (
+        cfg.loss.lambda_eqv,
+        cfg.loss.lambda_feat,
+        cfg.loss.lambda_color,
+        cfg.loss.lambda_contrastive,
+    ) == (
         5700.0,
         5.0,
         30.0,
@@ -34,7 +39,8 @@ def test_defaults_are_reference_values():
 
 def test_overrides_are_typed():
     cfg = load_config(
-        "synthetic", ["model.num_parts=6", "optim.lr=0.5", "log.wandb=false", "data.cub_classes=1,2,3", "out=x"]
+        "synthetic",
+        ["model.num_parts=6", "optim.lr=0.5", "log.wandb=false", "data.cub_classes=1,2,3", "out=x"],
     )
     assert cfg.model.num_parts == 6 and cfg.optim.lr == 0.5 and cfg.log.wandb is False
     assert cfg.data.cub_classes == [1, 2, 3] and cfg.out == "x"

@@ -6,3 +6,7 @@ N keypoints, D feature dimension.
 """
 
 __version__ = "0.1.0"
+
+from partdisco.api import evaluate_checkpoint, load, resolve_train_config, segment, train  # noqa: E402
+
+__all__ = ["__version__", "evaluate_checkpoint", "load", "resolve_train_config", "segment", "train"]

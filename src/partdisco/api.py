@@ -15,7 +15,9 @@ from typing import Any
 from partdisco.config import ConfigError, RunConfig, load_config, parse_overrides
 
 
-def resolve_train_config(overrides: list[str] | None = None, config_file: str | Path | None = None) -> RunConfig:
+def resolve_train_config(
+    overrides: list[str] | None = None, config_file: str | Path | None = None
+) -> RunConfig:
     """Build the config of a training run from ``key=value`` overrides.
 
     With ``resume=RUN_DIR`` (or a checkpoint inside it), the run's saved ``config.yaml`` is the base and the
@@ -67,9 +69,6 @@ def load(path: str | Path, device: str = "cpu") -> Any:
     return load_segmenter(path).to(device).eval()
 
 
-
-
-
 def evaluate_checkpoint(
     checkpoint: str | Path,
     overrides: list[str] | None = None,
@@ -113,7 +112,9 @@ def evaluate_checkpoint(
     if dataset is None and is_ours and obj.get("config"):
         cfg = config_from_dict(obj["config"])
     elif dataset is None:
-        raise ConfigError(f"{str(checkpoint)!r} carries no data set config; say which with dataset=NAME data.root=DIR")
+        raise ConfigError(
+            f"{str(checkpoint)!r} carries no data set config; say which with dataset=NAME data.root=DIR"
+        )
     else:
         cfg = load_config(dataset, check=False)
     apply_overrides(cfg, rest)
@@ -156,4 +157,143 @@ def format_metrics(metrics: dict[str, Any]) -> str:
             rows.append((key, str(value), ""))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
-__all__ = ["evaluate_checkpoint", "format_metrics", "load", "resolve_train_config", "train"]
+
+
+def _image_to_rgb_uint8(image: Any, index: int) -> Any:
+    """One image of :func:`segment` -> uint8 (H, W, 3) RGB (see its docstring for what is accepted)."""
+    import numpy as np
+
+    from partdisco.data.io import read_image
+
+    if isinstance(image, (str, Path)):
+        return read_image(image)
+    if hasattr(image, "detach"):  # torch tensor (C, H, W) or (H, W)
+        t = image.detach().cpu()
+        array = t.float().numpy() if t.is_floating_point() else t.numpy()
+        if array.ndim == 3:
+            array = np.moveaxis(array, 0, -1)  # (H, W, C)
+    else:
+        array = np.asarray(image)  # numpy (H, W[, C]) or a PIL image
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise ValueError(
+            f"image {index}: expected (H, W), (H, W, 1|3|4) arrays or (C, H, W) tensors, got {array.shape}"
+        )
+    if array.dtype == np.bool_:
+        array = array.astype(np.float32)
+    if np.issubdtype(array.dtype, np.floating):
+        array = np.clip(np.nan_to_num(array.astype(np.float32)), 0.0, 1.0) * 255.0  # floats are [0, 1]
+    elif array.dtype == np.uint16:
+        array = array.astype(np.float32) / 257.0  # 16 bit -> 8 bit, as read_image does
+    else:
+        array = np.clip(array.astype(np.float32), 0.0, 255.0)
+    if array.shape[2] == 4:
+        array = array[:, :, :3] * (array[:, :, 3:] / 255.0)  # composite on black, as read_image does
+    elif array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    return np.round(array).astype(np.uint8)
+
+
+def _mask_to_float(mask: Any, index: int) -> Any:
+    """One mask of :func:`segment` -> float32 (H, W) in [0, 1]."""
+    import numpy as np
+
+    from partdisco.data.io import read_mask
+
+    if mask is None:
+        return None
+    if isinstance(mask, (str, Path)):
+        return read_mask(mask)
+    array = mask.detach().cpu().numpy() if hasattr(mask, "detach") else np.asarray(mask)
+    array = np.squeeze(array)
+    if array.ndim != 2:
+        raise ValueError(f"mask {index}: expected (H, W), got shape {np.shape(mask)}")
+    if array.dtype == np.bool_:
+        return array.astype(np.float32)
+    if np.issubdtype(array.dtype, np.floating):
+        return np.clip(array.astype(np.float32), 0.0, 1.0)
+    return (array > 0).astype(np.float32)  # integer masks: any non-zero value, as read_mask does
+
+
+def segment(
+    model: Any,
+    images: Any,
+    *,
+    masks: Any = None,
+    size: int = 256,
+    background: str = "auto",
+    batch_size: int = 8,
+    device: str | None = None,
+) -> tuple[Any, Any]:
+    """Segment images into parts; arrays in, arrays out (no files written).
+
+    Images can be file paths, PIL images, numpy arrays (H, W), (H, W, 1|3|4) or torch tensors (C, H, W):
+    uint8 (0..255), uint16 (0..65535) or float (0..1); alpha is composited on black, grey is repeated.
+    A list gives lists back; a 4-D batch (numpy (B, H, W, C) or torch (B, C, H, W)) gives stacked arrays;
+    a single image gives single arrays. Every image is resized so its shorter side is ``size`` for the
+    network and the results are resized back to the image's own size (docs/SEGMENT.md).
+
+    Args:
+        model: a Segmenter (e.g. from :func:`load`) or a checkpoint path.
+        images: one image, a list of images, or a 4-D batch (see above).
+        masks: optional foreground masks shaped like ``images``: paths (non-zero is foreground, as
+            ``read_mask``), or (H, W) arrays: bool, float 0..1 (> 0.5 is foreground) or integer (non-zero is
+            foreground). Background pixels get label 0.
+        size: shorter side of the network input (default 256).
+        background: ``"auto"`` (masks, else the model's background channel, else no background),
+            ``"none"`` or ``"border"`` (the part covering most of the image border is background).
+        batch_size: images per forward pass.
+        device: ``"cpu"``, ``"cuda"``, ``"auto"``...; None keeps a Segmenter where it is (and loads a
+            path on ``"auto"``). A given device moves the model there.
+
+    Returns:
+        ``(labels, probs)``: labels uint8 (H, W), 0 = background, 1..K = parts; probs float32 (C, H, W),
+        the softmax over the model's C channels (C = K, or K + 1 with channel 0 = background). Lists,
+        (B, ...) stacks or single arrays, following ``images``.
+
+    Raises:
+        ValueError: an unsupported image layout, a mask of another size, a bad ``background``.
+
+    Example:
+        >>> import numpy as np
+        >>> from partdisco.models import create_segmenter
+        >>> seg = create_segmenter("resnet18", num_parts=4)
+        >>> labels, probs = segment(seg, np.zeros((30, 40, 3), np.uint8), size=32)
+        >>> labels.shape, labels.dtype, probs.shape, int(labels.min()) >= 1
+        ((30, 40), dtype('uint8'), (4, 30, 40), True)
+    """
+    import numpy as np
+
+    from partdisco.engine.segment import segment_images
+    from partdisco.engine.train import resolve_device
+
+    if isinstance(model, (str, Path)):
+        model = load(model, device=str(resolve_device(device or "auto")))
+    elif device is not None:
+        model = model.to(resolve_device(device))
+    is_batch = getattr(images, "ndim", 0) == 4
+    is_list = isinstance(images, (list, tuple))
+    items = list(images) if (is_batch or is_list) else [images]
+    if not items:
+        raise ValueError("segment: got no images")
+    mask_items = None
+    if masks is not None:
+        mask_items = list(masks) if (is_batch or is_list) else [masks]
+        if len(mask_items) != len(items):
+            raise ValueError(f"segment: got {len(mask_items)} masks for {len(items)} images")
+        mask_items = [_mask_to_float(m, i) for i, m in enumerate(mask_items)]
+    arrays = [_image_to_rgb_uint8(image, i) for i, image in enumerate(items)]
+    results = segment_images(
+        model, arrays, mask_items, size=size, background=background, batch_size=batch_size, with_probs=True
+    )
+    labels = [r.labels for r in results]
+    probs = [r.probs for r in results]
+    if is_batch:
+        return np.stack(labels), np.stack(probs)
+    if is_list:
+        return labels, probs
+    return labels[0], probs[0]
+
+
+__all__ = ["evaluate_checkpoint", "format_metrics", "load", "resolve_train_config", "segment", "train"]

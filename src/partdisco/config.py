@@ -54,6 +54,7 @@ class DataConfig:
     cub_variant: str = "fg"  # evaluation images: fg (bbox-cropped) | full (whole image)
     # PASCAL-Part.
     pascal_class: str = "horse"  # ref: pascal_class
+    pascal_merge_parts: bool = True  # merge PASCAL-Part's fine parts into a few named parts (docs/DATA.md)
     # Crop pipeline shared by CUB and PASCAL-Part.
     padding_frac: float = 0.05  # ref: cub.py padding_frac
     jitter_frac: float = 0.05  # ref: cub.py jitter_frac (train only)
@@ -71,6 +72,7 @@ class ModelConfig:
     features: str = "vgg19"  # ref: ref_net vgg19; vgg19_random / texture need no download
     features_weights: str | None = None  # local torchvision vgg19-*.pth for features=vgg19
     normalization: str = "caffe"  # ref: Caffe BGR means subtracted from RGB 0-255; or "imagenet"
+    freeze_bn: bool = False  # ref trains with batch statistics; true = BN layers use their running statistics
 
 
 @dataclass
@@ -127,6 +129,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast)
     channels_last: bool = False
     compile: bool = False
+    sync_bn: bool = True  # under DDP, normalise with the global batch's statistics (SyncBatchNorm)
     log_every: int = 20
     vis_every: int = 1000  # ref: vis_interval
     eval_every: int = 0  # 0 = evaluate only at the end
@@ -189,7 +192,11 @@ def validate_data(cfg: DataConfig) -> DataConfig:
     need(cfg.cub_mask in ("gt", "sup", "none"), "data.cub_mask", "must be gt, sup or none")
     need(cfg.cub_variant in ("fg", "full"), "data.cub_variant", "must be fg or full")
     if cfg.name != "synthetic":
-        need(cfg.root is not None, "data.root", f"data set {cfg.name!r} needs data.root=DIR (the folder holding it)")
+        need(
+            cfg.root is not None,
+            "data.root",
+            f"data set {cfg.name!r} needs data.root=DIR (the folder holding it)",
+        )
         root = Path(str(cfg.root)).expanduser()
         need(root.is_dir(), "data.root", f"folder {str(root)!r} does not exist")
     return cfg
@@ -199,7 +206,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     """Check cross-field rules; raise :class:`ConfigError` naming the key on the first violation."""
     need = _need
     validate_data(cfg.data)
-    need(cfg.model.arch in ARCHS, "model.arch", f"unknown architecture {cfg.model.arch!r}; choose from {ARCHS}")
+    need(
+        cfg.model.arch in ARCHS, "model.arch", f"unknown architecture {cfg.model.arch!r}; choose from {ARCHS}"
+    )
     need(cfg.model.num_parts >= 2, "model.num_parts", f"must be >= 2 parts, got {cfg.model.num_parts}")
     need(
         cfg.model.features in FEATURE_SOURCES,
@@ -211,14 +220,20 @@ def validate(cfg: RunConfig) -> RunConfig:
         "model.normalization",
         f"must be 'caffe' or 'imagenet', got {cfg.model.normalization!r}",
     )
-    need(cfg.train.batch_size >= 2, "train.batch_size", f"must be >= 2 (contrastive loss), got {cfg.train.batch_size}")
+    need(
+        cfg.train.batch_size >= 2,
+        "train.batch_size",
+        f"must be >= 2 (contrastive loss), got {cfg.train.batch_size}",
+    )
     need(cfg.train.steps >= 1, "train.steps", f"must be >= 1, got {cfg.train.steps}")
     need(
         cfg.train.precision in PRECISIONS,
         "train.precision",
         f"unknown precision {cfg.train.precision!r}; choose from {PRECISIONS}",
     )
-    need(cfg.optim.name in ("sgd", "adamw"), "optim.name", f"must be 'sgd' or 'adamw', got {cfg.optim.name!r}")
+    need(
+        cfg.optim.name in ("sgd", "adamw"), "optim.name", f"must be 'sgd' or 'adamw', got {cfg.optim.name!r}"
+    )
     need(cfg.optim.lr > 0, "optim.lr", f"must be > 0, got {cfg.optim.lr}")
     need(cfg.loss.temperature > 0, "loss.temperature", f"must be > 0, got {cfg.loss.temperature}")
     need(
@@ -233,7 +248,10 @@ def validate(cfg: RunConfig) -> RunConfig:
             "features=vgg19 needs a local torchvision VGG19 file (vgg19-dcbb9e9d.pth); "
             "or use model.features=texture / vgg19_random, which need no download",
         )
-    for key, path in (("model.init_from", cfg.model.init_from), ("model.features_weights", cfg.model.features_weights)):
+    for key, path in (
+        ("model.init_from", cfg.model.init_from),
+        ("model.features_weights", cfg.model.features_weights),
+    ):
         if path is not None:
             need(Path(path).expanduser().is_file(), key, f"file {path!r} does not exist")
     return cfg
@@ -399,7 +417,9 @@ def load_config(
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
     if preset is None:
-        preset = next((v for k, v in pairs if k == "dataset"), None) or file_values.get("dataset") or "synthetic"
+        preset = (
+            next((v for k, v in pairs if k == "dataset"), None) or file_values.get("dataset") or "synthetic"
+        )
     cfg = RunConfig()
     preset_file = preset_path(str(preset))
     merge_dict(cfg, yaml.safe_load(preset_file.read_text()) or {}, source=str(preset_file))

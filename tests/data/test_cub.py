@@ -12,7 +12,6 @@ from PIL import Image
 
 from partdisco.config import DataConfig
 from partdisco.data import cub
-from partdisco.data import transforms as T
 from partdisco.data.io import SizeMismatchError
 
 from .tiny_datasets import CUB_IMAGES, CUB_KP_NAMES, cub_image, cub_keypoints, cub_mask, make_tiny_cub
@@ -77,7 +76,7 @@ class TestTrainingPipeline:
         ds = cub.build(_cfg(tiny_cub, image_size=44), "train", train=True)
         assert isinstance(ds, cub.CubCropDataset) and len(ds) == 3
         assert ds.keypoint_names == CUB_KP_NAMES and ds.part_names is None and ds.has_masks
-        assert ds.flip_permutation.tolist() == [0, 1, 2, 3, 4, 5, 10, 11, 12, 9, 6, 7, 8, 13, 14]
+        assert ds.flip_permutation == [0, 1, 2, 3, 4, 5, 10, 11, 12, 9, 6, 7, 8, 13, 14]
         assert ds.skipped == [] and ds.augment
 
     def test_crop_by_hand_scale_one(self, tiny_cub: Path) -> None:
@@ -85,7 +84,9 @@ class TestTrainingPipeline:
         ds = cub.build(_cfg(tiny_cub, image_size=44, jitter_frac=0.0, flip=False), "train", train=True)
         sample = ds[0]
         image = cub_image(1)
-        np.testing.assert_array_equal(sample["image"].numpy(), image[2:46, 8:52].transpose(2, 0, 1) / np.float32(255))
+        np.testing.assert_array_equal(
+            sample["image"].numpy(), image[2:46, 8:52].transpose(2, 0, 1) / np.float32(255)
+        )
         np.testing.assert_array_equal(sample["fg_mask"][0].numpy(), cub_mask(1)[2:46, 8:52])
         kps = cub_keypoints(1)
         expected = kps.copy()
@@ -93,7 +94,11 @@ class TestTrainingPipeline:
         expected[kps[:, 2] == 0] = 0
         np.testing.assert_allclose(sample["keypoints"].numpy(), expected)
         assert sample["bbox"].tolist() == [2.0, 12.0, 42.0, 32.0]
-        assert sample["name"] == f"images/{_rel(1)}" and int(sample["class_id"]) == 1 and int(sample["index"]) == 0
+        assert (
+            sample["name"] == f"images/{_rel(1)}"
+            and int(sample["class_id"]) == 1
+            and int(sample["index"]) == 0
+        )
         out = sample["image"].numpy().transpose(1, 2, 0)
         for (x, y, v), (ox, oy, _) in zip(sample["keypoints"].numpy(), kps):
             if v > 0:  # the keypoint still points at the same bird pixel
@@ -121,7 +126,9 @@ class TestTrainingPipeline:
         np.testing.assert_array_equal(sample["fg_mask"][0].numpy(), cub_mask(1)[2:46:2, 8:52:2])
         kps = cub_keypoints(1)
         visible = kps[:, 2] > 0
-        np.testing.assert_allclose(sample["keypoints"].numpy()[visible, :2], (kps[visible, :2] - (8, 2)) * 0.5)
+        np.testing.assert_allclose(
+            sample["keypoints"].numpy()[visible, :2], (kps[visible, :2] - (8, 2)) * 0.5
+        )
         assert sample["bbox"].tolist() == [1.0, 6.0, 21.0, 16.0]
 
     def test_flip_swaps_left_right(self, tiny_cub: Path) -> None:
@@ -233,7 +240,9 @@ class TestEvalPipeline:
                 assert [x, y, v] == [0.0, 0.0, 0.0]
         mask = sample["fg_mask"][0].numpy()
         assert set(np.unique(mask).tolist()) <= {0.0, 1.0}
-        pil_mask = np.asarray(Image.fromarray(cub_mask(2)[10:35, 12:42]).resize((38, 32), Image.BILINEAR))[:, 3:35]
+        pil_mask = np.asarray(Image.fromarray(cub_mask(2)[10:35, 12:42]).resize((38, 32), Image.BILINEAR))[
+            :, 3:35
+        ]
         assert (mask != pil_mask).mean() < 0.03
 
     def test_fg_without_resize_exact(self, tiny_cub: Path) -> None:
@@ -249,7 +258,8 @@ class TestEvalPipeline:
         assert sample["bbox"].tolist() == [0.0, 0.0, 16.0, 16.0]
 
     def test_full_gt_mask_exact(self, tiny_cub: Path) -> None:
-        # image 4 (grayscale, 50 x 40): S = 40 -> no resize; 50 -> 48 rows from row 1, 40 -> 32 cols from col 4
+        # image 4 (grayscale, 50 x 40): S = 40 -> no resize;
+        # 50 -> 48 rows from row 1, 40 -> 32 cols from col 4
         ds = cub.build(_cfg(tiny_cub, image_size=40, cub_variant="full"), "test", train=False)
         sample = ds[1]
         assert sample["image"].shape == (3, 48, 32)

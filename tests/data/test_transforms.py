@@ -190,9 +190,24 @@ class TestSampleResizedCrop:
 
     def test_fallback_central(self) -> None:
         # area fraction > 1 never fits: the centred window with the ratio clamped to 4/3
-        assert T.sample_resized_crop(10, 100, (1.5, 2.0), (3 / 4, 4 / 3), np.random.default_rng(0)) == (0, 43, 10, 13)
-        assert T.sample_resized_crop(100, 10, (1.5, 2.0), (3 / 4, 4 / 3), np.random.default_rng(0)) == (43, 0, 13, 10)
-        assert T.sample_resized_crop(10, 10, (1.5, 2.0), (3 / 4, 4 / 3), np.random.default_rng(0)) == (0, 0, 10, 10)
+        assert T.sample_resized_crop(10, 100, (1.5, 2.0), (3 / 4, 4 / 3), np.random.default_rng(0)) == (
+            0,
+            43,
+            10,
+            13,
+        )
+        assert T.sample_resized_crop(100, 10, (1.5, 2.0), (3 / 4, 4 / 3), np.random.default_rng(0)) == (
+            43,
+            0,
+            13,
+            10,
+        )
+        assert T.sample_resized_crop(10, 10, (1.5, 2.0), (3 / 4, 4 / 3), np.random.default_rng(0)) == (
+            0,
+            0,
+            10,
+            10,
+        )
 
 
 class TestKeypoints:
@@ -262,7 +277,16 @@ class TestTensors:
         sample = T.make_sample(
             np.zeros((4, 4, 3)), np.ones((4, 4)), np.array([0, 0, 4, 4]), 7, 2, "a.jpg", np.zeros((4, 4)), kps
         )
-        assert sorted(sample) == ["bbox", "class_id", "fg_mask", "image", "index", "keypoints", "name", "parts"]
+        assert sorted(sample) == [
+            "bbox",
+            "class_id",
+            "fg_mask",
+            "image",
+            "index",
+            "keypoints",
+            "name",
+            "parts",
+        ]
         assert sample["class_id"].dtype == torch.int64 and int(sample["class_id"]) == 7
         assert sample["keypoints"].tolist() == [[0, 0, 0], [3, 4, 1]]
         assert sample["bbox"].dtype == torch.float32

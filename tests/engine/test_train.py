@@ -35,7 +35,10 @@ def _state(path):
 
 
 def test_kill_and_resume_equals_uninterrupted(tiny_overrides, tmp_path):
-    common = [o for o in tiny_overrides if not o.startswith("out=")] + ["train.steps=6", "train.checkpoint_every=3"]
+    common = [o for o in tiny_overrides if not o.startswith("out=")] + [
+        "train.steps=6",
+        "train.checkpoint_every=3",
+    ]
     full = fit(resolve_train_config([*common, f"out={tmp_path / 'full'}"]))
     # "kill" after 4 steps: the last checkpoint is step 3, step 4 is lost
     part = fit(resolve_train_config([*common, f"out={tmp_path / 'part'}"]), stop_after=4)
@@ -82,7 +85,9 @@ def test_nan_stops_with_step_and_keeps_last_checkpoint(tiny_overrides, monkeypat
         fit(cfg)
     run = cfg.out
     assert [s for s, _ in step_checkpoints(run)] == [2]
-    assert torch.isfinite(torch.stack([v.float().sum() for v in _state(latest_checkpoint(run)).values()])).all()
+    assert torch.isfinite(
+        torch.stack([v.float().sum() for v in _state(latest_checkpoint(run)).values()])
+    ).all()
 
 
 def test_batch_size_two_and_background_channel(tiny_overrides):

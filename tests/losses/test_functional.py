@@ -69,20 +69,26 @@ class TestWithinPartVariance:
     def test_uniform_part_is_zero(self):
         probs = torch.softmax(torch.randn(2, 4, 8, 8), 1)
         feats = torch.full((2, 3, 8, 8), 42.0)
-        assert torch.allclose(within_part_variance(probs, torch.ones(2, 1, 8, 8), feats), torch.zeros(2), atol=1e-3)
+        assert torch.allclose(
+            within_part_variance(probs, torch.ones(2, 1, 8, 8), feats), torch.zeros(2), atol=1e-3
+        )
 
     def test_hand_value(self):
         # one part, features 0 and 2 on two fg pixels: sum of squared deviations 2, / area 2 = 1
         probs = torch.ones(1, 1, 1, 2)
         feats = torch.tensor([0.0, 2.0]).view(1, 1, 1, 2)
-        assert within_part_variance(probs, torch.ones(1, 1, 1, 2), feats).item() == pytest.approx(1.0, rel=1e-4)
+        assert within_part_variance(probs, torch.ones(1, 1, 1, 2), feats).item() == pytest.approx(
+            1.0, rel=1e-4
+        )
 
     def test_hard_parts_split_variance(self):
         probs = torch.zeros(1, 2, 1, 4)
         probs[0, 0, 0, :2] = 1
         probs[0, 1, 0, 2:] = 1
         feats = torch.tensor([0.0, 0.0, 5.0, 5.0]).view(1, 1, 1, 4)
-        assert within_part_variance(probs, torch.ones(1, 1, 1, 4), feats).item() == pytest.approx(0.0, abs=1e-4)
+        assert within_part_variance(probs, torch.ones(1, 1, 1, 4), feats).item() == pytest.approx(
+            0.0, abs=1e-4
+        )
 
     def test_matches_reference_loop(self):
         g = torch.Generator().manual_seed(0)
@@ -138,7 +144,9 @@ class TestContrastive:
         g = torch.Generator().manual_seed(2)
         z = torch.randn(5, 4, 7, generator=g)
         pos = sample_positive_images(5, 4, g)
-        assert contrastive_infonce(z, pos, 0.19).item() == pytest.approx(naive_infonce(z, pos, 0.19).item(), rel=1e-5)
+        assert contrastive_infonce(z, pos, 0.19).item() == pytest.approx(
+            naive_infonce(z, pos, 0.19).item(), rel=1e-5
+        )
 
     def test_perfect_parts_low_loss_and_swapped_high(self):
         z = torch.eye(4).repeat(3, 1, 1)  # every image: part k = e_k
@@ -156,12 +164,18 @@ class TestContrastive:
         loss.backward()
         assert torch.isfinite(loss) and z.grad is not None
 
-    def test_extra_negatives(self):
-        z = torch.eye(2).repeat(2, 1, 1)
-        pos = torch.tensor([[1, 1], [0, 0]])
-        base = contrastive_infonce(z, pos, 0.5)
-        more = contrastive_infonce(z, pos, 0.5, extra_negatives=z.flip(1))  # other-part copies of anchors
-        assert more > base
+    def test_anchor_rows_average_to_the_whole_batch(self):
+        g = torch.Generator().manual_seed(3)
+        z = torch.randn(6, 4, 5, generator=g)
+        pos = sample_positive_images(6, 4, g)
+        whole = contrastive_infonce(z, pos, 0.19)
+        halves = (
+            contrastive_infonce(z, pos, 0.19, anchor_rows=(0, 3))
+            + contrastive_infonce(z, pos, 0.19, anchor_rows=(3, 6))
+        ) / 2
+        assert torch.allclose(whole, halves, atol=1e-6)
+        with pytest.raises(ValueError, match="anchor_rows"):
+            contrastive_infonce(z, pos, 0.19, anchor_rows=(4, 9))
 
     def test_errors(self):
         with pytest.raises(ValueError, match=r"\(B, K, D\)"):
@@ -182,7 +196,9 @@ class TestEquivariance:
         pred = torch.log(torch.tensor([0.8, 0.2])).view(1, 2, 1, 1).expand(1, 2, 2, 2)
         target = torch.zeros(1, 2, 2, 2)
         expected = 0.5 * math.log(0.5 / 0.8) + 0.5 * math.log(0.5 / 0.2)
-        assert equivariance_kl(pred, target, torch.ones(1, 1, 2, 2)).item() == pytest.approx(expected, rel=1e-5)
+        assert equivariance_kl(pred, target, torch.ones(1, 1, 2, 2)).item() == pytest.approx(
+            expected, rel=1e-5
+        )
 
     def test_mask_weighting(self):
         pred = torch.zeros(1, 2, 1, 2)

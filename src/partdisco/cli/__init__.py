@@ -17,6 +17,7 @@ from partdisco.config import ConfigError
 COMMANDS = {
     "train": "partdisco.cli.train",
     "eval": "partdisco.cli.eval",
+    "segment": "partdisco.cli.segment",
     "convert": "partdisco.cli.convert",
     "data": "partdisco.cli.data",
 }
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"partdisco {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module_name in COMMANDS.items():
+    for module_name in COMMANDS.values():
         module = importlib.import_module(module_name)
         module.add_parser(sub)
     return parser

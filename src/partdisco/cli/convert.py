@@ -12,7 +12,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="convert a released unsup-parts / SCOPS checkpoint to the partdisco format",
         description=(
             "Read SRC (an unsup-parts training checkpoint {'iter','model_state_dict',...}, a raw SCOPS state "
-            "dict, or one of ours), check every tensor, and write DST in the partdisco format with its config "
+            "dict, or one of ours), check every tensor, and write DST in the partdisco format with its "
+            "config "
             "(K, architecture, normalisation, background channel), so eval/segment/train take it."
         ),
     )

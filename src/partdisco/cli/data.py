@@ -19,7 +19,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--n", type=int, default=1000, help="number of images (default 1000)")
     synth.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    synth.add_argument("--test-fraction", type=float, default=0.1, help="share of images in test.txt (default 0.1)")
+    synth.add_argument(
+        "--test-fraction", type=float, default=0.1, help="share of images in test.txt (default 0.1)"
+    )
     check = data_sub.add_parser(
         "check",
         help="validate a data set folder and report what is present and missing",
@@ -42,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
 
         if args.n < 2:
             raise ValueError(f"--n must be >= 2, got {args.n}")
-        counts = write_folder(args.out, args.n, image_size=args.size, seed=args.seed, test_fraction=args.test_fraction)
+        counts = write_folder(
+            args.out, args.n, image_size=args.size, seed=args.seed, test_fraction=args.test_fraction
+        )
         print(f"wrote {counts} to {args.out}")
         return 0
     from partdisco.data.check import check_dataset

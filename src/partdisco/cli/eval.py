@@ -23,7 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="data set / evaluation overrides")
     p.add_argument("--out", help="metrics JSON path (default: next to the checkpoint)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    p.add_argument("--no-regression", action="store_true", help="skip keypoint regression (needs the train split)")
+    p.add_argument(
+        "--no-regression", action="store_true", help="skip keypoint regression (needs the train split)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -60,13 +60,17 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     batch: dict[str, Any] = {}
     for s in samples[1:]:
         if s.keys() != keys:
-            raise ValueError(f"sample {s.get('name')!r} has keys {sorted(s)} but the first has {sorted(keys)}")
+            raise ValueError(
+                f"sample {s.get('name')!r} has keys {sorted(s)} but the first has {sorted(keys)}"
+            )
     for key in keys:
         values = [s[key] for s in samples]
         if isinstance(values[0], torch.Tensor):
             shapes = {tuple(v.shape) for v in values}
             if len(shapes) > 1:
-                raise ValueError(f"cannot batch {key!r} of different shapes {sorted(shapes)}; use batch size 1")
+                raise ValueError(
+                    f"cannot batch {key!r} of different shapes {sorted(shapes)}; use batch size 1"
+                )
             batch[key] = torch.stack(values)
         elif isinstance(values[0], (int, float)):
             batch[key] = torch.tensor(values)

@@ -188,7 +188,7 @@ def check_dataset(
         except Exception as err:  # report every build failure, with its message
             problems.append(f"split {split}: {type(err).__name__}: {err}")
             continue
-        say(f"split {split}: {len(dataset)} samples")
+        say(f"split {split} (evaluation pipeline): {len(dataset)} samples")
         if len(dataset) == 0:
             problems.append(f"split {split}: no samples")
         datasets.append((split, dataset))

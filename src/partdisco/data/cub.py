@@ -329,7 +329,7 @@ class CubCropDataset(SampleDataset):
         self.flip = bool(flip)
         self.keypoint_names = keypoint_names or list(CUB_KEYPOINT_NAMES)
         self.part_names = None
-        self.flip_permutation = CUB_FLIP_PERMUTATION.copy()
+        self.flip_permutation = CUB_FLIP_PERMUTATION.tolist()
 
     def __len__(self) -> int:
         return len(self.records)
@@ -412,7 +412,7 @@ class CubEvalDataset(SampleDataset):
         self.keypoint_names = keypoint_names or list(CUB_KEYPOINT_NAMES)
         self.part_names = None
         self.has_masks = mask_kind != "none"
-        self.flip_permutation = CUB_FLIP_PERMUTATION.copy()
+        self.flip_permutation = CUB_FLIP_PERMUTATION.tolist()
 
     def __len__(self) -> int:
         return len(self.records)

@@ -195,7 +195,7 @@ class FolderDataset(SampleDataset):
         if kp_path.is_file():
             self.keypoint_names, self.keypoints, permutation = read_keypoints_json(kp_path)
             n = len(self.keypoint_names)
-            self.flip_permutation = permutation if permutation is not None else np.arange(n, dtype=np.int64)
+            self.flip_permutation = permutation.tolist() if permutation is not None else list(range(n))
 
     def __len__(self) -> int:
         return len(self.files)

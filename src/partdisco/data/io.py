@@ -91,8 +91,8 @@ def _open(path: str | os.PathLike[str]) -> Image.Image:
             out = ImageOps.exif_transpose(img)
             if out is img:
                 out = img.copy()
-    except UnidentifiedImageError as err:
-        raise ImageReadError(path, f"not an image file PIL can identify ({err})") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(path, "not an image file PIL can identify") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError) as err:
         raise ImageReadError(path, f"corrupt or truncated image ({type(err).__name__}: {err})") from None
     return out
@@ -282,7 +282,7 @@ class SampleDataset(torch.utils.data.Dataset):
         keypoint_names: names of the N keypoints, or None.
         part_names: names of ground-truth labels 1..P, or None.
         has_masks: whether ``fg_mask`` comes from annotations (False: all ones).
-        flip_permutation: int64 (N,) keypoint row order after a horizontal flip, or None.
+        flip_permutation: keypoint row order after a horizontal flip (N ints), or None.
         skipped: names of samples skipped because a file could not be read.
         augment: whether samples are randomly augmented (training crops / flips).
         strict: raise on an unreadable file instead of skipping it.
@@ -292,7 +292,7 @@ class SampleDataset(torch.utils.data.Dataset):
     keypoint_names: list[str] | None = None
     part_names: list[str] | None = None
     has_masks: bool = True
-    flip_permutation: np.ndarray | None = None
+    flip_permutation: list[int] | None = None
 
     def __init__(self, *, augment: bool, strict: bool, seed: int = 0) -> None:
         super().__init__()

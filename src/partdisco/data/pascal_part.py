@@ -434,7 +434,9 @@ class PascalPartDataset(SampleDataset):
         return T.make_sample(image, fg_mask, box, 0, index, self.sample_name(index), parts=labels)
 
 
-def build(cfg: DataConfig, split: str, train: bool, seed: int = 0, merge_parts: bool = True) -> SampleDataset:
+def build(
+    cfg: DataConfig, split: str, train: bool, seed: int = 0, merge_parts: bool | None = None
+) -> SampleDataset:
     """Build PASCAL-Part for class ``cfg.pascal_class``.
 
     Args:
@@ -443,7 +445,8 @@ def build(cfg: DataConfig, split: str, train: bool, seed: int = 0, merge_parts: 
         train: training pipeline; jitter and flip only for ``train and split == "train"`` (as the reference).
             Evaluation uses the same square crops without them.
         seed: mixed into the per-sample augmentation generators.
-        merge_parts: merged part sets (:data:`MERGED_PARTS`) or the reference's fine labels.
+        merge_parts: merged part sets (:data:`MERGED_PARTS`) or the reference's fine labels; None reads
+            ``cfg.pascal_merge_parts``.
 
     Returns:
         A :class:`PascalPartDataset`.
@@ -457,6 +460,8 @@ def build(cfg: DataConfig, split: str, train: bool, seed: int = 0, merge_parts: 
         )
     root = resolve_root(cfg.root)
     cls = cfg.pascal_class
+    if merge_parts is None:
+        merge_parts = cfg.pascal_merge_parts
     names, lookup = part_table(cls, merge_parts)
     annotations = root / "Annotations_Part"
     if not annotations.is_dir():

@@ -104,7 +104,9 @@ class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
         perm = self._permutation(epoch)
         start = (within * self.world_size + self.rank) * self.batch_size
         indices = perm[start : start + self.batch_size].tolist()
-        base = (self.seed * 7_919 + step) * 10_007 + self.rank * 1_000
+        # the augmentation seed depends on the global position in the step's batch, not on the rank, so a
+        # 2-rank run and a 1-process run with the doubled batch draw the same augmentations
+        base = (self.seed * 7_919 + step) * 10_007 + self.rank * self.batch_size
         return [(i, (base + j) % (2**63 - 1)) for j, i in enumerate(indices)]
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:

@@ -416,7 +416,7 @@ def scale_keypoints(keypoints: np.ndarray, sx: float, sy: float) -> np.ndarray:
     return out
 
 
-def flip_keypoints(keypoints: np.ndarray, width: int, permutation: np.ndarray | None) -> np.ndarray:
+def flip_keypoints(keypoints: np.ndarray, width: int, permutation: Sequence[int] | None) -> np.ndarray:
     """Mirror keypoints horizontally (``x -> width - 1 - x``) and reorder rows (left <-> right names).
 
     Row ``i`` of the result is the mirrored row ``permutation[i]`` of the input (ref: CMR

@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-FORMAT_VERSION = 1
+from partdisco.models.convert import FORMAT_VERSION  # one definition of the format version
+
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise ValueError(f"checkpoint {str(path)!r} could not be read ({type(err).__name__}: {err})") from None
+        raise ValueError(
+            f"checkpoint {str(path)!r} could not be read ({type(err).__name__}: {err})"
+        ) from None
     if not isinstance(ckpt, dict) or "format_version" not in ckpt or "model" not in ckpt:
         raise ValueError(
             f"{str(path)!r} is not a partdisco checkpoint (no format_version/model keys); "

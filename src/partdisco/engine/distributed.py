@@ -79,3 +79,16 @@ def destroy() -> None:
     """Tear down the process group if one is initialised."""
     if is_initialized():
         dist.destroy_process_group()
+
+
+def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` from every rank along dim 0, with gradients flowing back to each rank's slice.
+
+    ``torch.distributed.nn.functional.all_gather`` sums the incoming gradients in its backward, which,
+    combined with DDP's gradient averaging, gives exactly the gradient of the global-batch loss.
+    """
+    if not is_initialized() or world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x.contiguous()), dim=0)

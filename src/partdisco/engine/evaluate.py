@@ -40,7 +40,9 @@ log = logging.getLogger("partdisco.evaluate")
 EVAL_ALIGN = False  # ref: CUB eval notebook upsamples with align_corners=False
 
 
-def iterate_batches(dataset: Dataset, batch_size: int, max_images: int | None = None) -> Iterator[dict[str, Any]]:
+def iterate_batches(
+    dataset: Dataset, batch_size: int, max_images: int | None = None
+) -> Iterator[dict[str, Any]]:
     """Batches of consecutive samples of equal image size, sharded over ranks (rank r takes r::world)."""
     n = len(dataset)  # type: ignore[arg-type]
     if max_images is not None:
@@ -73,7 +75,9 @@ class _Accumulator:
         self.px_fg = ContingencyTable(k, num_gt_parts + 1) if num_gt_parts else None
         self.px_full = ContingencyTable(k + 1, num_gt_parts + 1) if num_gt_parts else None
 
-    def update(self, fg_labels: torch.Tensor, full_labels: torch.Tensor | None, batch: dict[str, Any]) -> None:
+    def update(
+        self, fg_labels: torch.Tensor, full_labels: torch.Tensor | None, batch: dict[str, Any]
+    ) -> None:
         """fg_labels: (B, H, W) in [0, K); full_labels: (B, H, W) in [0, K] with 0 = background."""
         device = fg_labels.device
         if self.kp_fg is not None:
@@ -128,7 +132,9 @@ def _plain(obj: Any) -> Any:
 
 
 @torch.no_grad()
-def fit_xy_baseline(dataset: Dataset, k: int, seed: int = 0, images: int = 200, per_image: int = 256) -> torch.Tensor:
+def fit_xy_baseline(
+    dataset: Dataset, k: int, seed: int = 0, images: int = 200, per_image: int = 256
+) -> torch.Tensor:
     """k-means centres of bbox-normalised foreground pixel positions, sampled from a data set split."""
     gen = torch.Generator().manual_seed(seed)
     points = []
@@ -217,7 +223,9 @@ def evaluate(
         if regression_dataset is not None and num_keypoints:
             up = F.interpolate(part_logits, size=(H, W), mode="bilinear", align_corners=EVAL_ALIGN)
             cents = part_centroids(torch.softmax(up, 1), fg_mask if has_mask else None)  # (B, K, 2)
-            test_centroids.append(normalize_by_bbox(cents.cpu(), batch["bbox"]).reshape(len(cents), -1).numpy())
+            test_centroids.append(
+                normalize_by_bbox(cents.cpu(), batch["bbox"]).reshape(len(cents), -1).numpy()
+            )
             kps = batch["keypoints"]
             norm = normalize_by_bbox(kps[..., :2], batch["bbox"]).numpy()
             test_keypoints.append(np.concatenate([norm, kps[..., 2:].numpy()], -1))

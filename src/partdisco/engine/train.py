@@ -2,7 +2,8 @@
 
 Commands:
     CPU, built-in synthetic data:   ``partdisco train``
-    one GPU, CUB:                   ``partdisco train dataset=cub data.root=DIR model.features_weights=vgg19.pth``
+    one GPU, CUB:                   ``partdisco train dataset=cub data.root=DIR \
+                                      model.features_weights=vgg19.pth``
     many GPUs (one machine):        ``torchrun --nproc_per_node 4 -m partdisco train dataset=cub ...``
     resume a killed run:            ``partdisco train resume=runs/NAME``
 
@@ -78,9 +79,21 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
-    """CPU generator for everything random in one step; a pure function of (seed, step, rank)."""
-    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 131 + rank) % (2**63 - 1))
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """CPU generator for everything random in one step.
+
+    A pure function of (seed, step), the same on every rank (each rank slices the global draws).
+    """
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63 - 1))
+
+
+def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
+    """``model.train()``, keeping BatchNorm layers in eval mode (running statistics) when ``freeze_bn``."""
+    model.train()
+    if freeze_bn:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
 
 
 def make_optimizer(model: Segmenter, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -110,8 +123,14 @@ def train_step(
     precision: str = "fp32",
     clip_grad: float = 5.0,
     channels_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> dict[str, torch.Tensor]:
     """One optimisation step; returns the detached loss terms (tensors, no host sync).
+
+    Random draws (jitter, warps, contrastive positives) are made for the *global* batch of
+    ``world_size * B`` images from a rank-independent generator, and each rank takes its slice, so a
+    2-rank step sees exactly what a 1-process step on the concatenated batch sees.
 
     Args:
         model: the segmenter (possibly DDP-wrapped); its ``preprocess`` normalises inputs.
@@ -125,6 +144,8 @@ def train_step(
         precision: fp32 | bf16 | fp16.
         clip_grad: max total gradient norm (<= 0 disables).
         channels_last: use channels-last memory format for the network inputs.
+        rank: this process's rank.
+        world_size: number of data-parallel ranks.
 
     Returns:
         Detached loss terms (``total`` included) and ``grad_norm``.
@@ -135,8 +156,9 @@ def train_step(
     segmenter = model.module if hasattr(model, "module") else model
     preprocess = segmenter.preprocess
 
+    G = B * world_size
     jitter = sample_jitter_params(
-        2 * B,
+        2 * G,
         generator,
         prob=loss_cfg.jitter_prob,
         brightness=loss_cfg.brightness,
@@ -144,18 +166,21 @@ def train_step(
         saturation=loss_cfg.saturation,
         hue=loss_cfg.hue,
         grayscale_prob=loss_cfg.grayscale_prob,
-    ).to(device)
+    )
+    mine = torch.arange(rank * B, (rank + 1) * B)
+    jitter = jitter.select(torch.cat([mine, mine + G])).to(device)  # view 1 rows, then view 2 rows
     views = apply_color_jitter(torch.cat([image, image]), jitter)  # (2B, 3, H, W)
     view1, view2 = views[:B], views[B:]
     warp = sample_warp_params(
-        B,
+        G,
         generator,
         rotation_deg=loss_cfg.rotation_deg,
         scale_low=loss_cfg.scale_low,
         scale_high=loss_cfg.scale_high,
         translation=loss_cfg.translation,
         tps_sigma=loss_cfg.tps_sigma,
-    ).to(device)
+    )
+    warp = warp.slice(rank * B, (rank + 1) * B).to(device)
     grid = warp_grid(warp, (H, W))  # (B, H, W, 2)
     warped_view2 = warp_image(view2, warp, grid=grid)
     warped_fg = warp_image(fg_mask, warp, grid=grid)
@@ -172,7 +197,9 @@ def train_step(
         logits = model(net_input(view1))  # (B, K, h, w)
         warped_logits = model(net_input(warped_view2))  # (B, K, h, w)
     logits = F.interpolate(logits.float(), size=(H, W), mode="bilinear", align_corners=TRAIN_ALIGN)
-    warped_logits = F.interpolate(warped_logits.float(), size=(H, W), mode="bilinear", align_corners=TRAIN_ALIGN)
+    warped_logits = F.interpolate(
+        warped_logits.float(), size=(H, W), mode="bilinear", align_corners=TRAIN_ALIGN
+    )
     target_logits = warp_image(logits.detach(), warp, grid=grid)  # ref: warp logits, then softmax
 
     terms = objective(
@@ -192,7 +219,9 @@ def train_step(
     if clip_grad > 0:
         grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_grad)
     else:
-        grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+        grad_norm = torch.linalg.vector_norm(
+            torch.stack([p.grad.norm() for p in params if p.grad is not None])
+        )
     scaler.step(optimizer)
     scaler.update()
     out = {k: v.detach() for k, v in terms.items()}
@@ -292,7 +321,13 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
     ).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    objective = Objective(cfg.loss, background_channel=model.background_channel)
+    objective = Objective(
+        cfg.loss,
+        background_channel=model.background_channel,
+        world_size=world,
+        gather=dist_utils.all_gather_with_grad if cfg.loss.gather_negatives else None,
+        rank=rank,
+    )
     optimizer = make_optimizer(model, cfg.optim)
     scaler = make_scaler(device, cfg.train.precision)
 
@@ -308,8 +343,16 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
         group.setdefault("base_lr", group["lr"])
 
     net: nn.Module = model
+    if world > 1 and cfg.train.sync_bn and not cfg.model.freeze_bn:
+        if device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            net = model
+        else:
+            log.info("BatchNorm uses per-rank batch statistics: SyncBatchNorm needs CUDA devices")
     if world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     if cfg.train.compile:
         net = torch.compile(net)
 
@@ -331,9 +374,13 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
     from tqdm.auto import tqdm
 
     progress = tqdm(
-        total=total_steps, initial=start_step, desc="train", disable=not (main and cfg.log.progress), dynamic_ncols=True
+        total=total_steps,
+        initial=start_step,
+        desc="train",
+        disable=not (main and cfg.log.progress),
+        dynamic_ncols=True,
     )
-    model.train()
+    set_train_mode(model, cfg.model.freeze_bn)
     step = start_step
     last_saved: Path | None = None
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
@@ -350,11 +397,13 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
                 _to_device(batch, device),
                 optimizer,
                 scaler,
-                step_generator(cfg.seed, step, rank),
+                step_generator(cfg.seed, step),
                 cfg.loss,
                 precision=cfg.train.precision,
                 clip_grad=cfg.optim.clip_grad,
                 channels_last=cfg.train.channels_last,
+                rank=rank,
+                world_size=world,
             )
             # Non-finite check without a per-step host sync: remember the first bad step on the device.
             bad = ~torch.isfinite(terms["total"])
@@ -367,20 +416,30 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
                 values = {k: dist_utils.reduce_mean(v).item() for k, v in terms.items()}
                 values["lr"] = optimizer.param_groups[0]["lr"]
                 progress.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k != "grad_norm"})
+                if not cfg.log.progress or step % cfg.train.checkpoint_every == 0:
+                    log.info(
+                        "step %d/%d %s",
+                        step,
+                        total_steps,
+                        " ".join(f"{k}={v:.4g}" for k, v in values.items()),
+                    )
                 if writer is not None:
                     writer.scalars(values, step, prefix="train")
-                    writer.scalars({"steps_per_s": (step - start_step) / (time.perf_counter() - t0)}, step, "speed")
+                    writer.scalars(
+                        {"steps_per_s": (step - start_step) / (time.perf_counter() - t0)}, step, "speed"
+                    )
             if writer is not None and (step % cfg.train.vis_every == 0 or is_last):
-                writer.image("parts/test", _part_grid(model, vis_batch, device), step)
+                writer.image("parts/test", _part_grid(model, vis_batch, device, cfg.model.freeze_bn), step)
             if cfg.train.eval_every > 0 and step % cfg.train.eval_every == 0 and not is_last:
                 metrics = _evaluate(model, test_set, cfg, device)
                 if writer is not None:
                     writer.scalars({k: v for k, v in metrics.items() if isinstance(v, float)}, step, "eval")
-                model.train()
+                set_train_mode(model, cfg.model.freeze_bn)
             if step % cfg.train.checkpoint_every == 0 or is_last:
                 if main:
                     last_saved = save_atomic(
-                        _state(model, optimizer, scaler, step, cfg), checkpoint_dir(run_dir) / f"step_{step:07d}.pt"
+                        _state(model, optimizer, scaler, step, cfg),
+                        checkpoint_dir(run_dir) / f"step_{step:07d}.pt",
                     )
                     prune_checkpoints(run_dir, cfg.train.keep_checkpoints)
                 dist_utils.barrier()
@@ -409,7 +468,9 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
     return run_dir
 
 
-def _raise_if_diverged(first_bad: torch.Tensor, terms: dict[str, torch.Tensor], last_saved: Path | None) -> None:
+def _raise_if_diverged(
+    first_bad: torch.Tensor, terms: dict[str, torch.Tensor], last_saved: Path | None
+) -> None:
     bad_step = int(first_bad.item())
     if bad_step < 0:
         return
@@ -438,7 +499,9 @@ def _fixed_batch(dataset: Any, n: int) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def predict_labels(model: Segmenter, image: torch.Tensor, fg_mask: torch.Tensor | None = None) -> torch.Tensor:
+def predict_labels(
+    model: Segmenter, image: torch.Tensor, fg_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Part labels at input resolution: 0 = background (from the mask or channel), 1..K = parts.
 
     Args:
@@ -461,14 +524,15 @@ def predict_labels(model: Segmenter, image: torch.Tensor, fg_mask: torch.Tensor 
     return labels
 
 
-def _part_grid(model: Segmenter, batch: dict[str, Any], device: torch.device) -> Any:
+def _part_grid(model: Segmenter, batch: dict[str, Any], device: torch.device, freeze_bn: bool = False) -> Any:
     from partdisco.visualise import part_grid, to_uint8_image
 
     was_training = model.training
     model.eval()
     image = batch["image"].to(device)
     labels = predict_labels(model, image, batch["fg_mask"].to(device)).cpu().numpy()
-    model.train(was_training)
+    if was_training:
+        set_train_mode(model, freeze_bn)
     images = [to_uint8_image(x) for x in batch["image"]]
     return part_grid(images, list(labels))
 

@@ -104,9 +104,15 @@ class JitterParams:
     hue: Tensor
     gray: Tensor
 
+    def select(self, index: Tensor) -> JitterParams:
+        """The draws at ``index`` (a 1-D int64 tensor)."""
+        return JitterParams(*(getattr(self, f)[index] for f in self.__dataclass_fields__))
+
     def to(self, device: torch.device | str) -> JitterParams:
         """Move every tensor to ``device``."""
-        return JitterParams(*(getattr(self, f).to(device, non_blocking=True) for f in self.__dataclass_fields__))
+        return JitterParams(
+            *(getattr(self, f).to(device, non_blocking=True) for f in self.__dataclass_fields__)
+        )
 
 
 def sample_jitter_params(

@@ -57,6 +57,16 @@ class WarpParams:
             self.control_offsets.to(device, non_blocking=True),
         )
 
+    def slice(self, start: int, end: int) -> WarpParams:
+        """Warps ``start:end`` (e.g. this rank's share of a global draw)."""
+        return WarpParams(
+            self.angle[start:end],
+            self.scale[start:end],
+            self.translation[start:end],
+            self.control_points,
+            self.control_offsets[start:end],
+        )
+
     def source_control_points(self) -> Tensor:
         """(B, N, 2) where each target control point is sampled from."""
         jittered = self.control_points.unsqueeze(0) + self.control_offsets  # (B, N, 2)
@@ -218,7 +228,9 @@ def warp_grid(params: WarpParams, size: tuple[int, int]) -> Tensor:
     return mapped.view(params.batch_size, height, width, 2)
 
 
-def warp_image(x: Tensor, params: WarpParams, *, mode: str = "bilinear", grid: Tensor | None = None) -> Tensor:
+def warp_image(
+    x: Tensor, params: WarpParams, *, mode: str = "bilinear", grid: Tensor | None = None
+) -> Tensor:
     """Warp images, masks or logits with zero padding (ref: eqv_border_padding false).
 
     Args:

@@ -65,7 +65,9 @@ def pool_part_features(probs: Tensor, fg_mask: Tensor, features: Tensor, eps: fl
     return sums / (mass + eps)
 
 
-def within_part_variance(probs: Tensor, fg_mask: Tensor, features: Tensor, eps: float = VARIANCE_EPS) -> Tensor:
+def within_part_variance(
+    probs: Tensor, fg_mask: Tensor, features: Tensor, eps: float = VARIANCE_EPS
+) -> Tensor:
     """Per-image weighted within-part variance, normalised by the foreground area (ref §2.1, §2.3).
 
     ``L_b = sum_k sum_c sum_u p_k m (phi_c(u) - mu_kc)^2 / (sum_u m + eps)`` with
@@ -132,7 +134,9 @@ def sample_positive_images(
     own = torch.arange(batch_size, device=gen_device).view(-1, 1)
     if reference_sampling and batch_size > 2:
         # index into sorted others [0..B-1] \ {b}, drawn from {1, ..., B-2}
-        idx = torch.randint(1, batch_size - 1, (batch_size, num_parts), generator=generator, device=gen_device)
+        idx = torch.randint(
+            1, batch_size - 1, (batch_size, num_parts), generator=generator, device=gen_device
+        )
         positive = idx + (idx >= own).long()
     else:
         offset = torch.randint(1, batch_size, (batch_size, num_parts), generator=generator, device=gen_device)
@@ -144,19 +148,19 @@ def contrastive_infonce(
     descriptors: Tensor,
     positive_images: Tensor,
     temperature: float = 0.19,
-    extra_negatives: Tensor | None = None,
+    anchor_rows: tuple[int, int] | None = None,
 ) -> Tensor:
-    """InfoNCE over part descriptors across the batch (ref §2.2), averaged over the B*K anchors.
+    """InfoNCE over part descriptors across the batch (ref §2.2), averaged over the anchors.
 
     Anchor (b, k); positive: part k of image ``positive_images[b, k]``; negatives: every descriptor of a
     *different* part index j != k in the batch, the anchor's own image included (B(K-1) of them).
 
     Args:
-        descriptors: (B, K, D) part descriptors (L2-normalised here).
-        positive_images: (B, K) int64 from :func:`sample_positive_images`.
+        descriptors: (B, K, D) descriptors of the whole (possibly all-gathered) batch; L2-normalised here.
+        positive_images: (B, K) int64 from :func:`sample_positive_images`, indices into ``descriptors``.
         temperature: softmax temperature tau (ref 0.19).
-        extra_negatives: optional (B2, K, D) descriptors from other ranks, used as further negatives
-            (part index j != k) only.
+        anchor_rows: (start, end) images that act as anchors (default all). Under DDP with gathered
+            descriptors each rank uses its own rows, so the mean over ranks equals the global-batch loss.
 
     Returns:
         Scalar loss.
@@ -173,24 +177,26 @@ def contrastive_infonce(
         raise ValueError(f"contrastive loss needs at least 2 images in the batch, got {B}")
     if positive_images.shape != (B, K):
         raise ValueError(f"expected positive_images of shape ({B}, {K}), got {tuple(positive_images.shape)}")
+    start, end = anchor_rows if anchor_rows is not None else (0, B)
+    if not 0 <= start < end <= B:
+        raise ValueError(f"anchor_rows {anchor_rows} out of range for a batch of {B}")
     with torch.autocast(device_type=descriptors.device.type, enabled=False):
         z = F.normalize(descriptors.float(), dim=-1)  # (B, K, D)
-        anchors = z.reshape(B * K, D)
-        bank = anchors if extra_negatives is None else torch.cat(
-            [anchors, F.normalize(extra_negatives.float(), dim=-1).reshape(-1, D)]
-        )
-        bank_part = torch.arange(K, device=z.device).repeat(bank.shape[0] // K)  # (M,)
-        logits = anchors @ bank.t() / temperature  # (B * K, M)
-        anchor_part = torch.arange(K, device=z.device).repeat(B)  # (B * K,)
-        negative = anchor_part.view(-1, 1) != bank_part.view(1, -1)  # (B * K, M)
-        pos_index = (positive_images.to(z.device) * K + torch.arange(K, device=z.device)).reshape(-1)  # (B * K,)
-        pos_logit = logits.gather(1, pos_index.view(-1, 1)).squeeze(1)  # (B * K,)
+        bank = z.reshape(B * K, D)
+        anchors = z[start:end].reshape(-1, D)  # (A * K, D)
+        logits = anchors @ bank.t() / temperature  # (A * K, B * K)
+        part = torch.arange(K, device=z.device)
+        negative = part.repeat(end - start).view(-1, 1) != part.repeat(B).view(1, -1)  # (A * K, B * K)
+        pos_index = (positive_images[start:end].to(z.device) * K + part).reshape(-1)  # (A * K,)
+        pos_logit = logits.gather(1, pos_index.view(-1, 1)).squeeze(1)  # (A * K,)
         neg_logits = logits.masked_fill(~negative, float("-inf"))
-        all_logits = torch.cat([pos_logit.unsqueeze(1), neg_logits], dim=1)  # (B * K, 1 + M)
+        all_logits = torch.cat([pos_logit.unsqueeze(1), neg_logits], dim=1)  # (A * K, 1 + B * K)
         return (torch.logsumexp(all_logits, dim=1) - pos_logit).mean()
 
 
-def equivariance_kl(pred_logits: Tensor, target_logits: Tensor, fg_mask: Tensor, eps: float = KL_EPS) -> Tensor:
+def equivariance_kl(
+    pred_logits: Tensor, target_logits: Tensor, fg_mask: Tensor, eps: float = KL_EPS
+) -> Tensor:
     """Foreground-weighted KL(target || pred) per pixel (ref §2.4), averaged over images.
 
     ``target = softmax(target_logits)`` (the warped, detached logits of view 1), ``pred =

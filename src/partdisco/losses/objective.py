@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -39,11 +41,26 @@ class Objective:
     Args:
         cfg: the ``loss`` slice of the run config.
         background_channel: the segmenter predicts a background channel 0.
+        world_size: number of data-parallel ranks. L_f is a *sum* over the batch (ref), and DDP averages
+            gradients over ranks, so each rank scales its sum by ``world_size`` to keep the global sum.
+        gather: callable all-gathering (B, K, D) descriptors from every rank *with gradients* (None: use
+            only this rank's images as negatives and positives).
+        rank: this rank's index (its rows in the gathered batch).
     """
 
-    def __init__(self, cfg: LossConfig, background_channel: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: LossConfig,
+        background_channel: bool = False,
+        world_size: int = 1,
+        gather: Callable[[Tensor], Tensor] | None = None,
+        rank: int = 0,
+    ) -> None:
         self.cfg = cfg
         self.background_channel = background_channel
+        self.world_size = world_size
+        self.gather = gather
+        self.rank = rank
 
     def __call__(
         self,
@@ -56,7 +73,6 @@ class Objective:
         features: Tensor,
         lab: Tensor,
         generator: torch.Generator | None = None,
-        extra_negatives: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Compute the named, weighted loss terms and their sum.
 
@@ -68,8 +84,8 @@ class Objective:
             warped_fg_mask: (B, 1, H, W) warped foreground.
             features: (B, C, H, W) frozen perceptual features of the clean image.
             lab: (B, 3, H, W) colour target (CIE-Lab, or RGB * 255 - 128 when ``use_lab`` is off).
-            generator: CPU generator for the contrastive positive draw.
-            extra_negatives: (B2, K, D) descriptors gathered from other ranks, or None.
+            generator: CPU generator for the contrastive positive draw; it must be in the same state on every
+                rank when descriptors are gathered, so all ranks agree on the global positives.
 
         Returns:
             dict with ``eqv``, ``feat``, ``color``, ``contrastive`` (each already weighted), ``bg`` when the
@@ -81,12 +97,20 @@ class Objective:
         terms: dict[str, Tensor] = {}
 
         part_descriptors = pool_part_features(probs, fg_mask, features)  # (B, K, C)
-        feat = within_part_variance(probs, fg_mask, features).sum()  # ref: summed over the batch
+        feat = within_part_variance(probs, fg_mask, features).sum() * self.world_size  # ref: batch sum
         color = within_part_variance(probs, fg_mask, lab).mean()  # ref: averaged over the batch
-        positives = sample_positive_images(
-            B, K, generator, reference_sampling=cfg.reference_positive_sampling, device=probs.device
-        )
-        contrastive = contrastive_infonce(part_descriptors, positives, cfg.temperature, extra_negatives)
+        if self.gather is not None and self.world_size > 1:
+            everyone = self.gather(part_descriptors)  # (W * B, K, C), gradients flow back to each rank
+            positives = sample_positive_images(
+                everyone.shape[0], K, generator, cfg.reference_positive_sampling, device=probs.device
+            )
+            rows = (self.rank * B, (self.rank + 1) * B)
+            contrastive = contrastive_infonce(everyone, positives, cfg.temperature, anchor_rows=rows)
+        else:
+            positives = sample_positive_images(
+                B, K, generator, cfg.reference_positive_sampling, device=probs.device
+            )
+            contrastive = contrastive_infonce(part_descriptors, positives, cfg.temperature)
         pred, target = warped_logits, target_logits
         if self.background_channel:
             pred, target = warped_logits[:, 1:], target_logits[:, 1:]

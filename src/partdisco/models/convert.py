@@ -14,16 +14,17 @@ Layouts recognised by :func:`detect_layout` (sentinel keys after stripping ``mod
 ``"torchvision_vgg19"``       a raw torchvision VGG19 state dict (``features.0`` ... ``features.34``)
 ============================  ===========================================================================
 
-The Caffe ResNet-50 uses *exactly* torchvision's key names and shapes (only the stride placement inside the
-bottleneck, the expected input normalisation and the BGR channel order differ), so no key or shape heuristic can
-tell the two apart. :func:`detect_layout` therefore calls a ResNet file ``caffe_resnet50`` only when the context
-says so: a ``hint`` (the file name) containing ``"caffe"``, as in the distributed ``resnet50-caffe-22edcc82.pth``;
-otherwise ``torchvision_resnet``. Callers that know better pass ``source=`` to :func:`load_backbone_weights`.
+The Caffe ResNet-50 uses *exactly* torchvision's key names and shapes (only the stride placement inside
+the bottleneck, the expected input normalisation and the BGR channel order differ), so no key or shape
+heuristic can tell the two apart. :func:`detect_layout` therefore calls a ResNet file ``caffe_resnet50``
+only when the context says so: a ``hint`` (the file name) containing ``"caffe"``, as in the distributed
+``resnet50-caffe-22edcc82.pth``; otherwise ``torchvision_resnet``. Callers that know better pass
+``source=`` to :func:`load_backbone_weights`.
 
 Every load is strict (:func:`load_state_dict_strict`): a missing, unexpected or mis-shaped tensor raises
 :class:`CheckpointMismatchError` listing them by name. The only tolerated gap is a missing
-``*.num_batches_tracked`` BN counter, which files written before PyTorch 0.4.1 (the Caffe conversions, the
-original torchvision ResNet files) do not have.
+``*.num_batches_tracked`` BN counter, which files written before PyTorch 0.4.1 (e.g. the Caffe conversions,
+the original torchvision ResNet files) do not have.
 """
 
 from __future__ import annotations
@@ -170,7 +171,9 @@ def detect_layout(obj: Any, hint: str | None = None) -> str:
         if bottleneck and hint is not None and "caffe" in hint.lower():
             return "caffe_resnet50"
         return "torchvision_resnet"
-    raise CheckpointError(f"unknown weight layout (expected one of {LAYOUTS}); first keys: {_describe_keys(obj)}")
+    raise CheckpointError(
+        f"unknown weight layout (expected one of {LAYOUTS}); first keys: {_describe_keys(obj)}"
+    )
 
 
 def _listing(title: str, items: list[str]) -> str:
@@ -257,8 +260,9 @@ def load_backbone_weights(seg: Segmenter, path: str | os.PathLike[str], source: 
 
     Accepted files: torchvision ResNet-18/50 (``resnet18-*.pth``, ``resnet50-*.pth``), the Caffe ResNet-50
     (``resnet50-caffe-*.pth``, for ``deeplab_r50_2branch``), one of our checkpoints, or an unsup-parts/SCOPS
-    checkpoint. ``fc.*`` and ``layer5.*`` in the file are ignored; every trunk tensor must be present with the
-    right shape. A file whose trunk style or normalisation differs from ``seg``'s loads, with a logged warning.
+    checkpoint. ``fc.*`` and ``layer5.*`` in the file are ignored; every trunk tensor must be present with
+    the right shape. A file whose trunk style or normalisation differs from ``seg``'s loads, with a logged
+    warning.
 
     Args:
         seg: the segmenter to initialise (modified in place).
@@ -302,7 +306,9 @@ def load_backbone_weights(seg: Segmenter, path: str | os.PathLike[str], source: 
             seg.spec.trunk.style,
         )
     if preprocess is not None and preprocess != seg.preprocess:
-        logger.warning("%s expect input normalisation %s but the segmenter uses %s", what, preprocess, seg.preprocess)
+        logger.warning(
+            "%s expect input normalisation %s but the segmenter uses %s", what, preprocess, seg.preprocess
+        )
     logger.info("loaded %s into %s (ignored %d head/fc tensors)", what, seg.arch, len(dropped))
     return layout
 
@@ -354,7 +360,9 @@ def segmenter_from_foreign(obj: Mapping[str, Any], num_parts: int | None = None)
         )
     if parts < 1:
         raise CheckpointError(f"{layout} checkpoint head has {channels} channels: no part channel left")
-    seg = create_segmenter("deeplab_r50_2branch", parts, background_channel=background, preprocess=CAFFE_RGB_QUIRK)
+    seg = create_segmenter(
+        "deeplab_r50_2branch", parts, background_channel=background, preprocess=CAFFE_RGB_QUIRK
+    )
     load_state_dict_strict(seg, state, f"{layout} checkpoint")
     return seg
 
@@ -373,7 +381,9 @@ def _model_config_of(ckpt: Mapping[str, Any]) -> dict[str, Any]:
             "background_channel": model.get("background_channel", False),
             "preprocess": preprocess_for(str(model.get("normalization", "caffe"))).to_dict(),
         }
-    raise CheckpointError("partdisco checkpoint has neither 'model_config' nor 'config.model' to rebuild the model")
+    raise CheckpointError(
+        "partdisco checkpoint has neither 'model_config' nor 'config.model' to rebuild the model"
+    )
 
 
 def segmenter_from_checkpoint_dict(ckpt: Mapping[str, Any]) -> Segmenter:
@@ -395,10 +405,13 @@ def segmenter_from_checkpoint_dict(ckpt: Mapping[str, Any]) -> Segmenter:
     version = ckpt["format_version"]
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(
-            f"checkpoint format_version {version!r} is newer than this partdisco reads ({FORMAT_VERSION}); upgrade"
+            f"checkpoint format_version {version!r} is newer than this partdisco reads "
+            f"({FORMAT_VERSION}); upgrade partdisco"
         )
     seg = segmenter_from_config(_model_config_of(ckpt))
-    load_state_dict_strict(seg, _raw_state_dict(ckpt, "partdisco", "partdisco checkpoint"), "partdisco checkpoint")
+    load_state_dict_strict(
+        seg, _raw_state_dict(ckpt, "partdisco", "partdisco checkpoint"), "partdisco checkpoint"
+    )
     return seg
 
 
@@ -445,10 +458,14 @@ def _check_plain(value: Any, where: str) -> None:
         for i, v in enumerate(value):
             _check_plain(v, f"{where}[{i}]")
     elif not isinstance(value, _PLAIN):
-        raise TypeError(f"{where}: {type(value).__name__} is not a plain type (torch.load(weights_only) would fail)")
+        raise TypeError(
+            f"{where}: {type(value).__name__} is not a plain type (torch.load(weights_only) would fail)"
+        )
 
 
-def export_checkpoint(seg: Segmenter, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
+def export_checkpoint(
+    seg: Segmenter, path: str | os.PathLike[str], extra: dict[str, Any] | None = None
+) -> Path:
     """Write ``seg`` in our format, atomically (tmp file + ``os.replace``).
 
     The file holds ``{"format_version": 1, "model": state_dict (CPU), "model_config": seg.config(), **extra}``
@@ -502,7 +519,10 @@ def build_segmenter(cfg: ModelConfig) -> Segmenter:
         (3, True)
     """
     seg = create_segmenter(
-        cfg.arch, cfg.num_parts, background_channel=cfg.background_channel, preprocess=preprocess_for(cfg.normalization)
+        cfg.arch,
+        cfg.num_parts,
+        background_channel=cfg.background_channel,
+        preprocess=preprocess_for(cfg.normalization),
     )
     if cfg.init_from is not None:
         load_backbone_weights(seg, cfg.init_from)

@@ -53,7 +53,7 @@ RANDOM_SEED = 0  # vgg19_random init seed
 
 
 def _vgg19_layer_index() -> tuple[dict[str, int], dict[str, tuple[int, ...]]]:
-    """Names (``conv3_2``, ``relu3_2``, ``pool3``) -> index in ``features``, and torchvision's param shapes."""
+    """Layer names (``conv3_2``, ``relu3_2``, ``pool3``) -> ``features`` index; torchvision's shapes."""
     names: dict[str, int] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     index, stage, conv, cin = 0, 1, 1, 3
@@ -75,7 +75,9 @@ VGG19_LAYERS, VGG19_SHAPES = _vgg19_layer_index()
 
 def _check_image(image01: Tensor) -> None:
     if image01.dim() != 4 or image01.shape[1] != 3:
-        raise ValueError(f"expected an RGB image batch (B, 3, H, W) in [0, 1], got shape {tuple(image01.shape)}")
+        raise ValueError(
+            f"expected an RGB image batch (B, 3, H, W) in [0, 1], got shape {tuple(image01.shape)}"
+        )
     if not torch.is_floating_point(image01):
         raise TypeError(f"expected a floating-point image in [0, 1], got dtype {image01.dtype}")
 
@@ -116,14 +118,18 @@ class VGG19Features(FeatureExtractor):
     """
 
     def __init__(
-        self, taps: Sequence[tuple[str, float]] = (("relu3_2", 0.33), ("relu5_4", 1.0)), seed: int = RANDOM_SEED
+        self,
+        taps: Sequence[tuple[str, float]] = (("relu3_2", 0.33), ("relu5_4", 1.0)),
+        seed: int = RANDOM_SEED,
     ) -> None:
         super().__init__()
         if not taps:
             raise ValueError("VGG19Features needs at least one tap")
         unknown = [name for name, _ in taps if name not in VGG19_LAYERS]
         if unknown:
-            raise ValueError(f"unknown VGG19 layers {unknown}; use names like relu3_2 ({', '.join(VGG19_LAYERS)})")
+            raise ValueError(
+                f"unknown VGG19 layers {unknown}; use names like relu3_2 ({', '.join(VGG19_LAYERS)})"
+            )
         self.taps = tuple((VGG19_LAYERS[name], float(weight)) for name, weight in taps)
         self.tap_names = tuple(name for name, _ in taps)
         last = max(index for index, _ in self.taps)
@@ -218,7 +224,9 @@ class VGG19Features(FeatureExtractor):
         for index, layer in enumerate(self.features):
             x = layer(x)
             if index in weights:
-                up = F.interpolate(x, size=(H, W), mode="bilinear", align_corners=FEATURE_ALIGN)  # (B, c, H, W)
+                up = F.interpolate(
+                    x, size=(H, W), mode="bilinear", align_corners=FEATURE_ALIGN
+                )  # (B, c, H, W)
                 outputs.append(up * weights[index])
         return torch.cat(outputs, dim=1)  # (B, out_channels, H, W)
 
@@ -228,7 +236,7 @@ class VGG19Features(FeatureExtractor):
 
 
 def _rgb_to_lab(rgb01: Tensor) -> Tensor:
-    """sRGB (D65) in [0, 1] -> CIE-Lab with L in [0, 100] and a, b roughly in [-110, 110]; (B, 3, H, W)."""
+    """Convert sRGB (D65) in [0, 1] to CIE-Lab, L in [0, 100], a and b in about [-110, 110]; (B, 3, H, W)."""
     rgb = rgb01.clamp(0.0, 1.0)
     linear = torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
     matrix = torch.tensor(
@@ -259,7 +267,9 @@ def _blur(x: Tensor, sigma: float) -> Tensor:
 
     def conv(t: Tensor, channels: int) -> Tensor:
         t = F.conv2d(t, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), padding=(0, r), groups=channels)
-        return F.conv2d(t, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), padding=(r, 0), groups=channels)
+        return F.conv2d(
+            t, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), padding=(r, 0), groups=channels
+        )
 
     norm = conv(torch.ones_like(x[:1, :1]), 1)  # (1, 1, H, W)
     return conv(x, C) / norm
@@ -280,7 +290,10 @@ def _gabor_bank(wavelength: float, orientations: int) -> Tensor:
         along = x * math.cos(theta) + y * math.sin(theta)  # across the stripes
         ortho = -x * math.sin(theta) + y * math.cos(theta)
         envelope = torch.exp(-(along**2 + (0.5 * ortho) ** 2) / (2 * sigma**2))  # elongated along the stripes
-        for carrier in (torch.cos(2 * math.pi * along / wavelength), torch.sin(2 * math.pi * along / wavelength)):
+        for carrier in (
+            torch.cos(2 * math.pi * along / wavelength),
+            torch.sin(2 * math.pi * along / wavelength),
+        ):
             k = envelope * carrier
             k = k - envelope * (k.sum() / envelope.sum())  # no response to flat regions
             kernels.append(k / k.norm())
@@ -295,10 +308,11 @@ class TextureFeatures(FeatureExtractor):
 
     - ``lab_s{1,3,9}`` (9): CIE-Lab (L, a, b) blurred with a Gaussian of sigma 1, 3 and 9 pixels: colour at
       three context sizes (the quantity the reference's visual-consistency loss uses, §2.3).
-    - ``gabor_local_l{0,1,2}_o{0..3}`` (12): local oriented texture energy. The luminance pyramid (levels 0, 1,
-      2 = full, 1/2, 1/4 resolution) is filtered by quadrature Gabor pairs (wavelength 4 level pixels, i.e.
-      4, 8 and 16 image pixels; orientations 0, 45, 90, 135 degrees); the energy ``sqrt(even^2 + odd^2)``
-      (phase-invariant, rectified) is pooled with a Gaussian of sigma 2 level pixels.
+    - ``gabor_local_l{0,1,2}_o{0..3}`` (12): local oriented texture energy. The luminance pyramid
+      (levels 0, 1, 2 = full, 1/2, 1/4 resolution) is filtered by quadrature Gabor pairs (wavelength 4 level
+      pixels, i.e. 4, 8 and 16 image pixels; orientations 0, 45, 90, 135 degrees); the energy
+      ``sqrt(even^2 + odd^2)`` (phase-invariant, rectified) is pooled with a Gaussian of sigma 2 level
+      pixels.
     - ``gabor_region_l{0,1,2}_o{0..3}`` (12): the same energies pooled over sigma 8 level pixels (texture
       statistics of the surrounding region, the role relu5_4 plays for VGG).
     - ``contrast_s{2,4,8}`` (3): local standard deviation of L in Gaussian windows of sigma 2, 4, 8 pixels.
@@ -334,7 +348,9 @@ class TextureFeatures(FeatureExtractor):
         shift = [v for _ in self.COLOR_SIGMAS for v in self.LAB_SHIFT]
         scale = [v for _ in self.COLOR_SIGMAS for v in self.LAB_SCALE]
         for pool in ("local", "region"):
-            names += [f"gabor_{pool}_l{lv}_o{o}" for lv in range(self.LEVELS) for o in range(self.ORIENTATIONS)]
+            names += [
+                f"gabor_{pool}_l{lv}_o{o}" for lv in range(self.LEVELS) for o in range(self.ORIENTATIONS)
+            ]
         n_gabor = 2 * self.LEVELS * self.ORIENTATIONS
         shift += [self.GABOR_SHIFT] * n_gabor
         scale += [self.GABOR_SCALE] * n_gabor
@@ -360,7 +376,9 @@ class TextureFeatures(FeatureExtractor):
         for lv in range(self.LEVELS):
             if lv > 0:
                 size = (math.ceil(level.shape[-2] / 2), math.ceil(level.shape[-1] / 2))
-                level = F.interpolate(level, size=size, mode="bilinear", align_corners=PYRAMID_ALIGN, antialias=True)
+                level = F.interpolate(
+                    level, size=size, mode="bilinear", align_corners=PYRAMID_ALIGN, antialias=True
+                )
             padded = F.pad(level, (r, r, r, r), mode="replicate")
             response = F.conv2d(padded, self.gabor)  # (B, 2 * O, h_l, w_l)
             energy = response.square().view(B, self.ORIENTATIONS, 2, *response.shape[-2:]).sum(2).sqrt()
@@ -370,9 +388,12 @@ class TextureFeatures(FeatureExtractor):
                     e = F.interpolate(e, size=(H, W), mode="bilinear", align_corners=PYRAMID_ALIGN)
                 pooled[s].append(e)
         blocks += [torch.cat(pooled[s], dim=1) for s in self.POOL_SIGMAS]  # 2 x (B, LEVELS * O, H, W)
+        centred = luminance - luminance.mean(
+            dim=(-2, -1), keepdim=True
+        )  # less cancellation in E[x^2] - E[x]^2
         for s in self.CONTRAST_SIGMAS:
-            mean = _blur(luminance, s)
-            var = (_blur(luminance.square(), s) - mean.square()).clamp_min(0.0)
+            mean = _blur(centred, s)
+            var = (_blur(centred.square(), s) - mean.square()).clamp_min(0.0)
             blocks.append(var.sqrt())  # (B, 1, H, W)
         return torch.cat(blocks, dim=1)  # (B, 36, H, W)
 
@@ -419,7 +440,9 @@ def build_feature_extractor(
                 "features 'vgg19' needs a local torchvision VGG19 file (vgg19-dcbb9e9d.pth); "
                 "or use 'texture' / 'vgg19_random', which need no download"
             )
-        return VGG19Features((("relu3_2", weight_low), ("relu5_4", weight_high))).load_torchvision_weights_(weights)
+        return VGG19Features((("relu3_2", weight_low), ("relu5_4", weight_high))).load_torchvision_weights_(
+            weights
+        )
     if weights is not None:
         raise ValueError(f"features {name!r} take no weight file, got {str(weights)!r}")
     if name == "vgg19_random":

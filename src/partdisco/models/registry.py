@@ -4,7 +4,8 @@ Registered architectures:
 
 - ``resnet18``: torchvision ResNet-18, dilated to output stride 8 (layer3/4 dilation 2/4), head on the 512
   layer4 channels; ImageNet normalisation. The fast choice on CPU.
-- ``resnet50``: torchvision ResNet-50, same dilation, head on the 2048 layer4 channels; ImageNet normalisation.
+- ``resnet50``: torchvision ResNet-50, same dilation, head on the 2048 layer4 channels; ImageNet
+  normalisation.
 - ``deeplab_r50_2branch``: the reference segmenter (``unsup-parts-method.md`` §1.2): Caffe-style ResNet-50,
   head on layer4 channels 1024-2047, stem/bottleneck BN affines frozen; Caffe-BGR-mean-on-RGB normalisation.
 

@@ -43,7 +43,12 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     def __init__(
-        self, inplanes: int, planes: int, stride: int = 1, dilation: int = 1, downsample: nn.Module | None = None
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        dilation: int = 1,
+        downsample: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(
@@ -158,7 +163,9 @@ def _make_layer(
     def block(cin: int, s: int, d: int, ds: nn.Module | None) -> nn.Module:
         if spec.block == "basic":
             return BasicBlock(cin, planes, stride=s, dilation=d, downsample=ds)
-        return Bottleneck(cin, planes, stride=s, dilation=d, downsample=ds, stride_in_1x1=spec.style == "caffe")
+        return Bottleneck(
+            cin, planes, stride=s, dilation=d, downsample=ds, stride_in_1x1=spec.style == "caffe"
+        )
 
     modules = [block(inplanes, stride, first_dilation, downsample)]
     modules += [block(planes * expansion, 1, dilation, None) for _ in range(1, blocks)]
@@ -188,7 +195,7 @@ def build_trunk(spec: TrunkSpec) -> dict[str, nn.Module]:
         # ref: deeplab_2branch.py:163-168, every block of layer3/layer4 is dilated.
         stages = [(64, 1, 1, 1), (128, 2, 1, 1), (256, 1, 2, 2), (512, 1, 4, 4)]
     else:
-        # torchvision replace_stride_with_dilation=[False, True, True]: the first block keeps the old dilation.
+        # torchvision replace_stride_with_dilation=[False, True, True]: first block keeps the old dilation.
         stages = [(64, 1, 1, 1), (128, 2, 1, 1), (256, 1, 2, 1), (512, 1, 4, 2)]
     for index, ((planes, stride, dilation, first_dilation), blocks) in enumerate(zip(stages, spec.layers)):
         layer, channels = _make_layer(spec, channels, planes, blocks, stride, dilation, first_dilation)
@@ -222,7 +229,7 @@ def output_size(size: int, style: str) -> int:
 
 
 def init_torchvision_(modules: list[nn.Module]) -> None:
-    """torchvision's ResNet init: Kaiming-normal (fan_out, ReLU) convs, BN weight 1 and bias 0.
+    """Initialise as torchvision's ResNet: Kaiming-normal (fan_out, ReLU) convs, BN weight 1 and bias 0.
 
     Args:
         modules: modules whose sub-modules are (re)initialised in place (global RNG, seeded by the caller).

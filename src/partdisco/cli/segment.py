@@ -1,0 +1,99 @@
+"""``partdisco segment CHECKPOINT INPUT... --out DIR``: part maps for your own images."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Attach the ``segment`` subcommand."""
+    p = sub.add_parser(
+        "segment",
+        help="segment your own images into parts (label maps, colour maps, overlays, parts.json, index.html)",
+        description=(
+            "Run a checkpoint on image files, folders (recursively) or glob patterns. Per image NAME it\n"
+            "writes DIR/labels/NAME.png (uint8, 0 = background, 1..K = parts), DIR/color/NAME.png and\n"
+            "DIR/overlay/NAME.png (with --save-probs also DIR/probs/NAME.npz), plus DIR/parts.json and\n"
+            "DIR/index.html. A rerun skips images whose outputs exist. Examples:\n"
+            "  partdisco segment runs/x/model.pt photos/ --out parts\n"
+            "  partdisco segment model.pt 'shots/**/*.jpg' --out parts --masks masks/ --device cuda\n"
+            "Background (label 0): from --masks when given, else from the model's background channel when\n"
+            "it has one, else none (every pixel is a part); --background border guesses it from the image\n"
+            "border. See docs/SEGMENT.md."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("checkpoint", help="our checkpoint, a released unsup-parts .pth or a SCOPS state dict")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    p.add_argument("--out", required=True, help="output folder (created, or reused: never wiped)")
+    p.add_argument("--masks", help="folder of foreground masks named like the images (NAME.png)")
+    p.add_argument(
+        "--size", type=int, default=256, help="shorter image side fed to the network (default 256)"
+    )
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument(
+        "--save-probs", action="store_true", help="also write float16 probabilities to probs/NAME.npz"
+    )
+    p.add_argument(
+        "--background",
+        choices=("auto", "none", "border"),
+        default="auto",
+        help="auto: masks, else the model's background channel, else none; border: the part covering most "
+        "of the image border is background (default auto)",
+    )
+    p.add_argument(
+        "--no-background", action="store_true", help="no background label, even from a background channel"
+    )
+    p.add_argument("--alpha", type=float, default=0.5, help="part opacity in the overlays (default 0.5)")
+    p.add_argument("--overwrite", action="store_true", help="recompute images whose outputs exist")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the checkpoint, segment, print a summary.
+
+    Returns:
+        0, also when some files were unreadable (they are listed); 1 when no image could be read.
+    """
+    from pathlib import Path
+
+    from partdisco.api import load
+    from partdisco.engine.segment import segment_files
+    from partdisco.engine.train import resolve_device
+
+    if args.no_background and args.background != "auto":
+        raise ValueError("--no-background and --background cannot be combined; use one")
+    background = "none" if args.no_background else args.background
+    if args.masks is not None and background != "auto":
+        raise ValueError("--masks define the background; drop --no-background / --background")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
+    checkpoint = Path(args.checkpoint).expanduser()
+    model = load(checkpoint, device=str(resolve_device(args.device)))
+    summary = segment_files(
+        model,
+        args.inputs,
+        args.out,
+        masks_dir=args.masks,
+        size=args.size,
+        batch_size=args.batch_size,
+        background=background,
+        save_probs=args.save_probs,
+        overwrite=args.overwrite,
+        alpha=args.alpha,
+        checkpoint=str(checkpoint.resolve()),
+        progress=not args.quiet,
+    )
+    total = len(summary.written) + len(summary.skipped) + len(summary.failed)
+    print(
+        f"{total} images: {len(summary.written)} segmented, {len(summary.skipped)} already done, "
+        f"{len(summary.failed)} unreadable"
+    )
+    if summary.failed:
+        print(f"skipped {len(summary.failed)} unreadable file(s):", file=sys.stderr)
+        for path, reason in summary.failed.items():
+            print(f"  {reason}" if path in reason else f"  {path}: {reason}", file=sys.stderr)
+    print(f"wrote {summary.out_dir}; open {summary.index_html} in a browser")
+    return 1 if summary.failed and not (summary.written or summary.skipped) else 0

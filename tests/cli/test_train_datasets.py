@@ -1,0 +1,39 @@
+"""`partdisco train dataset=NAME data.root=...` runs on tiny copies of every real data set (issue #4)."""
+
+import json
+
+import pytest
+
+from data.tiny_datasets import make_tiny_cub, make_tiny_deepfashion, make_tiny_folder, make_tiny_pascal
+from partdisco.cli import main
+
+pytestmark = pytest.mark.slow
+
+COMMON = [
+    "data.image_size=32",
+    "model.arch=resnet18",
+    "model.features=texture",
+    "train.steps=2",
+    "train.batch_size=2",
+    "log.progress=false",
+    "eval.batch_size=2",
+]
+
+
+@pytest.mark.parametrize(
+    "name, make, extra",
+    [
+        ("cub", make_tiny_cub, []),
+        ("deepfashion", make_tiny_deepfashion, []),
+        ("pascal_part", make_tiny_pascal, ["data.pascal_class=horse"]),
+        ("folder", make_tiny_folder, []),
+    ],
+)
+def test_train_on_tiny_dataset(tmp_path, name, make, extra):
+    root = make(tmp_path / "data")
+    run = tmp_path / "run"
+    code = main(["train", f"dataset={name}", f"data.root={root}", *COMMON, *extra, f"out={run}"])
+    assert code == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["images"] >= 1
+    assert (run / "parts.png").is_file() and (run / "model.pt").is_file()
