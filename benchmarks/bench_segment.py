@@ -11,7 +11,9 @@ random 256x256 RGB images. Two numbers per row:
 
 One warm-up batch is not timed; each row is timed ``--repeats`` times and the best and median rates are
 reported (the best is the least disturbed by other processes on a shared machine; the load average is
-recorded). The table is printed and appended to BENCHMARKS.md in the repo root.
+recorded). Rows are timed with 1 torch thread and with torch's default: on a busy 2-core machine two
+threads can be several times slower than one (the threads wait for each other), so both are shown.
+The table is printed and appended to BENCHMARKS.md in the repo root.
 
     python benchmarks/bench_segment.py                      # CPU, the defaults below
     python benchmarks/bench_segment.py --device cuda --images 64
@@ -88,11 +90,16 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--parts", type=int, default=4)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads",
+        nargs="+",
+        type=int,
+        default=None,
+        help="torch thread counts to time (default: 1 and torch's)",
+    )
     parser.add_argument("--no-append", action="store_true", help="do not append to BENCHMARKS.md")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    thread_counts = list(dict.fromkeys(args.threads or [1, torch.get_num_threads()]))
     device = torch.device(args.device)
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8) for _ in range(args.images)]
@@ -109,19 +116,21 @@ def main() -> None:
         for arch in args.archs:
             torch.manual_seed(0)
             model = create_segmenter(arch, num_parts=args.parts).to(device).eval()
-            for batch in args.batches:
-                in_memory = time_in_memory(model, images, batch, args.size, args.repeats)
-                end_to_end = time_end_to_end(model, folder, warm, batch, args.size, args.repeats)
-                rows.append((arch, batch, in_memory, end_to_end))
-                print(
-                    f"{arch:22s} batch {batch:3d}: {max(in_memory):7.2f} img/s in memory, "
-                    f"{max(end_to_end):7.2f} end to end (best of {args.repeats})"
-                )
+            for threads in thread_counts:
+                torch.set_num_threads(threads)
+                for batch in args.batches:
+                    in_memory = time_in_memory(model, images, batch, args.size, args.repeats)
+                    end_to_end = time_end_to_end(model, folder, warm, batch, args.size, args.repeats)
+                    rows.append((arch, threads, batch, in_memory, end_to_end))
+                    print(
+                        f"{arch:22s} {threads} threads, batch {batch:3d}: {max(in_memory):7.2f} img/s in "
+                        f"memory, {max(end_to_end):7.2f} end to end (best of {args.repeats})"
+                    )
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     info = (
         f"{datetime.date.today().isoformat()}, {device_name}, {os.cpu_count()} CPU cores, "
-        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+        f"torch {torch.__version__}, "
         f"Python {platform.python_version()}, "
         f"load average {load_before:.1f} before / {load_after:.1f} after"
     )
@@ -136,12 +145,12 @@ def main() -> None:
         "folder of PNGs, writing labels / colour / overlay "
         "PNGs, parts.json and index.html.",
         "",
-        "| model | batch | images/s in memory | images/s end to end |",
-        "|---|---:|---:|---:|",
+        "| model | torch threads | batch | images/s in memory | images/s end to end |",
+        "|---|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {arch} | {batch} | {max(m):.2f} ({np.median(m):.2f}) | {max(e):.2f} ({np.median(e):.2f}) |"
-        for arch, batch, m, e in rows
+        f"| {arch} | {t} | {b} | {max(m):.2f} ({np.median(m):.2f}) | {max(e):.2f} ({np.median(e):.2f}) |"
+        for arch, t, b, m, e in rows
     ]
     text = "\n".join(lines) + "\n"
     print(text)

@@ -37,3 +37,15 @@ def test_train_on_tiny_dataset(tmp_path, name, make, extra):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["images"] >= 1
     assert (run / "parts.png").is_file() and (run / "model.pt").is_file()
+
+
+def test_eval_cub_three_class_regression(tmp_path, capsys):
+    root = make_tiny_cub(tmp_path / "data")
+    run = tmp_path / "run"
+    assert main(["train", "dataset=cub", f"data.root={root}", *COMMON, f"out={run}"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run / "model.pt"), "--quiet", "--device=cpu"]) == 0
+    metrics = json.loads((run / "metrics-cub-test.json").read_text())
+    for key in ("kp_fg_nmi", "kp_regression_error", "kp_regression_error_cub001", "kp_regression_error_cub003"):
+        assert key in metrics, key
+    assert metrics["dataset"] == "cub" and metrics["split"] == "test"

@@ -355,6 +355,9 @@ class TestSegmentFiles:
         data = json.loads((out / "parts.json").read_text())
         assert set(data["images"]) == {"a", "b", "sub/c"}
         assert data["settings"]["num_parts"] == 4 and len(data["palette"]) == 5
+        umask = os.umask(0)
+        os.umask(umask)
+        assert (out / "parts.json").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
         entry = data["images"]["b"]
         assert (entry["height"], entry["width"]) == (30, 20) and sum(entry["area"]) == 600
         labels = np.asarray(Image.open(out / "labels" / "b.png"))

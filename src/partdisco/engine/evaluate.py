@@ -33,6 +33,7 @@ from partdisco.metrics.keypoints import (
     logits_to_labels,
     normalize_by_bbox,
     part_centroids,
+    three_class_protocol,
 )
 from partdisco.metrics.matching import hungarian_miou
 
@@ -241,8 +242,10 @@ def evaluate(
     has_full = has_mask or bool(getattr(model, "background_channel", False))
     results.update(model_acc.results(part_names, has_full))
     if regression_dataset is not None and num_keypoints and test_centroids:
-        results["kp_regression_error"] = _regression_error(
-            model, regression_dataset, cfg, device, has_mask, test_centroids, test_keypoints
+        results.update(
+            _regression_errors(
+                model, regression_dataset, cfg, device, has_mask, test_centroids, test_keypoints, test_classes
+            )
         )
     if base_acc is not None:
         base_acc.reduce()
@@ -259,7 +262,7 @@ def evaluate(
     return results
 
 
-def _regression_error(
+def _regression_errors(
     model: torch.nn.Module,
     regression_dataset: Dataset,
     cfg: EvalConfig,
@@ -267,8 +270,10 @@ def _regression_error(
     has_mask: bool,
     test_centroids: list[np.ndarray],
     test_keypoints: list[np.ndarray],
-) -> float:
-    train_x, train_y = [], []
+    test_classes: list[np.ndarray],
+) -> dict[str, float]:
+    """Keypoint regression (§5.2): all classes, plus CUB-001/002/003 when classes 1-3 are present."""
+    train_x, train_y, train_c = [], [], []
     for batch in iterate_batches(regression_dataset, cfg.batch_size, cfg.max_images):
         image = batch["image"].to(device)
         H, W = image.shape[-2:]
@@ -279,7 +284,18 @@ def _regression_error(
         kps = batch["keypoints"]
         norm = normalize_by_bbox(kps[..., :2], batch["bbox"]).numpy()
         train_y.append(np.concatenate([norm, kps[..., 2:].numpy()], -1))
-    x_tr, y_tr = np.concatenate(train_x), np.concatenate(train_y)
-    x_te, y_te = np.concatenate(test_centroids), np.concatenate(test_keypoints)
+        train_c.append(batch["class_id"].numpy())
+    x_tr, y_tr, c_tr = np.concatenate(train_x), np.concatenate(train_y), np.concatenate(train_c)
+    x_te, y_te, c_te = (
+        np.concatenate(test_centroids),
+        np.concatenate(test_keypoints),
+        np.concatenate(test_classes),
+    )
     reg = KeypointRegressor().fit(x_tr, y_tr[..., :2], y_tr[..., 2] > 0.5)
-    return float(reg.error(x_te, y_te[..., :2], y_te[..., 2] > 0.5))
+    out = {"kp_regression_error": float(reg.error(x_te, y_te[..., :2], y_te[..., 2] > 0.5))}
+    if all((c_tr == c).any() and (c_te == c).any() for c in (1, 2, 3)):
+        per_class = three_class_protocol(
+            x_tr, y_tr[..., :2], y_tr[..., 2] > 0.5, c_tr, x_te, y_te[..., :2], y_te[..., 2] > 0.5, c_te
+        )
+        out.update({f"kp_regression_error_cub{c:03d}": float(v) for c, v in per_class.items()})
+    return out

@@ -190,7 +190,8 @@ def train_step(
         return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
     with torch.no_grad():
-        features = features_net(image) * fg_mask  # (B, C, H, W), ref: phi masked
+        with autocast_ctx(device, precision):  # the frozen network runs in bf16/fp16 too when asked
+            features = features_net(image) * fg_mask  # (B, C, H, W), ref: phi masked
         lab = color_target(image, loss_cfg.use_lab)  # (B, 3, H, W)
 
     with autocast_ctx(device, precision):

@@ -37,8 +37,8 @@ def tps_system_inverse(centers: Tensor) -> Tensor:
         centers: (N, 2) control points (float).
 
     Returns:
-        (N + 3, N + 3) matrix ``L^-1``; coefficients for targets ``V (B, N, 2)`` are
-        ``L^-1 @ [V; 0]``.
+        (N + 3, N + 3) matrix ``L^-1`` in the dtype of ``centers``; coefficients for targets
+        ``V (B, N, 2)`` are ``L^-1 @ [V; 0]``.
     """
     n = centers.shape[0]
     c = centers.double()
@@ -51,24 +51,28 @@ def tps_system_inverse(centers: Tensor) -> Tensor:
     return torch.linalg.inv(system).to(centers.dtype)
 
 
-def tps_solve(centers: Tensor, targets: Tensor) -> Tensor:
+def tps_solve(centers: Tensor, targets: Tensor, inverse: Tensor | None = None) -> Tensor:
     """Fit TPS coefficients mapping ``centers`` to ``targets`` for a batch.
 
     Args:
         centers: (N, 2) shared control points, or (B, N, 2) per-sample control points.
         targets: (B, N, 2) where each control point must land.
+        inverse: optional precomputed float64 :func:`tps_system_inverse` of shared ``centers``.
 
     Returns:
         (B, N + 3, 2) coefficients: N kernel weights then the affine rows for [1, x, y].
     """
     B, N, _ = targets.shape
-    pad = targets.new_zeros(B, 3, 2)
-    rhs = torch.cat([targets.float(), pad], dim=1)  # (B, N + 3, 2)
-    if centers.dim() == 2:
-        inv = tps_system_inverse(centers.float())  # (N + 3, N + 3)
-        return inv @ rhs
-    inv = torch.stack([tps_system_inverse(c.float()) for c in centers])  # rare path: per-sample centres
-    return inv @ rhs
+    rhs = torch.cat(
+        [targets.double(), targets.new_zeros(B, 3, 2, dtype=torch.float64)], dim=1
+    )  # (B, N + 3, 2)
+    if inverse is not None:
+        inv = inverse.to(device=targets.device, dtype=torch.float64)
+    elif centers.dim() == 2:
+        inv = tps_system_inverse(centers.double())  # (N + 3, N + 3) float64
+    else:
+        inv = torch.stack([tps_system_inverse(c.double()) for c in centers])  # rare path: per-sample centres
+    return (inv @ rhs).float()  # solved in float64: the grid is then accurate to ~1e-7
 
 
 def tps_design(points: Tensor, centers: Tensor) -> Tensor:

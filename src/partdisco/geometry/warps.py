@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from partdisco.geometry.tps import tps_apply, tps_design, tps_solve
+from partdisco.geometry.tps import tps_apply, tps_design, tps_solve, tps_system_inverse
 
 WARP_ALIGN = True  # ref: rand_tps.py grid_sample(align_corners=True)
 
@@ -168,7 +168,8 @@ def map_points(params: WarpParams, points: Tensor) -> Tensor:
     Returns:
         (B, M, 2) source points.
     """
-    coefficients = tps_solve(params.control_points, params.source_control_points())  # (B, N + 3, 2)
+    inverse = _grid_inverse(params.control_points.shape[0], params.angle.device)
+    coefficients = tps_solve(params.control_points, params.source_control_points(), inverse)  # (B, N + 3, 2)
     return tps_apply(coefficients, points, params.control_points)
 
 
@@ -191,6 +192,24 @@ def inverse_map_points(params: WarpParams, points: Tensor) -> Tensor:
     return tps_apply(coefficients, points if points.dim() == 3 else points.expand(src.shape[0], -1, -1), src)
 
 
+_INVERSE_CACHE: dict[tuple[int, str], Tensor] = {}
+
+
+def _grid_inverse(num_points: int, device: torch.device) -> Tensor:
+    """float64 TPS system inverse of the regular control grid, computed once per grid size and device.
+
+    Control points of :class:`WarpParams` are always :func:`control_grid`, so the inverse never changes;
+    computing it on the CPU once avoids a linear solve (and its host sync on CUDA) per step.
+    """
+    key = (num_points, str(device))
+    inv = _INVERSE_CACHE.get(key)
+    if inv is None:
+        n = round(num_points**0.5)
+        inv = tps_system_inverse(control_grid(n).double()).to(device)
+        _INVERSE_CACHE[key] = inv
+    return inv
+
+
 _DESIGN_CACHE: dict[tuple[int, int, int, str], tuple[Tensor, Tensor]] = {}
 
 
@@ -198,14 +217,18 @@ def _grid_design(height: int, width: int, centers: Tensor) -> Tensor:
     """Cached TPS design matrix (H * W, N + 3) of the pixel grid; it depends only on size and centres."""
     key = (height, width, int(centers.shape[0]), str(centers.device))
     design = _DESIGN_CACHE.get(key)
-    if design is None or not torch.equal(design[1], centers):
+    # the control grid is fixed per grid size; comparing by identity or (on the CPU) by value avoids a
+    # device sync per step
+    if design is None or not (
+        design[1] is centers or (centers.device.type == "cpu" and torch.equal(design[1], centers))
+    ):
         ys = torch.linspace(-1.0, 1.0, height, device=centers.device)
         xs = torch.linspace(-1.0, 1.0, width, device=centers.device)
         gy, gx = torch.meshgrid(ys, xs, indexing="ij")
         pts = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)  # (H * W, 2)
         if len(_DESIGN_CACHE) > 16:
             _DESIGN_CACHE.clear()
-        design = (tps_design(pts, centers.float()), centers.clone())
+        design = (tps_design(pts, control_grid(round(centers.shape[0] ** 0.5), centers.device)), centers)
         _DESIGN_CACHE[key] = design
     return design[0]
 
@@ -222,7 +245,10 @@ def warp_grid(params: WarpParams, size: tuple[int, int]) -> Tensor:
     """
     height, width = size
     with torch.autocast(device_type=params.angle.device.type, enabled=False):
-        coefficients = tps_solve(params.control_points, params.source_control_points())  # (B, N + 3, 2)
+        inverse = _grid_inverse(params.control_points.shape[0], params.angle.device)
+        coefficients = tps_solve(
+            params.control_points, params.source_control_points(), inverse
+        )  # (B, N + 3, 2)
         design = _grid_design(height, width, params.control_points)  # (H * W, N + 3)
         mapped = design @ coefficients  # (B, H * W, 2)
     return mapped.view(params.batch_size, height, width, 2)
