@@ -46,6 +46,11 @@ def test_eval_cub_three_class_regression(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", str(run / "model.pt"), "--quiet", "--device=cpu"]) == 0
     metrics = json.loads((run / "metrics-cub-test.json").read_text())
-    for key in ("kp_fg_nmi", "kp_regression_error", "kp_regression_error_cub001", "kp_regression_error_cub003"):
+    for key in (
+        "kp_fg_nmi",
+        "kp_regression_error",
+        "kp_regression_error_cub001",
+        "kp_regression_error_cub003",
+    ):
         assert key in metrics, key
     assert metrics["dataset"] == "cub" and metrics["split"] == "test"

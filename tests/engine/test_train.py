@@ -101,3 +101,25 @@ def test_lr_schedule_poly():
     assert lr_factor(0, cfg.optim, 10) == 1.0
     assert lr_factor(5, cfg.optim, 10) == pytest.approx(0.5**cfg.optim.power)
     assert lr_factor(10, cfg.optim, 10) == 0.0
+
+
+def test_bf16_channels_last_smoke(tiny_overrides):
+    cfg = resolve_train_config(
+        [
+            *tiny_overrides,
+            "train.steps=2",
+            "train.precision=bf16",
+            "train.channels_last=true",
+            "eval.baseline=false",
+        ]
+    )
+    run = fit(cfg)
+    ckpt = load_checkpoint(run / "model.pt")
+    assert ckpt["step"] == 2
+    assert all(torch.isfinite(v.float()).all() for v in ckpt["model"].values())
+
+
+def test_fp16_on_cpu_is_a_clear_error(tiny_overrides):
+    cfg = resolve_train_config([*tiny_overrides, "train.steps=1", "train.precision=fp16", "device=cpu"])
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        fit(cfg)

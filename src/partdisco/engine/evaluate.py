@@ -38,7 +38,8 @@ from partdisco.metrics.keypoints import (
 from partdisco.metrics.matching import hungarian_miou
 
 log = logging.getLogger("partdisco.evaluate")
-EVAL_ALIGN = False  # ref: CUB eval notebook upsamples with align_corners=False
+EVAL_ALIGN = False  # ref: CUB eval notebook upsamples with align_corners=False (keypoints, regression)
+PIXEL_ALIGN = True  # ref: DeepFashion eval notebook upsamples with align_corners=True (pixel protocol)
 
 
 def iterate_batches(
@@ -77,9 +78,17 @@ class _Accumulator:
         self.px_full = ContingencyTable(k + 1, num_gt_parts + 1) if num_gt_parts else None
 
     def update(
-        self, fg_labels: torch.Tensor, full_labels: torch.Tensor | None, batch: dict[str, Any]
+        self,
+        fg_labels: torch.Tensor,
+        full_labels: torch.Tensor | None,
+        batch: dict[str, Any],
+        pixel_labels: tuple[torch.Tensor, torch.Tensor | None] | None = None,
     ) -> None:
-        """fg_labels: (B, H, W) in [0, K); full_labels: (B, H, W) in [0, K] with 0 = background."""
+        """Count one batch.
+
+        fg_labels: (B, H, W) in [0, K); full_labels: (B, H, W) in [0, K] with 0 = background (keypoint
+        protocol); pixel_labels: the same pair for the pixel protocol when it upsamples differently.
+        """
         device = fg_labels.device
         if self.kp_fg is not None:
             kps = batch["keypoints"].to(device)
@@ -89,6 +98,8 @@ class _Accumulator:
                 pred, kp_index = labels_at_keypoints(full_labels, kps)
                 self.kp_full.update(pred, kp_index)
         if self.px_fg is not None and self.px_full is not None:
+            if pixel_labels is not None:
+                fg_labels, full_labels = pixel_labels
             gt = batch["parts"].to(device)
             self.px_fg.update(fg_labels, gt)
             if full_labels is not None:
@@ -215,7 +226,18 @@ def evaluate(
             )
         elif all_logits is not None:
             full_labels = logits_to_labels(all_logits, (H, W), align_corners=EVAL_ALIGN)
-        model_acc.update(fg_labels, full_labels, batch)
+        pixel_labels = None
+        if num_gt_parts:
+            px_fg = logits_to_labels(part_logits, (H, W), align_corners=PIXEL_ALIGN)
+            px_full = None
+            if has_mask:
+                px_full = logits_to_labels(
+                    part_logits, (H, W), align_corners=PIXEL_ALIGN, fg_mask=fg_mask, background="mask"
+                )
+            elif all_logits is not None:
+                px_full = logits_to_labels(all_logits, (H, W), align_corners=PIXEL_ALIGN)
+            pixel_labels = (px_fg, px_full)
+        model_acc.update(fg_labels, full_labels, batch, pixel_labels)
         if base_acc is not None and centers is not None:
             grid = bbox_normalized_grid(batch["bbox"].to(device), (H, W))  # (B, H, W, 2)
             base_fg = assign_to_centers(grid, centers).to(device)  # (B, H, W)
@@ -255,7 +277,8 @@ def evaluate(
     results["protocol"] = {
         "keypoint_labels": "CUB keypoint-label protocol (ref §5.1): argmax of bilinearly upsampled logits "
         "(align_corners=False) at visible keypoints; FG = K part labels, Full = K+1 with mask background",
-        "pixels": "pixel protocol (ref §5.3): FG over GT-foreground pixels, Full over all pixels",
+        "pixels": "pixel protocol (ref §5.3): bilinear upsampling with align_corners=True, argmax; FG over "
+        "GT-foreground pixels, Full over all pixels with mask background",
         "miou": "Hungarian one-to-one matching of discovered to GT parts on GT-foreground pixels",
         "baseline_xy_kmeans": "k-means (K clusters) on bbox-normalised (x, y) of foreground pixels",
     }

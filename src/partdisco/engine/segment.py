@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from partdisco.engine.train import TRAIN_ALIGN
 from partdisco.metrics.keypoints import part_centroids
 from partdisco.visualise import (
     PALETTE,
+    atomic_write,
     colorize,
     overlay,
     resize_labels,
@@ -565,21 +565,13 @@ def output_paths(out_dir: str | os.PathLike[str], name: str) -> dict[str, Path]:
 
 
 def _write_atomic(path: Path, write: Any) -> None:
-    """Call ``write(binary_file)`` on a temp file next to ``path``, then ``os.replace`` it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    """Call ``write(binary_file)`` on a temp file next to ``path``, then move it onto ``path`` atomically."""
+
+    def to_file(tmp: str) -> None:
+        with open(tmp, "wb") as f:
             write(f)
-        # mkstemp creates 0600 files; give the result the permissions a plain open() would
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, to_file)
 
 
 def write_outputs(

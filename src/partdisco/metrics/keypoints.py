@@ -370,6 +370,7 @@ class KeypointRegressor:
         self.y_mean: np.ndarray | None = None  # (N, 2)
         self.y_scale: np.ndarray | None = None  # (N, 2)
         self.coef: np.ndarray | None = None  # (N, 2K, 2)
+        self.fitted: np.ndarray | None = None  # (N,) False for keypoints never visible in training
 
     def fit(self, features: Any, keypoints: Any, visible: Any = None) -> KeypointRegressor:
         """Fit on the training split.
@@ -384,7 +385,8 @@ class KeypointRegressor:
             self.
 
         Raises:
-            ValueError: on shape mismatches, non-finite values, or a keypoint never visible in training.
+            ValueError: on shape mismatches or non-finite values. A keypoint never visible in training is
+                not fitted (``fitted[n]`` is False) and is left out of :meth:`error`, with a logged warning.
         """
         x = _to_numpy64(features, "features")
         y = _to_numpy64(keypoints, "keypoints")
@@ -399,10 +401,16 @@ class KeypointRegressor:
         self.x_mean, self.x_scale = np.zeros((N, D)), np.ones((N, D))
         self.y_mean, self.y_scale = np.zeros((N, 2)), np.ones((N, 2))
         self.coef = np.zeros((N, D, 2))
+        self.fitted = vis.any(axis=0)  # (N,)
+        if not self.fitted.all():
+            logger.warning(
+                "keypoint regression: keypoints %s are visible in no training sample; they are not scored",
+                np.flatnonzero(~self.fitted).tolist(),
+            )
         for n in range(N):
             rows = vis[:, n]
             if not rows.any():
-                raise ValueError(f"KeypointRegressor.fit: keypoint {n} is not visible in any training sample")
+                continue
             feats, target = x[rows], y[rows, n]  # (M_n, 2K), (M_n, 2)
             self.x_mean[n], self.x_scale[n] = _standardise_stats(feats)
             self.y_mean[n], self.y_scale[n] = _standardise_stats(target)
@@ -452,8 +460,10 @@ class KeypointRegressor:
         if y.shape != pred.shape:
             raise ValueError(f"KeypointRegressor.error: expected keypoints {pred.shape}, got {y.shape}")
         vis = _to_visible(visible, pred.shape[:2], "visible")
+        if self.fitted is not None:
+            vis = vis & self.fitted[None, :]  # unfitted keypoints cannot be scored
         if not vis.any():
-            raise ValueError("KeypointRegressor.error: no visible keypoint to score")
+            raise ValueError("KeypointRegressor.error: no visible (and fitted) keypoint to score")
         dist = np.sqrt(((pred - y) ** 2).sum(axis=-1))  # (M, N)
         return float(100.0 * dist[vis].mean())
 

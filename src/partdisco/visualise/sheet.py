@@ -193,14 +193,20 @@ def part_grid(
     return out
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` on a temp file next to ``path``, then ``os.replace`` it onto ``path``."""
+def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_path)`` on a temp file next to ``path``, then ``os.replace`` it onto ``path``.
+
+    The file gets the permissions a plain ``open()`` would give it (mkstemp creates 0600 files).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -237,7 +243,7 @@ def save_png(path: str | os.PathLike[str], array: Any) -> Path:
     if arr.dtype != np.uint8:
         raise TypeError(f"cannot write {path}: expected uint8, got {arr.dtype}; convert with to_uint8_image")
     pil = Image.fromarray(np.ascontiguousarray(arr))
-    return _atomic_write(Path(path), lambda tmp: pil.save(tmp, format="PNG"))
+    return atomic_write(Path(path), lambda tmp: pil.save(tmp, format="PNG"))
 
 
 def save_label_png(path: str | os.PathLike[str], labels: Any) -> Path:
@@ -263,7 +269,7 @@ def save_label_png(path: str | os.PathLike[str], labels: Any) -> Path:
     height, width = lab.shape
     pil = Image.frombytes("P", (width, height), np.ascontiguousarray(lab, dtype=np.uint8).tobytes())
     pil.putpalette(palette_for_png())
-    return _atomic_write(Path(path), lambda tmp: pil.save(tmp, format="PNG"))
+    return atomic_write(Path(path), lambda tmp: pil.save(tmp, format="PNG"))
 
 
 _CSS = """
@@ -400,4 +406,4 @@ def write_contact_sheet(
             missing_files[0],
         )
     text = "\n".join(lines)
-    return _atomic_write(out_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return atomic_write(out_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
