@@ -93,15 +93,16 @@ def test_naive_step_equals_train_step(monkeypatch):
 
     theirs = naive_step(naive_models[0])
     assert set(theirs) == set(ours)
-    # L_e gets 5e-4: partdisco's warp_grid (float32-cast inverse times targets) is 3.6e-6 (normalised) off a
-    # float64 grid, the per-sample float32 solve 1e-6; a random network turns that into ~1e-4 of L_e
+    # L_e and the gradient norm get looser bounds: the naive per-sample float32 TPS solve is ~1e-6
+    # (normalised) off partdisco's float64-solved grid, and a random network amplifies that into ~1e-4 of
+    # L_e and ~1e-3 of the gradient norm; with the same grid (below) everything agrees to float precision
     tolerance = {
         "eqv": 5e-4,
         "feat": 1e-4,
         "color": 1e-4,
         "contrastive": 1e-4,
         "total": 1e-4,
-        "grad_norm": 1e-4,
+        "grad_norm": 5e-3,
     }
     for key, tol in tolerance.items():
         assert torch.isfinite(ours[key]) and ours[key] > 0, key

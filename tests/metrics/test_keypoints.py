@@ -340,12 +340,17 @@ class TestKeypointRegressor:
         x, y, _ = planted_data(rng, 20, N=2)
         with pytest.raises(ValueError, match="call fit"):
             KeypointRegressor().predict(x)
-        with pytest.raises(ValueError, match="keypoint 1 is not visible"):
-            KeypointRegressor().fit(x, y, np.array([[True, False]] * 20))
+        # a keypoint never visible in training is not fitted and not scored
+        partial = KeypointRegressor().fit(x, y, np.array([[True, False]] * 20))
+        assert partial.fitted.tolist() == [True, False]
+        only_first = partial.error(x, y, np.ones((20, 2), dtype=bool))
+        assert only_first == pytest.approx(partial.error(x, y, np.array([[True, False]] * 20)))
+        with pytest.raises(ValueError, match="no visible"):
+            partial.error(x, y, np.array([[False, True]] * 20))
         with pytest.raises(ValueError, match=r"expected features \(M, 2K\)"):
             KeypointRegressor().fit(x[:, None], y)
         reg = KeypointRegressor().fit(x, y)
-        with pytest.raises(ValueError, match="no visible keypoint"):
+        with pytest.raises(ValueError, match="no visible"):
             reg.error(x, y, np.zeros((20, 2), dtype=bool))
         with pytest.raises(ValueError, match="NaN"):
             reg.predict(np.full_like(x, np.nan))
