@@ -26,6 +26,7 @@ import argparse
 import datetime
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,22 +35,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_model  # noqa: E402
+
 from partdisco.engine.segment import segment_files, segment_images
 from partdisco.models import create_segmenter
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = "# Benchmarks\n\nTimings recorded by the scripts in `benchmarks/`; newest sections last.\n"
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def sync(model) -> None:

@@ -46,6 +46,7 @@ import torch
 from torch.utils.data import Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import cpu_model  # noqa: E402
 from naive_reference import draw_step_randomness, naive_reference_step  # noqa: E402
 
 from partdisco.config import EvalConfig, LossConfig, OptimConfig  # noqa: E402
@@ -272,18 +273,6 @@ def measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------------------
 # Reporting
-
-
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (platform fallback)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_lines(args: argparse.Namespace, load: tuple[float, float]) -> list[str]:

@@ -223,3 +223,17 @@ def test_corrupt_only_folder(checkpoint, tmp_path, capsys):
     assert run_segment(checkpoint, folder, "--out", tmp_path / "out") == 1
     assert "x.png" in capsys.readouterr().err
     assert json.loads((Path(tmp_path / "out") / "parts.json").read_text())["images"] == {}
+
+
+@pytest.mark.slow
+def test_default_size_is_the_training_image_size(tiny_overrides, mixed_folder, tmp_path, capsys):
+    from partdisco.api import resolve_train_config, train
+
+    run = train(resolve_train_config([*tiny_overrides, "train.steps=1", "eval.baseline=false"]))
+    out = tmp_path / "seg"
+    code = main(
+        ["segment", str(run / "model.pt"), str(mixed_folder), "--out", str(out), "--quiet", "--device", "cpu"]
+    )
+    assert code == 0
+    data = json.loads((out / "parts.json").read_text())
+    assert data["settings"]["size"] == 32  # the tiny run trained at data.image_size=32

@@ -14,8 +14,18 @@ pytestmark = pytest.mark.slow
 
 
 def test_end_to_end_run_folder(tiny_overrides, tmp_path):
-    cfg = resolve_train_config([*tiny_overrides, "train.steps=4", "train.checkpoint_every=2"])
+    cfg = resolve_train_config(
+        [*tiny_overrides, "train.steps=4", "train.checkpoint_every=2", "train.eval_every=2"]
+    )
     run = fit(cfg)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/total", "train/eqv", "train/lr", "eval/px_fg_nmi"} <= scalars
+    assert [e.step for e in events.Scalars("eval/px_fg_nmi")] == [2, 4]  # every 2 steps and at the end
+    assert "parts/test" in events.Tags()["images"]
     for name in ("config.yaml", "model.pt", "metrics.json", "parts.png", "train.log"):
         assert (run / name).is_file(), name
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
@@ -122,4 +132,20 @@ def test_bf16_channels_last_smoke(tiny_overrides):
 def test_fp16_on_cpu_is_a_clear_error(tiny_overrides):
     cfg = resolve_train_config([*tiny_overrides, "train.steps=1", "train.precision=fp16", "device=cpu"])
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        fit(cfg)
+
+
+def test_wandb_without_package_is_a_clear_error(tiny_overrides, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_wandb(name, *args, **kwargs):
+        if name == "wandb":
+            raise ImportError("no wandb")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_wandb)
+    cfg = resolve_train_config([*tiny_overrides, "train.steps=1", "log.wandb=true"])
+    with pytest.raises(RuntimeError, match=r"pip install 'partdisco\[wandb\]'"):
         fit(cfg)

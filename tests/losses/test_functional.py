@@ -10,6 +10,7 @@ from partdisco.losses import (
     background_bce,
     contrastive_infonce,
     equivariance_kl,
+    part_feature_statistics,
     pool_part_features,
     sample_positive_images,
     within_part_variance,
@@ -111,6 +112,39 @@ class TestWithinPartVariance:
         out = fn(logits).sum()
         out.backward()
         assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+
+class TestPartFeatureStatistics:
+    def test_equals_separate_functions_for_binary_masks(self):
+        g = torch.Generator().manual_seed(4)
+        probs = torch.softmax(torch.randn(3, 4, 16, 16, generator=g), 1)
+        fg = (torch.rand(3, 1, 16, 16, generator=g) > 0.4).float()
+        feats = torch.relu(torch.randn(3, 6, 16, 16, generator=g)) * 20
+        z, v = part_feature_statistics(probs, fg, feats)
+        assert torch.allclose(z, pool_part_features(probs, fg, feats), rtol=1e-4, atol=1e-4)
+        assert torch.allclose(v, within_part_variance(probs, fg, feats), rtol=1e-4)
+        assert torch.allclose(v, naive_variance(probs, fg, feats), rtol=1e-4)
+
+    def test_bf16_features(self):
+        g = torch.Generator().manual_seed(5)
+        probs = torch.softmax(torch.randn(2, 3, 8, 8, generator=g), 1)
+        fg = torch.ones(2, 1, 8, 8)
+        feats = torch.randn(2, 5, 8, 8, generator=g)
+        z, v = part_feature_statistics(probs, fg, feats.bfloat16())
+        z32, v32 = part_feature_statistics(probs, fg, feats.bfloat16().float())
+        assert (
+            z.dtype == torch.float32
+            and torch.allclose(z, z32, atol=1e-5)
+            and torch.allclose(v, v32, rtol=1e-4)
+        )
+
+    def test_gradients_flow_to_probs(self):
+        logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+        z, v = part_feature_statistics(
+            torch.softmax(logits, 1), torch.ones(2, 1, 8, 8), torch.randn(2, 4, 8, 8)
+        )
+        (z.sum() + v.sum()).backward()
+        assert logits.grad is not None and logits.grad.abs().sum() > 0
 
 
 class TestSamplePositives:

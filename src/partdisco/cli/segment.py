@@ -29,7 +29,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder (created, or reused: never wiped)")
     p.add_argument("--masks", help="folder of foreground masks named like the images (NAME.png)")
     p.add_argument(
-        "--size", type=int, default=256, help="shorter image side fed to the network (default 256)"
+        "--size",
+        type=int,
+        default=None,
+        help="shorter image side fed to the network (default: the image size the checkpoint was trained at, "
+        "else 256)",
     )
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
@@ -59,9 +63,9 @@ def run(args: argparse.Namespace) -> int:
     """
     from pathlib import Path
 
-    from partdisco.api import load
     from partdisco.engine.segment import segment_files
     from partdisco.engine.train import resolve_device
+    from partdisco.models.convert import load_file, segmenter_from_checkpoint_dict, segmenter_from_foreign
 
     if args.no_background and args.background != "auto":
         raise ValueError("--no-background and --background cannot be combined; use one")
@@ -71,13 +75,21 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
     checkpoint = Path(args.checkpoint).expanduser()
-    model = load(checkpoint, device=str(resolve_device(args.device)))
+    obj = load_file(checkpoint)
+    ours = isinstance(obj, dict) and "format_version" in obj
+    model = segmenter_from_checkpoint_dict(obj) if ours else segmenter_from_foreign(obj)
+    model = model.to(resolve_device(args.device)).eval()
+    size = args.size
+    if size is None:
+        trained = (obj.get("config") or {}).get("data", {}).get("image_size") if ours else None
+        size = int(trained) if trained else 256
+    del obj
     summary = segment_files(
         model,
         args.inputs,
         args.out,
         masks_dir=args.masks,
-        size=args.size,
+        size=size,
         batch_size=args.batch_size,
         background=background,
         save_probs=args.save_probs,

@@ -191,7 +191,9 @@ def train_step(
 
     with torch.no_grad():
         with autocast_ctx(device, precision):  # the frozen network runs in bf16/fp16 too when asked
-            features = features_net(image) * fg_mask  # (B, C, H, W), ref: phi masked
+            # ref multiplies phi by the mask first; every loss weights by p * m anyway, which for binary
+            # training masks is the same, without a masked copy of the (B, C, H, W) features
+            features = features_net(image)  # (B, C, H, W)
         lab = color_target(image, loss_cfg.use_lab)  # (B, 3, H, W)
 
     with autocast_ctx(device, precision):

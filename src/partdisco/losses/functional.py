@@ -104,6 +104,52 @@ def within_part_variance(
         return residual.clamp_min(0.0).sum(dim=(1, 2)) / (area.squeeze(1) + eps)  # (B,)
 
 
+def part_feature_statistics(
+    probs: Tensor, fg_mask: Tensor, features: Tensor, pool_eps: float = POOL_EPS, eps: float = VARIANCE_EPS
+) -> tuple[Tensor, Tensor]:
+    """Part descriptors and within-part variance from one pass of sufficient statistics.
+
+    Equal to ``(pool_part_features(...), within_part_variance(...))`` for binary masks (for soft masks the
+    descriptor weights the features by ``p m`` instead of ``p m^2``), but it reads the (B, C, H, W)
+    features four times instead of seven and builds no masked copy of them: the part sums ``S1`` of the
+    centred features give the descriptors as ``(S1 + mean_fg S0) / (S0 + eps)``.
+
+    Args:
+        probs: (B, K, H, W) part probabilities.
+        fg_mask: (B, 1, H, W) foreground in [0, 1].
+        features: (B, C, H, W) descriptors, any float dtype (bf16 is promoted to float32 as it is read).
+        pool_eps: descriptor denominator guard (ref 1e-7).
+        eps: variance denominator guard (ref 1e-5).
+
+    Returns:
+        (B, K, C) float32 part descriptors and (B,) per-image variance normalised by the foreground area.
+
+    Example:
+        >>> p = torch.ones(1, 1, 1, 2); m = torch.ones(1, 1, 1, 2)
+        >>> z, v = part_feature_statistics(p, m, torch.tensor([0.0, 2.0]).view(1, 1, 1, 2))
+        >>> z.item(), round(v.item(), 4)
+        (1.0, 1.0)
+    """
+    _check_maps(probs, fg_mask, features)
+    with torch.autocast(device_type=probs.device.type, enabled=False):
+        probs, fg_mask = probs.float(), fg_mask.float()
+        area = fg_mask.sum(dim=(2, 3))  # (B, 1)
+        # only approximately needed (centring leaves the variance unchanged), so it is summed in the
+        # features' own dtype without a float32 copy; the same value is used for the descriptors
+        fg_sum = torch.einsum("bohw,bchw->bc", fg_mask.to(features.dtype), features).float()  # (B, C)
+        fg_mean = fg_sum / (area + eps)  # (B, C)
+        centred = torch.sub(features, fg_mean[:, :, None, None])  # (B, C, H, W) float32
+        weights = probs * fg_mask  # (B, K, H, W)
+        s0 = weights.sum(dim=(2, 3))  # (B, K)
+        s1 = torch.einsum("bkhw,bchw->bkc", weights, centred)  # (B, K, C)
+        s2 = torch.einsum("bkhw,bchw->bkc", weights, centred.square())  # (B, K, C)
+        mean = s1 / (s0.unsqueeze(-1) + eps)  # (B, K, C)
+        residual = s2 - 2.0 * mean * s1 + mean * mean * s0.unsqueeze(-1)  # (B, K, C)
+        variance = residual.clamp_min(0.0).sum(dim=(1, 2)) / (area.squeeze(1) + eps)  # (B,)
+        descriptors = (s1 + fg_mean.unsqueeze(1) * s0.unsqueeze(-1)) / (s0.unsqueeze(-1) + pool_eps)
+        return descriptors, variance
+
+
 def sample_positive_images(
     batch_size: int,
     num_parts: int,

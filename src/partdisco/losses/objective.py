@@ -12,7 +12,7 @@ from partdisco.losses.functional import (
     background_bce,
     contrastive_infonce,
     equivariance_kl,
-    pool_part_features,
+    part_feature_statistics,
     sample_positive_images,
     within_part_variance,
 )
@@ -96,8 +96,8 @@ class Objective:
         B, K = probs.shape[:2]
         terms: dict[str, Tensor] = {}
 
-        part_descriptors = pool_part_features(probs, fg_mask, features)  # (B, K, C)
-        feat = within_part_variance(probs, fg_mask, features).sum() * self.world_size  # ref: batch sum
+        part_descriptors, feat_variance = part_feature_statistics(probs, fg_mask, features)  # (B, K, C), (B,)
+        feat = feat_variance.sum() * self.world_size  # ref: summed over the batch
         color = within_part_variance(probs, fg_mask, lab).mean()  # ref: averaged over the batch
         if self.gather is not None and self.world_size > 1:
             everyone = self.gather(part_descriptors)  # (W * B, K, C), gradients flow back to each rank

@@ -224,10 +224,9 @@ class VGG19Features(FeatureExtractor):
         for index, layer in enumerate(self.features):
             x = layer(x)
             if index in weights:
-                up = F.interpolate(
-                    x, size=(H, W), mode="bilinear", align_corners=FEATURE_ALIGN
-                )  # (B, c, H, W)
-                outputs.append(up * weights[index])
+                # bilinear upsampling is linear: scale the small map, not the (B, c, H, W) one
+                tap = x if weights[index] == 1.0 else x * weights[index]
+                outputs.append(F.interpolate(tap, size=(H, W), mode="bilinear", align_corners=FEATURE_ALIGN))
         return torch.cat(outputs, dim=1)  # (B, out_channels, H, W)
 
 
