@@ -54,3 +54,15 @@ def test_eval_cub_three_class_regression(tmp_path, capsys):
     ):
         assert key in metrics, key
     assert metrics["dataset"] == "cub" and metrics["split"] == "test"
+
+
+def test_corrupt_training_image_is_skipped_and_counted(tmp_path):
+    root = make_tiny_folder(tmp_path / "data", corrupt=True)
+    run = tmp_path / "run"
+    assert main(["train", "dataset=folder", f"data.root={root}", *COMMON, "train.steps=3", f"out={run}"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert any("broken" in name for name in metrics["skipped_images"]["train"])
+    strict = main(
+        ["train", "dataset=folder", f"data.root={root}", *COMMON, "data.strict=true", f"out={tmp_path / 's'}"]
+    )
+    assert strict == 2

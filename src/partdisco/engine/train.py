@@ -456,6 +456,21 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
 
     # The end of a run: final model, pictures and held-out metrics.
     metrics = _evaluate(model, test_set, cfg, device)
+    skipped = {
+        "train": list(getattr(train_set, "skipped", [])),
+        "test": list(getattr(test_set, "skipped", [])),
+    }
+    metrics["skipped_images"] = skipped
+    if skipped["train"] or skipped["test"]:
+        log.warning(
+            "skipped %d unreadable training and %d test images (listed in metrics.json; data.strict=true "
+            "makes them errors)%s",
+            len(skipped["train"]),
+            len(skipped["test"]),
+            "; with data.num_workers > 0 only the main process's skips are counted"
+            if cfg.data.num_workers
+            else "",
+        )
     if main:
         assert writer is not None
         writer.scalars({k: v for k, v in metrics.items() if isinstance(v, float)}, step, "eval")
