@@ -61,6 +61,30 @@ def iterate_batches(
         yield collate(buffer)
 
 
+def _fg_and_full_labels(
+    part_logits: torch.Tensor,
+    all_logits: torch.Tensor | None,
+    fg_mask: torch.Tensor | None,
+    size: tuple[int, int],
+    align_corners: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """FG labels (argmax of the K parts, in [0, K)) and Full labels (or None).
+
+    Full labels are 0 = background, from the mask when there is one, else from the model's background
+    channel; None when neither exists.
+    """
+    fg = logits_to_labels(part_logits, size, align_corners=align_corners)  # (B, H, W)
+    if fg_mask is not None:
+        full = logits_to_labels(
+            part_logits, size, align_corners=align_corners, fg_mask=fg_mask, background="mask"
+        )
+    elif all_logits is not None:
+        full = logits_to_labels(all_logits, size, align_corners=align_corners)
+    else:
+        full = None
+    return fg, full
+
+
 def _part_logits(model: torch.nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     logits = model(model.preprocess(image)).float()  # (B, K(+1), h, w)
     if getattr(model, "background_channel", False):
@@ -218,25 +242,11 @@ def evaluate(
         fg_mask = batch["fg_mask"].to(device)
         H, W = image.shape[-2:]
         part_logits, all_logits = _part_logits(model, image)
-        fg_labels = logits_to_labels(part_logits, (H, W), align_corners=EVAL_ALIGN)  # (B, H, W) in [0, K)
-        full_labels = None
-        if has_mask:
-            full_labels = logits_to_labels(
-                part_logits, (H, W), align_corners=EVAL_ALIGN, fg_mask=fg_mask, background="mask"
-            )
-        elif all_logits is not None:
-            full_labels = logits_to_labels(all_logits, (H, W), align_corners=EVAL_ALIGN)
+        mask = fg_mask if has_mask else None
+        fg_labels, full_labels = _fg_and_full_labels(part_logits, all_logits, mask, (H, W), EVAL_ALIGN)
         pixel_labels = None
-        if num_gt_parts:
-            px_fg = logits_to_labels(part_logits, (H, W), align_corners=PIXEL_ALIGN)
-            px_full = None
-            if has_mask:
-                px_full = logits_to_labels(
-                    part_logits, (H, W), align_corners=PIXEL_ALIGN, fg_mask=fg_mask, background="mask"
-                )
-            elif all_logits is not None:
-                px_full = logits_to_labels(all_logits, (H, W), align_corners=PIXEL_ALIGN)
-            pixel_labels = (px_fg, px_full)
+        if num_gt_parts:  # the pixel protocol upsamples with its own align_corners
+            pixel_labels = _fg_and_full_labels(part_logits, all_logits, mask, (H, W), PIXEL_ALIGN)
         model_acc.update(fg_labels, full_labels, batch, pixel_labels)
         if base_acc is not None and centers is not None:
             grid = bbox_normalized_grid(batch["bbox"].to(device), (H, W))  # (B, H, W, 2)
