@@ -39,9 +39,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from partdisco.config import LossConfig
-from partdisco.engine.train import StepInputs
-from partdisco.geometry.color import JitterParams, rgb_to_lab, sample_jitter_params
-from partdisco.geometry.warps import WarpParams, sample_warp_params
+from partdisco.engine.train import StepInputs, sample_step_jitter, sample_step_warps
+from partdisco.geometry.color import JitterParams, rgb_to_lab
+from partdisco.geometry.warps import WarpParams
 from partdisco.losses import sample_positive_images
 
 TRAIN_ALIGN = True  # ref: trainer_ours.py:79 upsamples logits with align_corners=True
@@ -84,25 +84,8 @@ def draw_step_randomness(
     Returns:
         The draws, on the CPU.
     """
-    jitter = sample_jitter_params(
-        2 * batch_size,
-        generator,
-        prob=loss_cfg.jitter_prob,
-        brightness=loss_cfg.brightness,
-        contrast=loss_cfg.contrast,
-        saturation=loss_cfg.saturation,
-        hue=loss_cfg.hue,
-        grayscale_prob=loss_cfg.grayscale_prob,
-    )
-    warp = sample_warp_params(
-        batch_size,
-        generator,
-        rotation_deg=loss_cfg.rotation_deg,
-        scale_low=loss_cfg.scale_low,
-        scale_high=loss_cfg.scale_high,
-        translation=loss_cfg.translation,
-        tps_sigma=loss_cfg.tps_sigma,
-    )
+    jitter = sample_step_jitter(2 * batch_size, generator, loss_cfg)
+    warp = sample_step_warps(batch_size, generator, loss_cfg)
     positives = sample_positive_images(batch_size, num_parts, generator, loss_cfg.reference_positive_sampling)
     return StepDraws(jitter, warp, positives)
 

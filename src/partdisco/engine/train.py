@@ -44,8 +44,8 @@ from partdisco.engine.checkpoint import (
 from partdisco.engine.monitor import MetricWriter, setup_logging
 from partdisco.engine.precision import autocast_ctx, make_scaler
 from partdisco.engine.schedule import lr_factor
-from partdisco.geometry.color import apply_color_jitter, rgb_to_lab, sample_jitter_params
-from partdisco.geometry.warps import sample_warp_params, warp_grid, warp_image
+from partdisco.geometry.color import JitterParams, apply_color_jitter, rgb_to_lab, sample_jitter_params
+from partdisco.geometry.warps import WarpParams, sample_warp_params, warp_grid, warp_image
 from partdisco.losses import Objective
 from partdisco.models import Segmenter, build_feature_extractor, build_segmenter
 
@@ -85,6 +85,33 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     A pure function of (seed, step), the same on every rank (each rank slices the global draws).
     """
     return torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63 - 1))
+
+
+def sample_step_jitter(n: int, generator: torch.Generator, cfg: LossConfig) -> JitterParams:
+    """Colour-jitter draws for ``n`` views with the configured ranges."""
+    return sample_jitter_params(
+        n,
+        generator,
+        prob=cfg.jitter_prob,
+        brightness=cfg.brightness,
+        contrast=cfg.contrast,
+        saturation=cfg.saturation,
+        hue=cfg.hue,
+        grayscale_prob=cfg.grayscale_prob,
+    )
+
+
+def sample_step_warps(n: int, generator: torch.Generator, cfg: LossConfig) -> WarpParams:
+    """Equivariance warps for ``n`` images with the configured ranges."""
+    return sample_warp_params(
+        n,
+        generator,
+        rotation_deg=cfg.rotation_deg,
+        scale_low=cfg.scale_low,
+        scale_high=cfg.scale_high,
+        translation=cfg.translation,
+        tps_sigma=cfg.tps_sigma,
+    )
 
 
 def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
@@ -157,29 +184,12 @@ def train_step(
     preprocess = segmenter.preprocess
 
     G = B * world_size
-    jitter = sample_jitter_params(
-        2 * G,
-        generator,
-        prob=loss_cfg.jitter_prob,
-        brightness=loss_cfg.brightness,
-        contrast=loss_cfg.contrast,
-        saturation=loss_cfg.saturation,
-        hue=loss_cfg.hue,
-        grayscale_prob=loss_cfg.grayscale_prob,
-    )
+    jitter = sample_step_jitter(2 * G, generator, loss_cfg)
     mine = torch.arange(rank * B, (rank + 1) * B)
     jitter = jitter.select(torch.cat([mine, mine + G])).to(device)  # view 1 rows, then view 2 rows
     views = apply_color_jitter(torch.cat([image, image]), jitter)  # (2B, 3, H, W)
     view1, view2 = views[:B], views[B:]
-    warp = sample_warp_params(
-        G,
-        generator,
-        rotation_deg=loss_cfg.rotation_deg,
-        scale_low=loss_cfg.scale_low,
-        scale_high=loss_cfg.scale_high,
-        translation=loss_cfg.translation,
-        tps_sigma=loss_cfg.tps_sigma,
-    )
+    warp = sample_step_warps(G, generator, loss_cfg)
     warp = warp.slice(rank * B, (rank + 1) * B).to(device)
     grid = warp_grid(warp, (H, W))  # (B, H, W, 2)
     warped_view2 = warp_image(view2, warp, grid=grid)

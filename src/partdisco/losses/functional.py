@@ -89,19 +89,7 @@ def within_part_variance(
         >>> within_part_variance(p, m, torch.full((1, 3, 2, 2), 7.0))
         tensor([0.])
     """
-    _check_maps(probs, fg_mask, features)
-    with torch.autocast(device_type=probs.device.type, enabled=False):
-        probs, fg_mask, features = probs.float(), fg_mask.float(), features.float()
-        area = fg_mask.sum(dim=(2, 3))  # (B, 1)
-        fg_mean = (features * fg_mask).sum(dim=(2, 3)) / (area + eps)  # (B, C)
-        centred = features - fg_mean[:, :, None, None]  # (B, C, H, W)
-        weights = probs * fg_mask  # (B, K, H, W)
-        s0 = weights.sum(dim=(2, 3))  # (B, K)
-        s1 = torch.einsum("bkhw,bchw->bkc", weights, centred)  # (B, K, C)
-        s2 = torch.einsum("bkhw,bchw->bkc", weights, centred * centred)  # (B, K, C)
-        mean = s1 / (s0.unsqueeze(-1) + eps)  # (B, K, C)
-        residual = s2 - 2.0 * mean * s1 + mean * mean * s0.unsqueeze(-1)  # (B, K, C)
-        return residual.clamp_min(0.0).sum(dim=(1, 2)) / (area.squeeze(1) + eps)  # (B,)
+    return part_feature_statistics(probs, fg_mask, features, eps=eps)[1]
 
 
 def part_feature_statistics(
@@ -138,7 +126,7 @@ def part_feature_statistics(
         # features' own dtype without a float32 copy; the same value is used for the descriptors
         fg_sum = torch.einsum("bohw,bchw->bc", fg_mask.to(features.dtype), features).float()  # (B, C)
         fg_mean = fg_sum / (area + eps)  # (B, C)
-        centred = torch.sub(features, fg_mean[:, :, None, None])  # (B, C, H, W) float32
+        centred = torch.sub(features, fg_mean[:, :, None, None]).float()  # (B, C, H, W); cast only for fp64
         weights = probs * fg_mask  # (B, K, H, W)
         s0 = weights.sum(dim=(2, 3))  # (B, K)
         s1 = torch.einsum("bkhw,bchw->bkc", weights, centred)  # (B, K, C)
