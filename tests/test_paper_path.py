@@ -256,3 +256,50 @@ def test_data_check_takes_overrides(tmp_path, capsys):
     assert "MISSING" in out and "cat_train.txt" in out and "horse_train.txt" not in out
     assert main(["data", "check", str(root), "--dataset", "pascal_part", "data.pascal_clas=cat"]) == 2
     assert "data.pascal_clas" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------
+# 5. CUB Full protocol with the supervised masks: the reference's labels for every mask encoding
+
+
+def _reference_full_labels(logits: torch.Tensor, raw_mask: torch.Tensor) -> torch.Tensor:
+    """CUB eval.ipynb: ``cat([1 - fg, fg * softmax])`` on the raw (To_tensor, not /255) mask, argmax."""
+    return torch.cat([1 - raw_mask, raw_mask * torch.softmax(logits, 1)], 1).argmax(1)
+
+
+@pytest.mark.parametrize("encoding", ["0/1", "0/255", "soft"])
+def test_cub_sup_masks_give_the_reference_full_labels(tmp_path, encoding):
+    import numpy as np
+    from PIL import Image
+
+    from data.tiny_datasets import CUB_IMAGES, make_tiny_cub
+    from partdisco.config import DataConfig
+    from partdisco.data import cub
+    from partdisco.metrics.keypoints import logits_to_labels
+
+    root = make_tiny_cub(tmp_path)
+    image_id, rel_path, _, (height, width), _, _ = CUB_IMAGES[1]  # a test image, 48 x 64: no resize, no crop
+    ys, xs = np.mgrid[0:height, 0:width]
+    inside = (np.abs(ys - 24) < 14) & (np.abs(xs - 30) < 20)
+    if encoding == "0/1":
+        raw = inside.astype(np.uint8)
+    elif encoding == "0/255":
+        raw = inside.astype(np.uint8) * 255
+    else:  # soft levels, including the faint 1 and 2 that the reference still calls foreground
+        raw = np.where(inside, 255, (xs * 4) % 7).astype(np.uint8)
+    Image.fromarray(raw).save(root.parent / "supervisedlabels" / Path(rel_path).with_suffix(".png"))
+    data = cub.build(
+        DataConfig(name="cub", root=str(root), image_size=48, cub_mask="sup", cub_variant="full"),
+        "test",
+        train=False,
+    )
+    index = next(i for i, r in enumerate(data.records) if r.rel_path == rel_path)
+    sample = data[index]
+    assert tuple(sample["fg_mask"].shape) == (1, height, width)
+    logits = torch.randn(1, 4, height, width, generator=torch.Generator().manual_seed(image_id))
+    ours = logits_to_labels(
+        logits, (height, width), align_corners=False, fg_mask=sample["fg_mask"][None], background="mask"
+    )
+    raw_t = torch.from_numpy(raw.astype(np.float32))[None, None]
+    assert torch.equal(ours, _reference_full_labels(logits, raw_t))
+    assert (ours[0][torch.from_numpy(raw > 0)] > 0).all() and (ours[0][torch.from_numpy(raw == 0)] == 0).all()
