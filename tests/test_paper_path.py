@@ -303,3 +303,112 @@ def test_cub_sup_masks_give_the_reference_full_labels(tmp_path, encoding):
     raw_t = torch.from_numpy(raw.astype(np.float32))[None, None]
     assert torch.equal(ours, _reference_full_labels(logits, raw_t))
     assert (ours[0][torch.from_numpy(raw > 0)] > 0).all() and (ours[0][torch.from_numpy(raw == 0)] == 0).all()
+
+
+# --------------------------------------------------------------------------------------------------
+# 6. DeepFashion Full protocol (ref get_full_nmi_ari) and 7. Full metrics named for what they are
+
+
+class _FixedLogits(torch.nn.Module):
+    """A 'segmenter' whose logits depend only on pixel position (deterministic, any image size)."""
+
+    num_parts = 3
+    background_channel = False
+
+    def preprocess(self, image01: torch.Tensor) -> torch.Tensor:
+        return image01
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, _, H, W = x.shape
+        ys, xs = torch.meshgrid(torch.linspace(0, 1, H // 4), torch.linspace(0, 1, W // 4), indexing="ij")
+        logits = torch.stack([3 * xs, 3 * ys, 3 * (1 - xs) * (1 - ys)])  # (3, h, w)
+        return logits.expand(B, -1, -1, -1) + 0 * x.mean()
+
+
+@pytest.mark.parametrize("encoding", ["0/1", "0/255", "soft"])
+def test_deepfashion_full_protocol_labels(tmp_path, encoding):
+    import numpy as np
+    import torch.nn.functional as F
+    from PIL import Image
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    from data.tiny_datasets import DF_IMAGES, df_labels, make_tiny_deepfashion
+    from partdisco.config import DataConfig, EvalConfig
+    from partdisco.data import deepfashion
+    from partdisco.engine.evaluate import evaluate
+
+    root = make_tiny_deepfashion(tmp_path)
+    test_images = [(f, hw) for split, f, hw, _ in DF_IMAGES if split in ("query", "gallery")]
+    raws = []
+    for file_name, (height, width) in test_images:
+        inside = df_labels(height, width) > 0
+        ys, xs = np.mgrid[0:height, 0:width]
+        raw = {
+            "0/1": inside.astype(np.uint8),
+            "0/255": inside.astype(np.uint8) * 255,
+            "soft": np.where(inside, 255, (3 * xs + ys) % 5 * 60).astype(np.uint8),
+        }[encoding]
+        path = root.parent.parent / "supervisedlabels" / f"{file_name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(raw).save(path)
+        raws.append(raw)
+    # shorter side = 30 and 40: the query image (60 x 40) is resized, the gallery image (44 x 30) is not
+    cfg = DataConfig(name="deepfashion", root=str(root), image_size=30, deepfashion_variant="full")
+    data = deepfashion.build(cfg, "test", train=False)
+    gallery = data[1]
+    assert tuple(gallery["image"].shape) == (3, 44, 30)  # no padding to a square
+    assert torch.equal(gallery["mask_levels"][0], torch.from_numpy(raws[1].astype(np.float32)))
+    assert torch.equal(gallery["parts"], torch.from_numpy(df_labels(44, 30)))
+    assert tuple(data[0]["image"].shape) == (3, 45, 30)  # 60 x 40 -> shorter side 30
+
+    model = _FixedLogits()
+    metrics = evaluate(model, data, EvalConfig(batch_size=1, baseline=False), torch.device("cpu"))
+    # hand-computed reference labels: fg_mask (raw levels) * (argmax of align_corners=False logits + 1)
+    gts, preds = [], []
+    for i in range(len(data)):
+        sample = data[i]
+        H, W = sample["image"].shape[-2:]
+        logits = model(sample["image"][None])
+        logits = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
+        preds.append((sample["mask_levels"][0] * (logits.argmax(1)[0] + 1)).flatten().long().numpy())
+        gts.append(sample["parts"].flatten().numpy())
+    gt, pred = np.concatenate(gts), np.concatenate(preds)
+    assert metrics["px_nmi"] == pytest.approx(100 * normalized_mutual_info_score(gt, pred), abs=1e-6)
+    assert metrics["px_ari"] == pytest.approx(100 * adjusted_rand_score(gt, pred), abs=1e-6)
+    assert "px_fg_nmi" not in metrics and "full_pixels" in metrics
+    assert "published DeepFashion Full protocol" in metrics["protocol"]["full"]
+    if encoding == "0/255":  # the reference's quirk: labels are 255 * (k + 1), not 1..K (unresized image)
+        assert set(np.unique(preds[1]).tolist()) <= {0, 255, 510, 765}
+        assert len(set(np.unique(preds[0]).tolist()) - {0, 255, 510, 765}) > 0  # resized: blended levels
+
+
+def test_deepfashion_padded_full_is_named_for_what_it_is(tmp_path):
+    from data.tiny_datasets import make_tiny_deepfashion
+    from partdisco.config import DataConfig, EvalConfig
+    from partdisco.data import deepfashion
+    from partdisco.engine.evaluate import evaluate
+
+    root = make_tiny_deepfashion(tmp_path)
+    data = deepfashion.build(DataConfig(name="deepfashion", root=str(root), image_size=32), "test", False)
+    metrics = evaluate(_FixedLogits(), data, EvalConfig(batch_size=1, baseline=False), torch.device("cpu"))
+    assert "px_fg_nmi" in metrics and "px_nmi_padded_gtmask" in metrics and "px_nmi" not in metrics
+
+
+@pytest.mark.parametrize(
+    "variant, mask, key", [("fg", "gt", "kp_nmi_bbox_gtmask"), ("full", "sup", "kp_nmi")]
+)
+def test_cub_full_metrics_are_named_for_their_protocol(tmp_path, variant, mask, key):
+    from data.tiny_datasets import make_tiny_cub
+    from partdisco.config import DataConfig, EvalConfig
+    from partdisco.data import cub
+    from partdisco.engine.evaluate import evaluate
+
+    root = make_tiny_cub(tmp_path)
+    cfg = DataConfig(name="cub", root=str(root), image_size=32, cub_variant=variant, cub_mask=mask)
+    metrics = evaluate(
+        _FixedLogits(), cub.build(cfg, "test", False), EvalConfig(batch_size=1, baseline=False), "cpu"
+    )
+    full_keys = {k for k in metrics if k.startswith(("kp_nmi", "kp_ari"))}
+    assert full_keys == {key, key.replace("nmi", "ari")}
+    assert "kp_fg_nmi" in metrics
+    assert ("not the published" in metrics["protocol"]["full"]) == (key != "kp_nmi")

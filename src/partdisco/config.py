@@ -59,6 +59,9 @@ class DataConfig:
     cub_classes: list[int] = field(default_factory=list)  # ref: single_class; empty = all 200 classes
     cub_mask: str = "gt"  # evaluation foreground mask: gt | sup (supervisedlabels) | none
     cub_variant: str = "fg"  # evaluation images: fg (bbox-cropped) | full (whole image)
+    # DeepFashion evaluation images: fg = the reference's FG protocol (longest side, padded, GT mask);
+    # full = the reference's Full protocol (shorter side, no padding, supervisedlabels masks)
+    deepfashion_variant: str = "fg"
     # PASCAL-Part.
     pascal_class: str = "horse"  # ref: pascal_class
     pascal_merge_parts: bool = True  # merge PASCAL-Part's fine parts into a few named parts (docs/DATA.md)
@@ -209,6 +212,7 @@ def validate_data(cfg: DataConfig) -> DataConfig:
     need(cfg.image_size >= 16, "data.image_size", f"must be >= 16 pixels, got {cfg.image_size}")
     need(cfg.cub_mask in ("gt", "sup", "none"), "data.cub_mask", "must be gt, sup or none")
     need(cfg.cub_variant in ("fg", "full"), "data.cub_variant", "must be fg or full")
+    need(cfg.deepfashion_variant in ("fg", "full"), "data.deepfashion_variant", "must be fg or full")
     if cfg.name != "synthetic":
         need(
             cfg.root is not None,
