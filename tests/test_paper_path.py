@@ -412,3 +412,14 @@ def test_cub_full_metrics_are_named_for_their_protocol(tmp_path, variant, mask, 
     assert full_keys == {key, key.replace("nmi", "ari")}
     assert "kp_fg_nmi" in metrics
     assert ("not the published" in metrics["protocol"]["full"]) == (key != "kp_nmi")
+
+
+def test_data_check_lists_the_deepfashion_full_protocol_masks(tmp_path, capsys):
+    from data.tiny_datasets import make_tiny_deepfashion
+    from partdisco.cli import main
+
+    root = make_tiny_deepfashion(tmp_path)
+    assert main(["data", "check", str(root), "--dataset", "deepfashion"]) == 0
+    assert "supervisedlabels" in capsys.readouterr().out  # optional by default
+    code = main(["data", "check", str(root), "--dataset", "deepfashion", "data.deepfashion_variant=full"])
+    assert code == 1 and "MISSING" in capsys.readouterr().out

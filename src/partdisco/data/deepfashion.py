@@ -97,6 +97,7 @@ SOURCE = (
     "DeepFashion In-shop Google Drive, folder 'In-shop Clothes Retrieval Benchmark/Anno/segmentation' "
     "(DeepFashion_segmentation_*.json + img_highres_seg.zip); see docs/DATA.md"
 )
+SOURCE_SUP = "the authors' deepfashion_supervisedlabels.tar.gz (unsup-parts README); see docs/DATA.md"
 CROP_SCALE = (0.5, 1.0)  # ref: deepfashion.py RandomResizedCrop scale
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)  # ref: deepfashion.py RandomResizedCrop ratio
 
@@ -304,7 +305,7 @@ def supervised_mask_dir(root: Path) -> Path:
             return candidate
     raise FileNotFoundError(
         f"DeepFashion: data.deepfashion_variant=full needs the authors' predicted masks: expected "
-        f"{candidates[1]} or {candidates[0]} (from: deepfashion_supervisedlabels.tar.gz, unsup-parts README)"
+        f"{candidates[1]} or {candidates[0]} (from: {SOURCE_SUP})"
     )
 
 
