@@ -366,11 +366,12 @@ def naive_reference_step(
     loss_contrastive = contrastive_loss_loop(basis, draws.positives, loss_cfg.temperature)
 
     grid = tps_grid_per_sample(draws.warp, (H, W), "cpu" if grid_on_cpu else device).to(device)
-    view2_tps = F.grid_sample(view2, grid, mode="bilinear", padding_mode="zeros", align_corners=WARP_ALIGN)
-    mask_tps = F.grid_sample(mask, grid, mode="bilinear", padding_mode="zeros", align_corners=WARP_ALIGN)
-    pred_tps = F.interpolate(
-        model(preprocess(view2_tps)), size=(H, W), mode="bilinear", align_corners=TRAIN_ALIGN
+    # the reference normalises in the data loader and warps the normalised view: outside pixels are zero input
+    view2_tps = F.grid_sample(
+        preprocess(view2), grid, mode="bilinear", padding_mode="zeros", align_corners=WARP_ALIGN
     )
+    mask_tps = F.grid_sample(mask, grid, mode="bilinear", padding_mode="zeros", align_corners=WARP_ALIGN)
+    pred_tps = F.interpolate(model(view2_tps), size=(H, W), mode="bilinear", align_corners=TRAIN_ALIGN)
     target = F.grid_sample(
         pred.detach(), grid, mode="bilinear", padding_mode="zeros", align_corners=WARP_ALIGN
     )

@@ -108,14 +108,52 @@ def test_naive_step_equals_train_step(monkeypatch):
         assert torch.isfinite(ours[key]) and ours[key] > 0, key
         assert _rel(theirs[key], ours[key]) < tol, (key, theirs[key].item(), ours[key].item())
 
-    # Given the same grid, everything else (jitter, losses, backward, clipping) agrees to float precision; the
-    # gradients are compared only then, because that 4e-6 grid difference moves this random net's by ~2 %.
+    # Given the same grid, the two steps compute the same thing; compared where float32 rounding is not
+    # amplified. The network inputs (jittered view 1; view 2 normalised, then warped) and the gradient of the
+    # loss with respect to each forward pass's logits determine every parameter gradient (the backward pass
+    # through the network is the same module code), so they are compared tightly; measured: inputs ~1e-7,
+    # logit gradients ~1.5e-5 (the fused and the naive float32 loss formulations round differently).
     monkeypatch.setattr(naive, "tps_grid_per_sample", lambda warp, size, device: warp_grid(warp, size))
+    ours_model = copy.deepcopy(naive_models[1])  # fresh copies of the same initial weights
+    mine, other = _capture(ours_model), _capture(naive_models[1])
+    ours = train_step(
+        ours_model,
+        features_net,
+        Objective(cfg),
+        inputs,
+        make_optimizer(ours_model, OptimConfig()),
+        make_scaler(torch.device("cpu"), "fp32"),
+        step_generator(1234, 7),
+        cfg,
+    )
     theirs = naive_step(naive_models[1])
     for key in tolerance:
         assert _rel(theirs[key], ours[key]) < 1e-5, key
+    assert len(mine["input"]) == len(other["input"]) == 2
+    for a, b in zip(other["input"], mine["input"]):
+        assert _rel(a, b) < 1e-5
+    for a, b in zip(other["output"], mine["output"]):
+        assert _rel(a.grad, b.grad) < 1e-4
+    # The parameter gradients themselves: the head's agree like the logit gradients; the trunk's do not get a
+    # tight elementwise bound. This random, untrained ResNet with training-mode BatchNorm on a 3-image batch
+    # amplifies the ~1e-5 float32 difference of the logit gradients ~200x by conv1 (2.5e-3 measured on one
+    # CPU, < 1e-4 on another: ATen/oneDNN accumulate in a CPU-dependent order); only an error in the
+    # comparison of the inputs or logit gradients above could make them differ by more than that.
     for (name, p), q in zip(ours_model.named_parameters(), naive_models[1].parameters()):
-        assert _rel(q.grad, p.grad) < 1e-4, name
+        assert _rel(q.grad, p.grad) < (1e-4 if name.startswith("layer5.") else 2e-2), name
+
+
+def _capture(model: torch.nn.Module) -> dict[str, list[torch.Tensor]]:
+    """Record every forward pass's input and output (with its gradient, after backward) of ``model``."""
+    seen: dict[str, list[torch.Tensor]] = {"input": [], "output": []}
+
+    def hook(module, args, output):
+        seen["input"].append(args[0].detach().clone())
+        output.retain_grad()
+        seen["output"].append(output)
+
+    model.register_forward_hook(hook)
+    return seen
 
 
 def test_naive_step_rejects_background_channel():

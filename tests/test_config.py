@@ -44,7 +44,9 @@ def test_overrides_are_typed():
     )
     assert cfg.model.num_parts == 6 and cfg.optim.lr == 0.5 and cfg.log.wandb is False
     assert cfg.data.cub_classes == [1, 2, 3] and cfg.out == "x"
-    assert load_config("synthetic", ["model.init_from=none"]).model.init_from is None
+    # "none" on model.init_from is kept as the string: random init on purpose, distinct from "not given"
+    assert load_config("synthetic", ["model.init_from=none"]).model.init_from == "none"
+    assert load_config("synthetic", ["model.features_weights=none"]).model.features_weights is None
 
 
 @pytest.mark.parametrize(
@@ -78,7 +80,14 @@ def test_vgg_needs_weights_file(tmp_path):
     with pytest.raises(ConfigError, match="model.features_weights"):
         load_config("cub", [f"data.root={tmp_path}"])
     with pytest.raises(ConfigError, match="does not exist"):
-        load_config("cub", [f"data.root={tmp_path}", f"model.features_weights={tmp_path / 'vgg.pth'}"])
+        load_config(
+            "cub",
+            [
+                f"data.root={tmp_path}",
+                "model.init_from=none",
+                f"model.features_weights={tmp_path / 'vgg.pth'}",
+            ],
+        )
 
 
 def test_save_and_reload_round_trip(tmp_path):

@@ -109,15 +109,15 @@ def evaluate_checkpoint(
     obj = load_file(checkpoint)
     is_ours = isinstance(obj, dict) and "format_version" in obj
     model = segmenter_from_checkpoint_dict(obj) if is_ours else segmenter_from_foreign(obj)
-    if dataset is None and is_ours and obj.get("config"):
-        cfg = config_from_dict(obj["config"])
+    if is_ours and obj.get("config"):
+        cfg = evaluation_config(config_from_dict(obj["config"]), dataset, rest)
     elif dataset is None:
         raise ConfigError(
             f"{str(checkpoint)!r} carries no data set config; say which with dataset=NAME data.root=DIR"
         )
     else:
         cfg = load_config(dataset, check=False)
-    apply_overrides(cfg, rest)
+        apply_overrides(cfg, rest)
     if split is not None:
         cfg.eval.split = split
     validate_data(cfg.data)
@@ -143,6 +143,51 @@ def evaluate_checkpoint(
     tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
     tmp.replace(out_path)
     return metrics, out_path
+
+
+def evaluation_config(trained: RunConfig, dataset: str | None, overrides: list[str]) -> RunConfig:
+    """The config a checkpoint is evaluated with: its own, changed only where the command line says.
+
+    Every setting (``data.image_size``, ``data.cub_mask``, ``eval.batch_size``, ...) keeps the checkpoint's
+    value; ``dataset=NAME`` changes only the data source (``data.name``), never the preset's other values;
+    ``key=value`` overrides change exactly their key. A ``dataset=`` different from the one trained on needs
+    ``data.root=DIR`` too, since the trained-on folder has another layout.
+
+    Args:
+        trained: the checkpoint's run config.
+        dataset: ``dataset=`` from the command line, or None.
+        overrides: the other ``key=value`` strings (``split=`` already removed).
+
+    Returns:
+        A new config (``trained`` is not modified).
+
+    Raises:
+        ConfigError: an unknown key, a wrong type, or a new data set without ``data.root``.
+
+    Example:
+        >>> from partdisco.config import load_config
+        >>> trained = load_config("synthetic", ["data.image_size=128"], check=False)
+        >>> cfg = evaluation_config(trained, "folder", ["data.root=photos"])
+        >>> cfg.data.name, cfg.data.root, cfg.data.image_size
+        ('folder', 'photos', 128)
+    """
+    import copy
+
+    from partdisco.config import DATASETS, apply_overrides
+
+    cfg = copy.deepcopy(trained)
+    if dataset is not None and dataset != cfg.data.name:
+        if dataset not in DATASETS:
+            raise ConfigError(f"dataset: unknown data set {dataset!r}; choose from {DATASETS}")
+        if not any(o.startswith("data.root=") for o in overrides):
+            raise ConfigError(
+                f"dataset={dataset}: the checkpoint was trained on {cfg.data.name!r}; give data.root=DIR for "
+                f"the {dataset} folder"
+            )
+        cfg.data.name = dataset
+        cfg.dataset = dataset
+    apply_overrides(cfg, overrides)
+    return cfg
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:

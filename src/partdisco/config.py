@@ -1,9 +1,12 @@
 """Typed run configuration: defaults -> preset YAML -> ``key=value`` overrides.
 
-Every default is the reference code's value (``subhc/unsup-parts``; see
-``../shared/reference/unsup-parts-method.md``), marked ``# ref:``. Presets in ``partdisco/configs/*.yaml``
-change only what a data set needs. Overrides from the command line are type-checked against the field
-they set, and every error names the key, the value and what was expected.
+Defaults marked ``# ref:`` are the reference code's values (``subhc/unsup-parts``; see
+``../shared/reference/unsup-parts-method.md``); the others are ours, and every deliberate difference from
+the reference is listed, with the switch that restores it, in ``docs/FIDELITY.md``. The reference presets
+(``cub``, ``deepfashion``, ``pascal_part``) set what a data set needs plus the reference's fixed 100,000-step
+poly horizon, and refuse to start without pretrained backbone weights (``model.init_from``) unless
+``model.init_from=none`` is written explicitly. Overrides from the command line are type-checked against
+the field they set, and every error names the key, the value and what was expected.
 
 Example:
     >>> cfg = load_config("synthetic", ["model.num_parts=5", "train.steps=10"])
@@ -28,6 +31,10 @@ DATASETS = PRESETS
 ARCHS = ("resnet18", "resnet50", "deeplab_r50_2branch")
 FEATURE_SOURCES = ("vgg19", "vgg19_random", "texture")
 PRECISIONS = ("fp32", "bf16", "fp16")
+REFERENCE_PRESETS = ("cub", "deepfashion", "pascal_part")  # the paper's data sets, trained as the reference
+INIT_FORMATS = ("auto", "caffe", "torchvision")  # provenance of a raw ResNet file given as model.init_from
+NORMALIZATION_CHOICES = ("auto", "caffe", "imagenet")
+RANDOM_INIT = "none"  # model.init_from=none: random backbone on purpose (kept as this string, not null)
 
 
 class ConfigError(ValueError):
@@ -52,6 +59,9 @@ class DataConfig:
     cub_classes: list[int] = field(default_factory=list)  # ref: single_class; empty = all 200 classes
     cub_mask: str = "gt"  # evaluation foreground mask: gt | sup (supervisedlabels) | none
     cub_variant: str = "fg"  # evaluation images: fg (bbox-cropped) | full (whole image)
+    # DeepFashion evaluation images: fg = the reference's FG protocol (longest side, padded, GT mask);
+    # full = the reference's Full protocol (shorter side, no padding, supervisedlabels masks)
+    deepfashion_variant: str = "fg"
     # PASCAL-Part.
     pascal_class: str = "horse"  # ref: pascal_class
     pascal_merge_parts: bool = True  # merge PASCAL-Part's fine parts into a few named parts (docs/DATA.md)
@@ -68,10 +78,19 @@ class ModelConfig:
     arch: str = "deeplab_r50_2branch"  # ref: model DeepLab50_2branch
     num_parts: int = 4  # ref: num_parts 4
     background_channel: bool = False  # ref: add_bg_mask=False (SCOPS used True)
-    init_from: str | None = None  # local weights for the backbone (torchvision/caffe .pth or our checkpoint)
+    # Local weights for the backbone (Caffe or torchvision ResNet .pth, or a checkpoint); "none" = random on
+    # purpose. ref: always the ImageNet-pretrained Caffe ResNet-50 (model_factory.py:13-16).
+    init_from: str | None = None
+    # Provenance of a raw ResNet file (the keys of Caffe and torchvision ResNet-50 files are identical):
+    # auto = "caffe" when the file name contains "caffe" (resnet50-caffe-*.pth), else "torchvision".
+    # caffe runs the reference trunk (stride on the first 1x1 conv, Caffe-mean input); torchvision runs
+    # torchvision's bottleneck (stride on the 3x3 conv, ImageNet mean/std). Resolved and recorded by training.
+    init_from_format: str = "auto"
     features: str = "vgg19"  # ref: ref_net vgg19; vgg19_random / texture need no download
     features_weights: str | None = None  # local torchvision vgg19-*.pth for features=vgg19
-    normalization: str = "caffe"  # ref: Caffe BGR means subtracted from RGB 0-255; or "imagenet"
+    # auto = what the init weights expect (Caffe: ref BGR means subtracted from RGB 0-255; torchvision:
+    # ImageNet mean/std), else the architecture's own; or force "caffe" / "imagenet"
+    normalization: str = "auto"
     freeze_bn: bool = False  # ref trains with batch statistics; true = BN layers use their running statistics
 
 
@@ -116,7 +135,9 @@ class OptimConfig:
     weight_decay: float = 5e-4  # ref: weight_decay
     power: float = 0.9  # ref: power (poly)
     warmup_steps: int = 0
-    schedule_steps: int | None = None  # poly horizon; None = train.steps (ref hard-codes 100000)
+    # poly horizon; None = train.steps. ref hard-codes 100000 whatever the run length (trainer_ours.py:39):
+    # the reference presets set 100000
+    schedule_steps: int | None = None
     clip_grad: float = 5.0  # ref: clip_gradients
 
 
@@ -191,6 +212,7 @@ def validate_data(cfg: DataConfig) -> DataConfig:
     need(cfg.image_size >= 16, "data.image_size", f"must be >= 16 pixels, got {cfg.image_size}")
     need(cfg.cub_mask in ("gt", "sup", "none"), "data.cub_mask", "must be gt, sup or none")
     need(cfg.cub_variant in ("fg", "full"), "data.cub_variant", "must be fg or full")
+    need(cfg.deepfashion_variant in ("fg", "full"), "data.deepfashion_variant", "must be fg or full")
     if cfg.name != "synthetic":
         need(
             cfg.root is not None,
@@ -216,10 +238,16 @@ def validate(cfg: RunConfig) -> RunConfig:
         f"unknown feature source {cfg.model.features!r}; choose from {FEATURE_SOURCES}",
     )
     need(
-        cfg.model.normalization in ("caffe", "imagenet"),
+        cfg.model.normalization in NORMALIZATION_CHOICES,
         "model.normalization",
-        f"must be 'caffe' or 'imagenet', got {cfg.model.normalization!r}",
+        f"must be one of {NORMALIZATION_CHOICES}, got {cfg.model.normalization!r}",
     )
+    need(
+        cfg.model.init_from_format in INIT_FORMATS,
+        "model.init_from_format",
+        f"must be one of {INIT_FORMATS}, got {cfg.model.init_from_format!r}",
+    )
+    validate_reference_init(cfg)
     need(
         cfg.train.batch_size >= 2,
         "train.batch_size",
@@ -252,9 +280,33 @@ def validate(cfg: RunConfig) -> RunConfig:
         ("model.init_from", cfg.model.init_from),
         ("model.features_weights", cfg.model.features_weights),
     ):
-        if path is not None:
+        if path is not None and path != RANDOM_INIT:
             need(Path(path).expanduser().is_file(), key, f"file {path!r} does not exist")
     return cfg
+
+
+def validate_reference_init(cfg: RunConfig) -> None:
+    """A reference preset without pretrained weights is refused (ref always fine-tunes ImageNet weights).
+
+    The reference starts from an ImageNet-pretrained Caffe ResNet-50 and trains at lr 1e-5, a fine-tuning
+    rate: a random start silently loses tens of NMI points. ``model.init_from=none`` starts from random
+    weights on purpose.
+
+    Raises:
+        ConfigError: one message naming ``model.init_from`` (and ``model.features_weights`` when it is
+            missing too).
+    """
+    if cfg.dataset not in REFERENCE_PRESETS or cfg.model.init_from is not None:
+        return
+    missing = "model.init_from"
+    files = "model.init_from=resnet50-caffe-22edcc82.pth (or torchvision's resnet50-*.pth)"
+    if cfg.model.features == "vgg19" and cfg.model.features_weights is None:
+        missing += " and model.features_weights"
+        files += " model.features_weights=vgg19-dcbb9e9d.pth"
+    raise ConfigError(
+        f"{missing}: dataset={cfg.dataset} trains the reference's ImageNet-pretrained network; give {files}, "
+        "or write model.init_from=none to train a randomly initialised backbone on purpose"
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -352,6 +404,14 @@ def _set(obj: Any, dotted: str, value: Any, full_key: str | None = None) -> None
         return
     if rest:
         raise ConfigError(f"unknown config key {full_key!r} ({head!r} is not a section)")
+    if (
+        isinstance(obj, ModelConfig)
+        and head == "init_from"
+        and isinstance(value, str)
+        and value.strip().lower() in ("none", "null", "random")
+    ):
+        setattr(obj, head, RANDOM_INIT)  # explicit random init, kept distinct from "not given" (None)
+        return
     setattr(obj, head, _coerce(value, tp, full_key))
 
 

@@ -23,9 +23,9 @@ COMMON = [
 @pytest.mark.parametrize(
     "name, make, extra",
     [
-        ("cub", make_tiny_cub, []),
-        ("deepfashion", make_tiny_deepfashion, []),
-        ("pascal_part", make_tiny_pascal, ["data.pascal_class=horse"]),
+        ("cub", make_tiny_cub, ["model.init_from=none"]),
+        ("deepfashion", make_tiny_deepfashion, ["model.init_from=none"]),
+        ("pascal_part", make_tiny_pascal, ["data.pascal_class=horse", "model.init_from=none"]),
         ("folder", make_tiny_folder, []),
     ],
 )
@@ -42,7 +42,8 @@ def test_train_on_tiny_dataset(tmp_path, name, make, extra):
 def test_eval_cub_three_class_regression(tmp_path, capsys):
     root = make_tiny_cub(tmp_path / "data")
     run = tmp_path / "run"
-    assert main(["train", "dataset=cub", f"data.root={root}", *COMMON, f"out={run}"]) == 0
+    args = ["train", "dataset=cub", f"data.root={root}", *COMMON, "model.init_from=none", f"out={run}"]
+    assert main(args) == 0
     capsys.readouterr()
     assert main(["eval", str(run / "model.pt"), "--quiet", "--device=cpu"]) == 0
     metrics = json.loads((run / "metrics-cub-test.json").read_text())

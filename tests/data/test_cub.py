@@ -272,11 +272,13 @@ class TestEvalPipeline:
         assert sample["bbox"].tolist() == [1.0, 5.0, 31.0, 43.0]
         assert int(sample["class_id"]) == 2
 
-    def test_sup_mask_keeps_gray(self, tiny_cub: Path) -> None:
+    def test_sup_mask_is_the_reference_foreground(self, tiny_cub: Path) -> None:
+        # gray level 200 on the object: the reference's [1 - fg, fg * p] on raw levels calls any level >= 1
+        # foreground (issue #11; tests/test_paper_path.py checks 0/1, 0/255 and soft masks)
         ds = cub.build(_cfg(tiny_cub, image_size=40, cub_variant="full", cub_mask="sup"), "test", train=False)
         assert ds.mask_dir == tiny_cub.parent / "supervisedlabels"
         mask = ds[1]["fg_mask"][0].numpy()
-        np.testing.assert_allclose(mask, cub_mask(4)[1:49, 4:36] * 200 / 255, atol=1e-6)
+        np.testing.assert_allclose(mask, cub_mask(4)[1:49, 4:36], atol=1e-6)
 
     def test_sup_three_class_folder(self, tiny_cub: Path) -> None:
         shutil.copytree(tiny_cub.parent / "supervisedlabels", tiny_cub.parent / "supervisedlabels3")

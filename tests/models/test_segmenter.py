@@ -313,6 +313,7 @@ class TestConfig:
             "num_parts": 5,
             "background_channel": True,
             "preprocess": CAFFE_RGB_QUIRK.to_dict(),
+            "trunk_style": "torchvision",
         }
         clone = segmenter_from_config(cfg).eval()
         clone.load_state_dict(seg.state_dict())

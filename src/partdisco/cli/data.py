@@ -26,9 +26,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "check",
         help="validate a data set folder and report what is present and missing",
         description="Scan a data set folder; print present/missing files (with where they come from), counts "
-        "per split and unreadable files. Changes nothing. Exit code 1 when something is wrong.",
+        "per split and unreadable files. Changes nothing. Exit code 1 when something is wrong. Takes the "
+        "same key=value overrides as train, e.g.\n"
+        "  partdisco data check VOCdevkit --dataset pascal_part data.pascal_class=cat\n"
+        "  partdisco data check CUB_200_2011 --dataset cub data.cub_mask=sup",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     check.add_argument("root", help="data set folder")
+    check.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="config overrides as for train (data.pascal_class=cat, data.cub_mask=sup, ...)",
+    )
+    # ROOT --dataset NAME key=value: positionals on both sides of an option need intermixed parsing, which
+    # the parent parser's subcommand dispatch does not do; it calls parse_known_args, so route that (the
+    # intermixed parser calls the class's own parse_known_args inside, hence the temporary removal)
+    def parse_intermixed(args=None, namespace=None):  # type: ignore[no-untyped-def]
+        del check.parse_known_args
+        try:
+            return check.parse_known_intermixed_args(args, namespace)
+        finally:
+            check.parse_known_args = parse_intermixed  # type: ignore[method-assign]
+
+    check.parse_known_args = parse_intermixed  # type: ignore[method-assign]
     check.add_argument(
         "--dataset",
         required=True,
@@ -49,7 +70,11 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"wrote {counts} to {args.out}")
         return 0
+    from partdisco.config import load_config
     from partdisco.data.check import check_dataset
 
     name = "folder" if args.dataset == "synthetic" else args.dataset
-    return int(check_dataset(args.root, name, out=sys.stdout))
+    # the preset's data settings, then the overrides, type-checked like train's (the folder is not validated
+    # here: reporting on it is the point)
+    cfg = load_config(args.dataset, [o for o in args.overrides if not o.startswith("dataset=")], check=False)
+    return int(check_dataset(args.root, name, out=sys.stdout, cfg=cfg.data))

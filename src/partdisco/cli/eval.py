@@ -11,10 +11,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "eval",
         help="evaluate a checkpoint (NMI/ARI, keypoint regression, mIoU) on a data set split",
         description=(
-            "Evaluate a checkpoint on a data set's split and write metrics.json. The data set comes from the "
-            "checkpoint's own config unless dataset=NAME is given. Examples:\n"
+            "Evaluate a checkpoint on a data set's split and write metrics.json. Every setting (image size, "
+            "masks, batch size, ...) comes from the checkpoint's own config; the command line changes only "
+            "the keys it names, and dataset=NAME changes only the data source (with data.root=DIR). A "
+            "foreign checkpoint (unsup-parts, SCOPS) has no config: it takes dataset=NAME's preset. "
+            "Examples:\n"
             "  partdisco eval runs/x/model.pt\n"
             "  partdisco eval model_60000.pth dataset=cub data.root=CUB_200_2011 split=test\n"
+            "  partdisco eval runs/x/model.pt dataset=folder data.root=photos\n"
             "Keys: dataset=, split= (= eval.split), and any data.* / eval.* config key."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,

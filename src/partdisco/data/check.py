@@ -73,7 +73,14 @@ def _cub_items(root: Path, cfg: DataConfig) -> list[Item]:
 
 def _deepfashion_items(root: Path, cfg: DataConfig) -> list[Item]:
     files = deepfashion.SPLIT_FILES["train"] + deepfashion.SPLIT_FILES["test"]
-    return [Item(root / f, True, deepfashion.SOURCE, "lists images[*].file_name") for f in files]
+    items = [Item(root / f, True, deepfashion.SOURCE, "lists images[*].file_name") for f in files]
+    sup = next(
+        (d / "supervisedlabels" for d in (root, root.parent.parent) if (d / "supervisedlabels").is_dir()),
+        root.parent.parent / "supervisedlabels",
+    )
+    note = "Full-protocol masks (data.deepfashion_variant=full)"
+    items.append(Item(sup, cfg.deepfashion_variant == "full", deepfashion.SOURCE_SUP, note))
+    return items
 
 
 def _pascal_items(root: Path, cfg: DataConfig) -> list[Item]:

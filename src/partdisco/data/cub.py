@@ -21,8 +21,9 @@
     side is resized to ``image_size`` (antialiased bilinear; keypoints scaled by ``image_size / shorter``),
     and H and W are centre-cropped down to multiples of 16; keypoints that fall outside become invisible.
     ``data.cub_mask``: ``gt`` = ``segmentations/*.png == 255`` (binary after resizing), ``sup`` = the
-    authors' ``supervisedlabels/<rel_path>.png`` kept as ``gray / 255`` (the Full protocol counts any value
-    ``> 0`` as foreground), ``none`` = all ones. ``data.cub_classes`` keeps only those species (``[1, 2, 3]``
+    authors' ``supervisedlabels/<rel_path>.png``, raw gray levels resized, foreground where the level rounds
+    to > 0 (the reference's labels for 0/1, 0/255 and soft masks alike, :func:`sup_mask_foreground`),
+    ``none`` = all ones. ``data.cub_classes`` keeps only those species (``[1, 2, 3]``
     for the three-class protocol, which then reads ``supervisedlabels3/`` when it exists).
 """
 
@@ -413,6 +414,11 @@ class CubEvalDataset(SampleDataset):
         self.part_names = None
         self.has_masks = mask_kind != "none"
         self.flip_permutation = CUB_FLIP_PERMUTATION.tolist()
+        # The published "Full" numbers are whole images with the supervised masks (ref CUB eval.ipynb
+        # is_full=True, mask_type='sup'); any other combination is named for what it is (kp_nmi_bbox_gtmask).
+        published = variant == "full" and mask_kind == "sup"
+        where = "bbox" if variant == "fg" else "whole"
+        self.full_metrics_suffix = "" if published else f"_{where}_{mask_kind}mask"
 
     def __len__(self) -> int:
         return len(self.records)
@@ -428,7 +434,7 @@ class CubEvalDataset(SampleDataset):
         if self.mask_kind == "gt":
             mask = read_mask(path, mode="binary", threshold=GT_MASK_THRESHOLD)
         else:
-            mask = read_mask(path, mode="gray")
+            mask = read_mask(path, mode="gray") * 255.0  # raw gray levels, as the reference reads them
         check_same_size(image_path, path, image_shape, mask.shape)
         return mask
 
@@ -463,6 +469,8 @@ class CubEvalDataset(SampleDataset):
         mask = T.resize_image(mask, (new_h, new_w), antialias=True)
         if self.mask_kind == "gt":
             mask = (mask >= 0.5).astype(np.float32)  # PIL rounds the resized 0/1 mask
+        elif self.mask_kind == "sup":
+            mask = sup_mask_foreground(mask)
         keypoints = T.scale_keypoints(keypoints, factor, factor)
         top, left, crop_h, crop_w = T.center_crop_offsets(new_h, new_w, self.multiple)
         image = image[top : top + crop_h, left : left + crop_w]
@@ -473,6 +481,28 @@ class CubEvalDataset(SampleDataset):
         return T.make_sample(
             image, mask, box, record.class_id, index, self.sample_name(index), keypoints=keypoints
         )
+
+
+def sup_mask_foreground(raw_resized: np.ndarray) -> np.ndarray:
+    """The reference's foreground for a ``supervisedlabels`` mask, whatever its encoding (0/1, 0/255, soft).
+
+    The reference (``cub200.py`` + ``CUB eval.ipynb``) reads the PNG as 8-bit gray without scaling, resizes
+    it as a PIL "L" image (values rounded to integers) and scores ``cat([1 - fg, fg * softmax])`` on those raw
+    values: any rounded value >= 1 makes ``1 - fg <= 0 < fg * p``, i.e. foreground; 0 is background. So a
+    0/1 mask, a 0/255 mask and a soft 0..255 mask all give "rounded resized gray level > 0"; dividing by 255
+    first (as partdisco did) would turn a 0/1 mask into background everywhere.
+
+    Args:
+        raw_resized: float (H, W) gray levels in 0..255 after resizing (not rounded).
+
+    Returns:
+        float32 (H, W) in {0, 1}: 1 where the level rounds to >= 1.
+
+    Example:
+        >>> sup_mask_foreground(np.array([[0.0, 0.4, 0.5, 1.0, 255.0]])).tolist()
+        [[0.0, 0.0, 1.0, 1.0, 1.0]]
+    """
+    return (raw_resized >= 0.5).astype(np.float32)
 
 
 def _supervised_dir(root: Path, classes: list[int]) -> Path:

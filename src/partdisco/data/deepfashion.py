@@ -16,7 +16,15 @@ Splits: ``train`` = the train json; ``test`` = query + gallery (6,922 images), i
 [3/4, 4/3]) to ``image_size`` (antialiased bilinear image, PIL-style nearest labels), then a horizontal
 flip with probability 1/2 when ``data.flip``. Every other combination: resize so the longest side is
 ``image_size`` (cv2-style bilinear / nearest), then pad to a square, centred (image: edge pixels repeated;
-labels and mask: 0).
+labels and mask: 0). That is the reference's FG protocol (``DeepFashion eval.ipynb get_fg_nmi_ari``).
+
+``data.deepfashion_variant=full`` (evaluation only) is the reference's **Full** protocol instead
+(``get_full_nmi_ari``, the paper's 68.1 / 90.6): the image resized so its *shorter* side is ``image_size``
+(no padding), the authors' predicted masks ``supervisedlabels/<file_name>.png`` (in the ``In-shop Clothes
+Retrieval Benchmark`` folder, two levels above ``data.root``, or inside it) as raw 8-bit levels, and the
+ground-truth label map resized *bilinearly* like an image, so label ids blend at boundaries (the
+reference's quirk, kept). Samples carry ``mask_levels`` (the rounded resized levels): the reference's Full
+label is ``level * (argmax + 1)``, see :func:`partdisco.engine.evaluate.evaluate`.
 """
 
 from __future__ import annotations
@@ -27,10 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from partdisco.config import DataConfig
 from partdisco.data import transforms as T
-from partdisco.data.io import SampleDataset, check_same_size, read_image
+from partdisco.data.io import SampleDataset, check_same_size, read_image, read_mask
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +97,7 @@ SOURCE = (
     "DeepFashion In-shop Google Drive, folder 'In-shop Clothes Retrieval Benchmark/Anno/segmentation' "
     "(DeepFashion_segmentation_*.json + img_highres_seg.zip); see docs/DATA.md"
 )
+SOURCE_SUP = "the authors' deepfashion_supervisedlabels.tar.gz (unsup-parts README); see docs/DATA.md"
 CROP_SCALE = (0.5, 1.0)  # ref: deepfashion.py RandomResizedCrop scale
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)  # ref: deepfashion.py RandomResizedCrop ratio
 
@@ -206,6 +216,8 @@ class DeepFashionDataset(SampleDataset):
         self.flip = bool(flip)
         self.part_names = list(DEEPFASHION_PART_NAMES)
         self.flip_permutation = None
+        # the published Full numbers need data.deepfashion_variant=full; these are named for what they are
+        self.full_metrics_suffix = "_padded_gtmask"
 
     def __len__(self) -> int:
         return len(self.files)
@@ -244,11 +256,64 @@ class DeepFashionDataset(SampleDataset):
         return T.make_sample(image, fg_mask, box, 0, index, self.sample_name(index), parts=labels)
 
 
+class DeepFashionFullProtocol(DeepFashionDataset):
+    """The reference's DeepFashion Full-protocol pipeline (module docstring); evaluation only.
+
+    Args:
+        root: the ``segmentation`` folder.
+        files: image file names relative to ``root``.
+        size: the shorter side after resizing.
+        strict: raise on unreadable files / unknown colours.
+        mask_dir: the ``supervisedlabels`` folder.
+    """
+
+    full_labels = "mask_levels"  # engine.evaluate: Full label = level * (argmax + 1), as the reference
+
+    def __init__(self, root: Path, files: list[str], size: int, strict: bool, mask_dir: Path) -> None:
+        super().__init__(root, files, size, flip=False, augment=False, strict=strict)
+        self.mask_dir = Path(mask_dir)
+        self.full_metrics_suffix = ""  # the published Full protocol
+
+    def load_sample(self, index: int, rng: np.random.Generator | None = None) -> dict[str, Any]:
+        """Read image ``index``, its labels and its predicted mask; ``rng`` is ignored."""
+        image_path = self.root / self.files[index]
+        seg_path = segment_path(image_path)
+        mask_path = self.mask_dir / f"{self.files[index]}.png"  # ref: supervisedlabels/<file_name>.png
+        image_u8 = read_image(image_path)
+        labels = colors_to_labels(read_image(seg_path), seg_path, strict=self.strict)
+        levels = read_mask(mask_path, mode="gray") * 255.0  # raw levels, as the reference's To_tensor
+        check_same_size(image_path, seg_path, image_u8.shape, labels.shape)
+        check_same_size(image_path, mask_path, image_u8.shape, levels.shape)
+        size = T.size_for_shorter_side(image_u8.shape[0], image_u8.shape[1], self.size)
+        image = T.resize_image(image_u8.astype(np.float32) / 255.0, size, antialias=True)
+        # ref: transforms.Resize (PIL bilinear) on the label map and the mask, stored as uint8
+        labels = np.rint(T.resize_image(labels.astype(np.float32), size, antialias=True)).astype(np.int64)
+        levels = np.rint(T.resize_image(levels, size, antialias=True)).astype(np.float32)
+        fg_mask = (levels > 0).astype(np.float32)
+        height, width = labels.shape
+        box = np.array([0.0, 0.0, width, height])
+        sample = T.make_sample(image, fg_mask, box, 0, index, self.sample_name(index), parts=labels)
+        sample["mask_levels"] = torch.from_numpy(levels)[None]  # (1, H, W) integer levels 0..255
+        return sample
+
+
+def supervised_mask_dir(root: Path) -> Path:
+    """The ``supervisedlabels`` folder for a DeepFashion ``segmentation`` root (raises if absent)."""
+    candidates = [root / "supervisedlabels", root.parent.parent / "supervisedlabels"]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"DeepFashion: data.deepfashion_variant=full needs the authors' predicted masks: expected "
+        f"{candidates[1]} or {candidates[0]} (from: {SOURCE_SUP})"
+    )
+
+
 def build(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> SampleDataset:
     """Build the DeepFashion segmentation data set.
 
     Args:
-        cfg: data config (root, image_size, strict, flip).
+        cfg: data config (root, image_size, strict, flip, deepfashion_variant).
         split: ``"train"``, ``"test"`` (query + gallery), ``"query"`` or ``"gallery"``.
         train: training pipeline; random crops and flips only for ``train and split == "train"``, as in the
             reference (other splits give the deterministic resize + pad squares).
@@ -266,6 +331,10 @@ def build(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> SampleData
     if not root.is_dir():
         raise FileNotFoundError(f"DeepFashion: data.root {root} is not a folder (from: {SOURCE})")
     files = read_split(root, split)
+    if cfg.deepfashion_variant == "full" and not train:
+        full = DeepFashionFullProtocol(root, files, cfg.image_size, cfg.strict, supervised_mask_dir(root))
+        logger.info("DeepFashion %s (reference Full protocol): %d images", split, len(full))
+        return full
     dataset = DeepFashionDataset(
         root,
         files,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -92,3 +93,24 @@ def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     from torch.distributed.nn.functional import all_gather
 
     return torch.cat(all_gather(x.contiguous()), dim=0)
+
+
+def gather_concat(pieces: list[Any]) -> Any:
+    """Concatenate numpy arrays along axis 0 over this rank's list and every other rank's, in rank order.
+
+    For statistics that need every sample (e.g. fitting the keypoint regressor). A rank may hold no piece.
+    With one process this is ``np.concatenate(pieces)``.
+
+    Args:
+        pieces: this rank's ``(N_i, ...)`` numpy arrays (the trailing shape must agree everywhere).
+
+    Returns:
+        The ``(sum N_i, ...)`` concatenation, the same on every rank.
+    """
+    import numpy as np
+
+    if is_initialized() and world_size() > 1:
+        gathered: list[Any] = [None] * world_size()
+        dist.all_gather_object(gathered, list(pieces))
+        pieces = [piece for rank_pieces in gathered for piece in rank_pieces]
+    return np.concatenate(pieces, axis=0)

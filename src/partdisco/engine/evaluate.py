@@ -9,6 +9,12 @@ pixels) and summed over ranks. Which numbers are produced depends on what the da
 - ground-truth part maps -> the DeepFashion pixel protocol (§5.3): ``px_fg_nmi/ari`` over GT-foreground
   pixels, ``px_nmi/ari`` over all pixels with the background from the mask, and Hungarian ``miou``.
 - ``baseline``: the same numbers for k-means on bbox-normalised (x, y) pixel positions.
+
+"Full" keys without a suffix are the published Full protocol where a data set has one: CUB with
+``data.cub_variant=full data.cub_mask=sup`` (``kp_nmi/ari``), DeepFashion with
+``data.deepfashion_variant=full`` (``px_nmi/ari``, labels ``mask level * (argmax + 1)`` as the reference's
+``get_full_nmi_ari``). Other combinations carry the data set's ``full_metrics_suffix`` naming what they are
+(e.g. ``kp_nmi_bbox_gtmask``: box crops with GT masks; ``px_nmi_padded_gtmask``).
 """
 
 from __future__ import annotations
@@ -227,6 +233,12 @@ def evaluate(
     if "parts" in first and not num_gt_parts:
         num_gt_parts = int(max(int(dataset[i]["parts"].max()) for i in range(min(len(dataset), 50))))  # type: ignore[arg-type]
     has_mask = bool(getattr(dataset, "has_masks", True))
+    # DeepFashion's published Full protocol: labels = mask level * (argmax + 1) over every pixel (ref
+    # get_full_nmi_ari); it replaces the pixel protocol's FG / mIoU numbers on those unpadded images
+    level_table = None
+    if getattr(dataset, "full_labels", None) == "mask_levels" and num_gt_parts:
+        level_table = ContingencyTable(255 * k + 1, num_gt_parts + 1, device=device)
+        num_gt_parts = 0
     model_acc = _Accumulator(k, num_keypoints, num_gt_parts)
     base_acc = _Accumulator(k, num_keypoints, num_gt_parts) if cfg.baseline else None
     centers = fit_xy_baseline(baseline_dataset or dataset, k) if cfg.baseline else None
@@ -234,6 +246,7 @@ def evaluate(
     test_centroids: list[np.ndarray] = []
     test_keypoints: list[np.ndarray] = []
     test_classes: list[np.ndarray] = []
+    test_indices: list[np.ndarray] = []
     images = 0
     total = len(dataset) if cfg.max_images is None else min(len(dataset), cfg.max_images)  # type: ignore[arg-type]
     bar = tqdm(total=total, desc="evaluate", disable=not progress, dynamic_ncols=True, leave=False)
@@ -248,6 +261,10 @@ def evaluate(
         if num_gt_parts:  # the pixel protocol upsamples with its own align_corners
             pixel_labels = _fg_and_full_labels(part_logits, all_logits, mask, (H, W), PIXEL_ALIGN)
         model_acc.update(fg_labels, full_labels, batch, pixel_labels)
+        if level_table is not None:
+            level_table.update(
+                mask_level_labels(part_logits, batch["mask_levels"].to(device)), batch["parts"].to(device)
+            )
         if base_acc is not None and centers is not None:
             grid = bbox_normalized_grid(batch["bbox"].to(device), (H, W))  # (B, H, W, 2)
             base_fg = assign_to_centers(grid, centers).to(device)  # (B, H, W)
@@ -263,25 +280,37 @@ def evaluate(
             norm = normalize_by_bbox(kps[..., :2], batch["bbox"]).numpy()
             test_keypoints.append(np.concatenate([norm, kps[..., 2:].numpy()], -1))
             test_classes.append(batch["class_id"].numpy())
+            test_indices.append(batch["index"].numpy())
         images += image.shape[0]
         bar.update(image.shape[0])
     bar.close()
 
     model_acc.reduce()
+    if level_table is not None:
+        level_table.all_reduce()
     counts = torch.tensor([images], dtype=torch.long, device=device)
     dist_utils.all_reduce_sum_(counts)
     results: dict[str, Any] = {"images": int(counts.item()), "num_parts": k}
     has_full = has_mask or bool(getattr(model, "background_channel", False))
-    results.update(model_acc.results(part_names, has_full))
-    if regression_dataset is not None and num_keypoints and test_centroids:
+    suffix = str(getattr(dataset, "full_metrics_suffix", ""))
+    results.update(_suffixed(model_acc.results(part_names, has_full), suffix))
+    if level_table is not None and level_table.count > 0:
+        s = clustering_scores(level_table.table)
+        results.update(px_nmi=s["nmi"], px_ari=s["ari"], full_pixels=int(s["count"]))
+    if regression_dataset is not None and num_keypoints:  # the same on every rank (collective below)
         results.update(
             _regression_errors(
-                model, regression_dataset, cfg, device, has_mask, test_centroids, test_keypoints, test_classes
+                model,
+                regression_dataset,
+                cfg,
+                device,
+                has_mask,
+                (test_centroids, test_keypoints, test_classes, test_indices),
             )
         )
     if base_acc is not None:
         base_acc.reduce()
-        base = base_acc.results(part_names, has_mask)
+        base = _suffixed(base_acc.results(part_names, has_mask), suffix)
         base.pop("miou_matching", None)
         results["baseline_xy_kmeans"] = base
     results["protocol"] = {
@@ -291,8 +320,70 @@ def evaluate(
         "GT-foreground pixels, Full over all pixels with mask background",
         "miou": "Hungarian one-to-one matching of discovered to GT parts on GT-foreground pixels",
         "baseline_xy_kmeans": "k-means (K clusters) on bbox-normalised (x, y) of foreground pixels",
+        "full": _full_protocol_text(dataset, suffix, level_table is not None),
     }
     return results
+
+
+FULL_KEYS = ("kp_nmi", "kp_ari", "px_nmi", "px_ari")
+
+
+def _suffixed(metrics: dict[str, Any], suffix: str) -> dict[str, Any]:
+    """Rename the Full keys ``kp_nmi`` ... to ``kp_nmi<suffix>`` (not the published Full protocol)."""
+    return {(f"{k}{suffix}" if k in FULL_KEYS else k): v for k, v in metrics.items()}
+
+
+def _full_protocol_text(dataset: Dataset, suffix: str, levels: bool) -> str:
+    if levels:
+        return (
+            "px_nmi/px_ari: the published DeepFashion Full protocol (ref get_full_nmi_ari): shorter side "
+            "resized, no padding, supervisedlabels masks, GT labels resized bilinearly, logits upsampled "
+            "with align_corners=False, label = mask level * (argmax + 1) over all pixels"
+        )
+    if suffix == "_padded_gtmask":
+        return (
+            "px_nmi_padded_gtmask: not the published Full protocol: padded squares, GT mask, align_corners="
+            "True (use data.deepfashion_variant=full for the paper's)"
+        )
+    if suffix.startswith(("_bbox", "_whole")):
+        return (
+            f"kp_nmi{suffix}: not the published Full protocol (whole images with supervisedlabels masks: "
+            "data.cub_variant=full data.cub_mask=sup); K+1 labels with this variant's images and masks"
+        )
+    if hasattr(dataset, "full_metrics_suffix"):
+        return "kp_nmi/kp_ari: the published CUB Full protocol (whole images, supervisedlabels masks)"
+    return "kp_nmi/px_nmi: K+1 labels with the background from this data set's foreground mask"
+
+
+def mask_level_labels(part_logits: torch.Tensor, mask_levels: torch.Tensor) -> torch.Tensor:
+    """The reference's DeepFashion Full labels: ``mask level * (argmax + 1)``.
+
+    ref: ``DeepFashion eval.ipynb get_full_nmi_ari``: ``fg_mask * (pred + 1)`` with the raw (0..255, not
+    divided by 255) resized mask, logits upsampled bilinearly with ``align_corners=False``. With a 0/255
+    mask a pixel of part k gets ``255 * (k + 1)``, a boundary pixel of level 128 ``128 * (k + 1)``: distinct
+    labels, as in the reference; with a 0/1 mask, labels 0..K.
+
+    Args:
+        part_logits: (B, K, h, w) float logits of the K parts.
+        mask_levels: (B, 1, H, W) integer-valued levels in 0..255.
+
+    Returns:
+        (B, H, W) int64 labels in [0, 255 K].
+
+    Example:
+        >>> logits = torch.tensor([[[[0.0, 2.0]], [[1.0, 0.0]]]])  # (1, 2, 1, 2): parts 1, 0
+        >>> mask_level_labels(logits, torch.tensor([[[[255.0, 1.0]]]])).tolist()
+        [[[510, 1]]]
+    """
+    H, W = mask_levels.shape[-2:]
+    parts = logits_to_labels(part_logits, (H, W), align_corners=EVAL_ALIGN)  # (B, H, W) in [0, K)
+    return mask_levels[:, 0].round().long() * (parts + 1)
+
+
+def _gather_in_sample_order(columns: list[list[np.ndarray]], indices: list[np.ndarray]) -> list[np.ndarray]:
+    """Concatenate per-batch arrays over batches and ranks, rows sorted by sample index."""
+    order = np.argsort(dist_utils.gather_concat(indices), kind="stable")
+    return [dist_utils.gather_concat(column)[order] for column in columns]
 
 
 def _regression_errors(
@@ -301,12 +392,10 @@ def _regression_errors(
     cfg: EvalConfig,
     device: torch.device,
     has_mask: bool,
-    test_centroids: list[np.ndarray],
-    test_keypoints: list[np.ndarray],
-    test_classes: list[np.ndarray],
+    test: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]],
 ) -> dict[str, float]:
     """Keypoint regression (§5.2): all classes, plus CUB-001/002/003 when classes 1-3 are present."""
-    train_x, train_y, train_c = [], [], []
+    train_x, train_y, train_c, train_i = [], [], [], []
     for batch in iterate_batches(regression_dataset, cfg.batch_size, cfg.max_images):
         image = batch["image"].to(device)
         H, W = image.shape[-2:]
@@ -318,12 +407,11 @@ def _regression_errors(
         norm = normalize_by_bbox(kps[..., :2], batch["bbox"]).numpy()
         train_y.append(np.concatenate([norm, kps[..., 2:].numpy()], -1))
         train_c.append(batch["class_id"].numpy())
-    x_tr, y_tr, c_tr = np.concatenate(train_x), np.concatenate(train_y), np.concatenate(train_c)
-    x_te, y_te, c_te = (
-        np.concatenate(test_centroids),
-        np.concatenate(test_keypoints),
-        np.concatenate(test_classes),
-    )
+        train_i.append(batch["index"].numpy())
+    # every rank saw its share (r::world) of both splits: fit and score on all of them, in sample order, so
+    # the number equals a one-process run's
+    x_tr, y_tr, c_tr = _gather_in_sample_order([train_x, train_y, train_c], train_i)
+    x_te, y_te, c_te = _gather_in_sample_order(list(test[:3]), test[3])
     reg = KeypointRegressor().fit(x_tr, y_tr[..., :2], y_tr[..., 2] > 0.5)
     out = {"kp_regression_error": float(reg.error(x_te, y_te[..., :2], y_te[..., 2] > 0.5))}
     if all((c_tr == c).any() and (c_te == c).any() for c in (1, 2, 3)):

@@ -48,6 +48,7 @@ from partdisco.geometry.color import JitterParams, apply_color_jitter, rgb_to_la
 from partdisco.geometry.warps import WarpParams, sample_warp_params, warp_grid, warp_image
 from partdisco.losses import Objective
 from partdisco.models import Segmenter, build_feature_extractor, build_segmenter
+from partdisco.models.convert import resolve_model_config
 
 log = logging.getLogger("partdisco.train")
 TRAIN_ALIGN = True  # ref: trainer_ours.py:79 upsamples logits with align_corners=True
@@ -192,12 +193,15 @@ def train_step(
     warp = sample_step_warps(G, generator, loss_cfg)
     warp = warp.slice(rank * B, (rank + 1) * B).to(device)
     grid = warp_grid(warp, (H, W))  # (B, H, W, 2)
-    warped_view2 = warp_image(view2, warp, grid=grid)
     warped_fg = warp_image(fg_mask, warp, grid=grid)
 
-    def net_input(x: torch.Tensor) -> torch.Tensor:
-        x = preprocess(x)
+    def memory_format(x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+    input1 = memory_format(preprocess(view1))
+    # ref: view 2 is warped after mean subtraction (lit_dataset.py normalises, trainer_ours.py warps), so the
+    # zero padding brings in zero network input, i.e. the mean colour, not black
+    input2 = memory_format(warp_image(preprocess(view2), warp, grid=grid))
 
     with torch.no_grad():
         with autocast_ctx(device, precision):  # the frozen network runs in bf16/fp16 too when asked
@@ -207,8 +211,8 @@ def train_step(
         lab = color_target(image, loss_cfg.use_lab)  # (B, 3, H, W)
 
     with autocast_ctx(device, precision):
-        logits = model(net_input(view1))  # (B, K, h, w)
-        warped_logits = model(net_input(warped_view2))  # (B, K, h, w)
+        logits = model(input1)  # (B, K, h, w)
+        warped_logits = model(input2)  # (B, K, h, w)
     logits = F.interpolate(logits.float(), size=(H, W), mode="bilinear", align_corners=TRAIN_ALIGN)
     warped_logits = F.interpolate(
         warped_logits.float(), size=(H, W), mode="bilinear", align_corners=TRAIN_ALIGN
@@ -311,6 +315,8 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
     main = dist_utils.is_main()
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    # the backbone weights' provenance (trunk style, normalisation) goes into config.yaml and every checkpoint
+    cfg.model = resolve_model_config(cfg.model)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")

@@ -60,10 +60,13 @@ def logits_to_labels(
     The logits are upsampled bilinearly to ``size`` (skipped when they already have it), then:
 
     * ``background="none"`` (FG metrics): label = argmax over the C channels, in [0, C).
-    * ``background="mask"`` (Full metrics): the reference's formula, exactly: scores =
-      ``cat([1 - fg, fg * softmax(logits)])`` (C + 1 channels), label = argmax. Where ``fg <= 0`` this
-      gives 0 (background) since ``1 - fg >= 1 > fg * p``; where ``fg >= 1`` it gives 1 + the part argmax
-      (``1 - fg <= 0``; for fg = 1 exactly and a part probability of 1.0 the tie goes to background). For
+    * ``background="mask"`` (Full metrics): the reference's formula: scores =
+      ``cat([1 - fg, fg * softmax(logits)])`` (C + 1 channels), label = argmax. The reference applies it to
+      raw 0..255 mask levels; the data sets hand in masks already mapped to the reference's foreground
+      (``partdisco.data.cub.sup_mask_foreground``), so for 0/1 values the labels are the reference's.
+      Where ``fg <= 0`` this gives 0 (background) since ``1 - fg >= 1 > fg * p``; where ``fg >= 1`` it gives
+      1 + the part argmax (``1 - fg <= 0``; for fg = 1 exactly and a part probability of 1.0 the tie goes to
+      background). For
       fractional mask values (e.g. bilinearly resized masks) a pixel is background when ``1 - fg`` is at
       least ``fg * max softmax``; the formula is kept rather than a threshold so that numbers match.
 

@@ -29,6 +29,7 @@ the original torchvision ResNet files) do not have.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pickle
@@ -39,9 +40,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from partdisco.config import ModelConfig
+from partdisco.config import RANDOM_INIT, ModelConfig
 from partdisco.models.registry import create_segmenter, get_arch, segmenter_from_config
-from partdisco.models.segmenter import CAFFE_RGB_QUIRK, IMAGENET, Preprocess, Segmenter, preprocess_for
+from partdisco.models.segmenter import (
+    CAFFE_RGB_QUIRK,
+    IMAGENET,
+    NORMALIZATIONS,
+    Preprocess,
+    Segmenter,
+    preprocess_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +255,7 @@ def _trunk_style_of(layout: str, obj: Mapping[str, Any]) -> tuple[str | None, Pr
     config = obj.get("model_config") if layout == "partdisco" else None
     if isinstance(config, Mapping) and "arch" in config:
         try:
-            style = get_arch(str(config["arch"])).trunk.style
+            style = str(config.get("trunk_style") or get_arch(str(config["arch"])).trunk.style)
         except ValueError:
             style = None
         pre = config.get("preprocess")
@@ -374,13 +382,19 @@ def _model_config_of(ckpt: Mapping[str, Any]) -> dict[str, Any]:
     run = ckpt.get("config")
     model = run.get("model") if isinstance(run, Mapping) else None
     if isinstance(model, Mapping) and "arch" in model:
-        # A RunConfig dict: its ModelConfig names the normalisation rather than storing it.
-        return {
+        # A RunConfig dict: its ModelConfig names the normalisation and the weights' provenance (resolved by
+        # training) rather than storing them.
+        out: dict[str, Any] = {
             "arch": model["arch"],
             "num_parts": model["num_parts"],
             "background_channel": model.get("background_channel", False),
-            "preprocess": preprocess_for(str(model.get("normalization", "caffe"))).to_dict(),
         }
+        normalization = str(model.get("normalization", "caffe"))
+        if normalization in NORMALIZATIONS:
+            out["preprocess"] = preprocess_for(normalization).to_dict()
+        if model.get("init_from_format") in ("caffe", "torchvision"):
+            out["trunk_style"] = model["init_from_format"]
+        return out
     raise CheckpointError(
         "partdisco checkpoint has neither 'model_config' nor 'config.model' to rebuild the model"
     )
@@ -503,12 +517,82 @@ def export_checkpoint(
     return path
 
 
+def init_provenance(path: str | os.PathLike[str], declared: str = "auto") -> tuple[str, str | None, Any]:
+    """Where a backbone file comes from: its layout, the trunk style and the input normalisation it expects.
+
+    Caffe and torchvision ResNet-50 files have the same keys and shapes, so for a raw ResNet file the
+    provenance is ``declared`` (``model.init_from_format``) or, with ``"auto"``, the file name: ``caffe`` in
+    the name (``resnet50-caffe-22edcc82.pth``) means the Caffe conversion, anything else torchvision.
+    Checkpoints (ours, unsup-parts, SCOPS) carry their own.
+
+    Args:
+        path: the local weight file.
+        declared: ``"auto"``, ``"caffe"`` or ``"torchvision"``.
+
+    Returns:
+        ``(layout, trunk_style, preprocess)``; style and preprocess are ``None`` where the file does not say.
+
+    Raises:
+        CheckpointError: unreadable file, unknown layout, or ``declared`` contradicts a checkpoint's record.
+    """
+    if declared not in ("auto", "caffe", "torchvision"):
+        raise ValueError(f"model.init_from_format must be auto, caffe or torchvision, got {declared!r}")
+    path = Path(path).expanduser()
+    obj = load_file(path)
+    layout = detect_layout(obj, hint=path.name)
+    if layout in ("torchvision_resnet", "caffe_resnet50") and declared != "auto":
+        layout = "caffe_resnet50" if declared == "caffe" else "torchvision_resnet"
+    style, preprocess = _trunk_style_of(layout, obj)
+    if declared != "auto" and style is not None and style != declared:
+        raise CheckpointError(
+            f"model.init_from_format={declared} but {str(path)!r} is a {layout} file with a {style}-style "
+            "trunk; use model.init_from_format=auto"
+        )
+    return layout, style, preprocess
+
+
+def resolve_model_config(cfg: ModelConfig) -> ModelConfig:
+    """Replace ``init_from_format="auto"`` and ``normalization="auto"`` by what ``init_from`` implies.
+
+    With weights, ``init_from_format`` becomes the trunk style they were trained with (``"caffe"`` or
+    ``"torchvision"``) and an ``"auto"`` normalisation the one they expect; without weights (``None`` or
+    ``"none"``), the normalisation becomes the architecture's default. Training records the result in the run
+    config and checkpoints, so evaluation, segmentation and :func:`load_segmenter` rebuild the same network.
+
+    Args:
+        cfg: the model slice.
+
+    Returns:
+        A resolved copy (``cfg`` is not modified).
+    """
+    return _resolve(cfg)[0]
+
+
+def _resolve(cfg: ModelConfig) -> tuple[ModelConfig, str | None]:
+    """The resolved model slice and the layout of ``init_from`` (``None`` without weights)."""
+    fmt, normalization, layout = cfg.init_from_format, cfg.normalization, None
+    if cfg.init_from is not None and cfg.init_from != RANDOM_INIT:
+        layout, style, preprocess = init_provenance(cfg.init_from, fmt)
+        if style is not None:
+            fmt = style
+        if normalization == "auto" and preprocess is not None:
+            normalization = next((n for n, p in NORMALIZATIONS.items() if p == preprocess), "auto")
+    if normalization == "auto":
+        normalization = get_arch(cfg.arch).normalization
+    return dataclasses.replace(cfg, init_from_format=fmt, normalization=normalization), layout
+
+
 def build_segmenter(cfg: ModelConfig) -> Segmenter:
     """Create the segmenter a ``ModelConfig`` describes, loading ``init_from`` weights into its trunk.
 
+    The weights' provenance (:func:`init_provenance`) chooses the trunk: torchvision ResNet-50 weights run
+    torchvision's bottleneck (stride on the 3x3 conv) with ImageNet normalisation even for
+    ``deeplab_r50_2branch``; Caffe weights run the reference's trunk with the Caffe-mean input.
+
     Args:
-        cfg: ``arch``, ``num_parts``, ``background_channel``, ``normalization`` (``"caffe"``/``"imagenet"``)
-            and ``init_from`` (a local file for :func:`load_backbone_weights`, or ``None`` = random init).
+        cfg: ``arch``, ``num_parts``, ``background_channel``, ``normalization`` (``"auto"``, ``"caffe"`` or
+            ``"imagenet"``), ``init_from`` (a local file for :func:`load_backbone_weights`; ``None`` or
+            ``"none"`` = random init) and ``init_from_format``.
 
     Returns:
         The :class:`Segmenter` in train mode.
@@ -518,12 +602,19 @@ def build_segmenter(cfg: ModelConfig) -> Segmenter:
         >>> seg.out_channels, seg.preprocess == IMAGENET
         (3, True)
     """
+    resolved, layout = _resolve(cfg)
+    style = resolved.init_from_format if layout is not None and resolved.init_from_format != "auto" else None
+    if style == "caffe" and get_arch(cfg.arch).trunk.block != "bottleneck":
+        raise CheckpointError(
+            f"model.init_from: Caffe-format weights are a ResNet-50; model.arch={cfg.arch} has basic blocks"
+        )
     seg = create_segmenter(
         cfg.arch,
         cfg.num_parts,
         background_channel=cfg.background_channel,
-        preprocess=preprocess_for(cfg.normalization),
+        preprocess=preprocess_for(resolved.normalization),
+        trunk_style=style,
     )
-    if cfg.init_from is not None:
-        load_backbone_weights(seg, cfg.init_from)
+    if layout is not None and cfg.init_from is not None:
+        load_backbone_weights(seg, cfg.init_from, source=layout)
     return seg

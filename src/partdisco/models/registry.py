@@ -52,7 +52,11 @@ def list_archs() -> list[str]:
 
 
 def create_segmenter(
-    arch: str, num_parts: int, background_channel: bool = False, preprocess: Preprocess | None = None
+    arch: str,
+    num_parts: int,
+    background_channel: bool = False,
+    preprocess: Preprocess | None = None,
+    trunk_style: str | None = None,
 ) -> Segmenter:
     """Create a randomly initialised segmenter by name.
 
@@ -61,6 +65,7 @@ def create_segmenter(
         num_parts: K.
         background_channel: add a background logit as channel 0 (K + 1 outputs, SCOPS style).
         preprocess: input normalisation; ``None`` takes the architecture's default.
+        trunk_style: ``"caffe"`` / ``"torchvision"`` stride placement; ``None`` takes the architecture's.
 
     Returns:
         The :class:`Segmenter` (train mode, CPU, float32).
@@ -70,14 +75,21 @@ def create_segmenter(
         >>> len(seg.state_dict()), seg.out_channels
         (326, 4)
     """
-    return Segmenter(get_arch(arch), num_parts, background_channel=background_channel, preprocess=preprocess)
+    return Segmenter(
+        get_arch(arch),
+        num_parts,
+        background_channel=background_channel,
+        preprocess=preprocess,
+        trunk_style=trunk_style,
+    )
 
 
 def segmenter_from_config(config: Mapping[str, Any]) -> Segmenter:
     """Rebuild a segmenter (random weights) from :meth:`Segmenter.config` output.
 
     Args:
-        config: ``{"arch", "num_parts", "background_channel"?, "preprocess"?}``.
+        config: ``{"arch", "num_parts", "background_channel"?, "preprocess"?, "trunk_style"?}`` (files
+            written before ``trunk_style`` was recorded get the architecture's own).
 
     Returns:
         A new :class:`Segmenter` with that architecture, K and preprocessing.
@@ -91,6 +103,7 @@ def segmenter_from_config(config: Mapping[str, Any]) -> Segmenter:
         int(config["num_parts"]),
         background_channel=bool(config.get("background_channel", False)),
         preprocess=Preprocess.from_dict(preprocess) if preprocess is not None else None,
+        trunk_style=config.get("trunk_style"),
     )
 
 

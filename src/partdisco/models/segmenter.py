@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -195,6 +196,9 @@ class Segmenter(nn.Module):
         num_parts: K, the number of discovered parts (>= 1).
         background_channel: add a background logit as channel 0 (SCOPS) -> K + 1 outputs.
         preprocess: input normalisation; ``None`` takes the architecture's default.
+        trunk_style: ``"caffe"`` or ``"torchvision"`` bottleneck placement of the stride (see
+            :mod:`partdisco.models.resnet`); ``None`` takes the architecture's. Pretrained weights choose it:
+            torchvision's ResNet-50 runs the torchvision bottleneck even inside ``deeplab_r50_2branch``.
 
     Attributes:
         arch: registry name of the architecture.
@@ -210,10 +214,13 @@ class Segmenter(nn.Module):
         num_parts: int,
         background_channel: bool = False,
         preprocess: Preprocess | None = None,
+        trunk_style: str | None = None,
     ) -> None:
         super().__init__()
         if int(num_parts) < 1:
             raise ValueError(f"num_parts must be >= 1, got {num_parts}")
+        if trunk_style is not None and trunk_style != spec.trunk.style:
+            spec = dataclasses.replace(spec, trunk=dataclasses.replace(spec.trunk, style=trunk_style))
         self.arch = spec.name
         self.spec = spec
         self.num_parts = int(num_parts)
@@ -296,11 +303,12 @@ class Segmenter(nn.Module):
             "num_parts": self.num_parts,
             "background_channel": self.background_channel,
             "preprocess": self.preprocess.to_dict(),
+            "trunk_style": self.spec.trunk.style,
         }
 
     def extra_repr(self) -> str:
         """Shown by ``print(module)``."""
         return (
-            f"arch={self.arch!r}, num_parts={self.num_parts}, background_channel={self.background_channel}, "
-            f"preprocess={self.preprocess}"
+            f"arch={self.arch!r}, trunk_style={self.spec.trunk.style!r}, num_parts={self.num_parts}, "
+            f"background_channel={self.background_channel}, preprocess={self.preprocess}"
         )
