@@ -86,7 +86,7 @@ def within_part_variance(
 
     Example:
         >>> p = torch.ones(1, 1, 2, 2); m = torch.ones(1, 1, 2, 2)
-        >>> within_part_variance(p, m, torch.full((1, 3, 2, 2), 7.0))
+        >>> within_part_variance(p, m, torch.full((1, 3, 2, 2), 7.0)).round(decimals=6)  # constant features
         tensor([0.])
     """
     return part_feature_statistics(probs, fg_mask, features, eps=eps)[1]
