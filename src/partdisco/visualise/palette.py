@@ -58,7 +58,7 @@ _DISTANCE_DECIMALS = 6
 
 
 def _srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
-    """sRGB uint8 colours (..., 3) -> CIE-Lab float64 (..., 3) through :func:`rgb_to_lab`, L in 0..100."""
+    """Convert sRGB uint8 colours (..., 3) to CIE-Lab float64 (..., 3) with :func:`rgb_to_lab`."""
     flat = torch.from_numpy(rgb.reshape(-1, 3).astype(np.float64) / 255.0).float()  # (N, 3)
     lab = rgb_to_lab(flat.T.reshape(1, 3, -1, 1))  # (1, 3, N, 1)
     return lab.reshape(3, -1).T.double().numpy().reshape(rgb.shape)
