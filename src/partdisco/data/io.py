@@ -105,6 +105,22 @@ def _sixteen_to_eight(array: np.ndarray) -> np.ndarray:
     return np.round(array / 257.0).astype(np.uint8)
 
 
+def composite_on_black(rgba: np.ndarray) -> np.ndarray:
+    """Composite colour on black by its alpha: the one rule for alpha in files and in arrays.
+
+    Args:
+        rgba: float32 (H, W, 4), colour and alpha both in 0..255.
+
+    Returns:
+        float32 (H, W, 3) ``rgb * alpha / 255`` in 0..255, not rounded.
+
+    Example:
+        >>> composite_on_black(np.array([[[200, 100, 0, 51]]], np.float32)).tolist()
+        [[[40.0, 20.0, 0.0]]]
+    """
+    return rgba[:, :, :3] * (rgba[:, :, 3:4] / 255.0)
+
+
 def _to_rgb_uint8(img: Image.Image, path: Path) -> np.ndarray:
     """Convert any PIL mode to uint8 (H, W, 3) RGB, compositing alpha on black."""
     mode = img.mode
@@ -121,9 +137,7 @@ def _to_rgb_uint8(img: Image.Image, path: Path) -> np.ndarray:
         img = img.convert("RGBA")
         mode = "RGBA"
     if mode == "RGBA":
-        rgba = np.asarray(img).astype(np.float32)
-        rgb = rgba[:, :, :3] * (rgba[:, :, 3:4] / 255.0)  # composite on black
-        return np.round(rgb).astype(np.uint8)
+        return np.round(composite_on_black(np.asarray(img).astype(np.float32))).astype(np.uint8)
     if mode != "RGB":
         try:
             img = img.convert("RGB")
