@@ -29,7 +29,7 @@ class LabConstants:
     ``L = 116 f(Y) - 16`` (or ``dark_lightness_slope * Y`` for ``Y <= epsilon`` when that is set),
     ``a = 500 (f(X) - f(Y))``, ``b = 200 (f(Y) - f(Z))``, with X, Y, Z divided by ``white``.
     The slope is a fraction so that each convention's float32 arithmetic (a product for skimage, a quotient
-    for the exact CIE slope) and so its bits are reproduced exactly: multiplying or dividing by 1 is exact.
+    for the exact CIE slope), and so its bits, are reproduced exactly; a factor of 1 is skipped.
     """
 
     white: tuple[float, float, float]
@@ -92,11 +92,13 @@ def rgb_to_lab(rgb: Tensor, constants: LabConstants = LAB_SKIMAGE) -> Tensor:
         matrix = torch.tensor(c.rgb_to_xyz, dtype=x.dtype, device=x.device)
         xyz = torch.einsum("ij,bjhw->bihw", matrix, linear)  # (B, 3, H, W)
         xyz = xyz / torch.tensor(c.white, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        # the slope is applied as each convention writes it (a product or a quotient), for exact bits
+        linear_part = xyz if c.linear_slope == 1.0 else c.linear_slope * xyz
+        if c.linear_divisor != 1.0:
+            linear_part = linear_part / c.linear_divisor
         # clamp: the cube root's gradient would be inf at 0 in the branch that where() discards
         f = torch.where(
-            xyz > c.epsilon,
-            xyz.clamp_min(c.epsilon).pow(1.0 / 3.0),
-            c.linear_slope * xyz / c.linear_divisor + c.linear_offset,
+            xyz > c.epsilon, xyz.clamp_min(c.epsilon).pow(1.0 / 3.0), linear_part + c.linear_offset
         )
         lightness = 116.0 * f[:, 1] - 16.0
         if c.dark_lightness_slope is not None:
