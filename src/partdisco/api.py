@@ -208,7 +208,7 @@ def _image_to_rgb_uint8(image: Any, index: int) -> Any:
     """One image of :func:`segment` -> uint8 (H, W, 3) RGB (see its docstring for what is accepted)."""
     import numpy as np
 
-    from partdisco.data.io import read_image
+    from partdisco.data.io import composite_on_black, read_image
 
     if isinstance(image, (str, Path)):
         return read_image(image)
@@ -234,7 +234,7 @@ def _image_to_rgb_uint8(image: Any, index: int) -> Any:
     else:
         array = np.clip(array.astype(np.float32), 0.0, 255.0)
     if array.shape[2] == 4:
-        array = array[:, :, :3] * (array[:, :, 3:] / 255.0)  # composite on black, as read_image does
+        array = composite_on_black(array)  # as read_image does
     elif array.shape[2] == 1:
         array = np.repeat(array, 3, axis=2)
     return np.round(array).astype(np.uint8)

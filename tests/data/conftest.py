@@ -12,7 +12,7 @@ from .tiny_datasets import make_tiny_cub, make_tiny_deepfashion, make_tiny_folde
 
 @pytest.fixture(autouse=True)
 def _seed_torch() -> None:
-    """Augmentation draws come from torch's generator: fix it per test."""
+    """Fix torch's global generator per test (for tests that draw from it; augmentations do not)."""
     torch.manual_seed(0)
 
 

@@ -223,18 +223,11 @@ class TestLoading:
         root = make_tiny_folder(tmp_path, corrupt=True)
         ds = folder.build(_cfg(root, image_size=24), "train", train=True)
         runs = []
-        for _ in range(2):
-            torch.manual_seed(3)
+        for global_seed in range(2):  # augmentations do not read the global generator
+            torch.manual_seed(global_seed)
             loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2)
             runs.append([b["image"] for b in loader])
         assert len(runs[0]) == 2
         for a, b in zip(*runs):
             torch.testing.assert_close(a, b)
 
-    def test_seeded_wrapper_replays(self, tiny_folder: Path) -> None:
-        from partdisco.data.samplers import SeededDataset
-
-        ds = SeededDataset(folder.build(_cfg(tiny_folder, image_size=24), "train", train=True))
-        a, b, c = ds[(0, 123)], ds[(0, 123)], ds[(0, 124)]
-        torch.testing.assert_close(a["image"], b["image"])
-        assert not torch.equal(a["bbox"], c["bbox"])

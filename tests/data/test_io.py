@@ -248,15 +248,15 @@ class TestSampleDataset:
             ds[3]
         assert [s["index"] for s in ds] == [0, 1, 2]  # iteration protocol stops at IndexError
 
-    def test_augment_rng_follows_torch_seed(self) -> None:
+    def test_augment_rng_from_seed_epoch_index(self) -> None:
         ds = _Toy(3, set(), augment=True)
         torch.manual_seed(5)
-        first = [ds[i]["value"] for i in range(3)]
-        torch.manual_seed(5)
-        assert [ds[i]["value"] for i in range(3)] == first
+        first = [ds[(i, 4)]["value"] for i in range(3)]
+        torch.manual_seed(6)  # the global generator plays no part
+        assert [ds[(i, 4)]["value"] for i in range(3)] == first
         assert len(set(first)) == 3
-        again = ds[0]["value"]  # next draw from the same stream: a new augmentation
-        assert again != first[0]
+        assert ds[(0, 5)]["value"] != first[0]  # next epoch: a new augmentation
+        assert first[0] == np.random.default_rng([3, 4, 0]).random()  # (seed, epoch, index)
 
     def test_no_augment_leaves_torch_rng_alone(self) -> None:
         ds = _Toy(2, set())

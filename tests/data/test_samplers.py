@@ -1,8 +1,6 @@
-import numpy as np
 import pytest
-import torch
 
-from partdisco.data.samplers import ResumableBatchSampler, SeededDataset
+from partdisco.data.samplers import ResumableBatchSampler
 
 
 def test_batches_are_pure_function_of_step():
@@ -13,13 +11,14 @@ def test_batches_are_pure_function_of_step():
     assert all(len(batch) == 4 for batch in full)
 
 
-def test_epoch_is_a_permutation_and_seeds_differ():
-    s = ResumableBatchSampler(12, 4, 3, seed=0)
-    idx = [i for batch in s for i, _ in batch]
-    assert sorted(idx) == list(range(12))
-    seeds = [seed for batch in s for _, seed in batch]
-    assert len(set(seeds)) == len(seeds)
-    assert list(ResumableBatchSampler(12, 4, 3, seed=1)) != list(s)
+def test_epoch_is_a_permutation_and_items_carry_the_epoch():
+    s = ResumableBatchSampler(12, 4, 7, seed=0)  # 3 steps per epoch
+    items = [item for batch in s for item in batch]
+    assert [epoch for _, epoch in items] == [0] * 12 + [1] * 12 + [2] * 4
+    assert sorted(i for i, epoch in items if epoch == 0) == list(range(12))
+    assert sorted(i for i, epoch in items if epoch == 1) == list(range(12))
+    assert [i for i, _ in items[:12]] != [i for i, _ in items[12:24]]  # a new permutation per epoch
+    assert list(ResumableBatchSampler(12, 4, 3, seed=1)) != list(ResumableBatchSampler(12, 4, 3, seed=0))
 
 
 def test_ranks_take_disjoint_slices():
@@ -34,24 +33,3 @@ def test_ranks_take_disjoint_slices():
 def test_too_small_dataset():
     with pytest.raises(ValueError, match="fewer than one global batch"):
         ResumableBatchSampler(3, 4, 10, seed=0)
-
-
-class RandomDataset(torch.utils.data.Dataset):
-    def __len__(self):
-        return 5
-
-    def __getitem__(self, i):
-        return torch.rand(1).item(), np.random.rand()
-
-
-def test_seeded_dataset_replays_and_restores_rng():
-    ds = SeededDataset(RandomDataset())
-    torch.manual_seed(0)
-    np.random.seed(0)
-    expected_torch, expected_np = torch.rand(1).item(), np.random.rand()
-    torch.manual_seed(0)
-    np.random.seed(0)
-    a = ds[(1, 123)]
-    assert ds[(1, 123)] == a and ds[(1, 124)] != a
-    assert torch.rand(1).item() == expected_torch and np.random.rand() == expected_np
-    assert len(ds) == 5

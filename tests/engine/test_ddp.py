@@ -71,10 +71,15 @@ def test_two_ranks_equal_one_process_with_double_batch(tmp_path, gather):
     if gather == "true":
         _assert_same(one / "model.pt", tmp_path / "two" / "model.pt", atol=1e-5)
     else:
-        # without gathering, the contrastive loss sees only each rank's images: close, not equal
+        # without gathering, the contrastive loss sees only each rank's images: the runs differ ...
         sa = load_checkpoint(one / "model.pt")["model"]
         sb = load_checkpoint(tmp_path / "two" / "model.pt")["model"]
         assert any(not torch.allclose(sa[k].float(), sb[k].float(), atol=1e-7) for k in sa)
+        # ... through that term alone: without it, 2 ranks equal 1 process again
+        off = [*common, "loss.lambda_contrastive=0"]
+        one_off = _single([*off, "train.batch_size=4", f"out={tmp_path / 'one_off'}"])
+        _torchrun([*off, "train.batch_size=2", f"out={tmp_path / 'two_off'}"], tmp_path)
+        _assert_same(one_off / "model.pt", tmp_path / "two_off" / "model.pt", atol=1e-5)
 
 
 def test_two_rank_run_saves_and_resumes(tmp_path):

@@ -90,7 +90,37 @@ def test_deterministic_and_regression():
     a = evaluate(Oracle(), ds, EvalConfig(), torch.device("cpu"), regression_dataset=LabelImages(n=8))
     b = evaluate(Oracle(), ds, EvalConfig(), torch.device("cpu"), regression_dataset=LabelImages(n=8))
     assert a == b
-    assert a["kp_regression_error"] >= 0
+    assert a["kp_regression_error"] > 0  # keypoints at a corner of bands of different heights: not linear
+
+
+class CentroidKeypoints(LabelImages):
+    """Keypoint k sits at the centroid of GT part k: a linear function of the parts' centroids."""
+
+    def __getitem__(self, i):
+        sample = super().__getitem__(i)
+        for k in range(3):
+            ys, xs = torch.nonzero(sample["parts"] == k + 1, as_tuple=True)
+            sample["keypoints"][k] = torch.tensor([xs.float().mean() + 0.5, ys.float().mean() + 0.5, 1.0])
+        return sample
+
+
+def test_regression_error_is_zero_when_parts_give_the_keypoints():
+    cfg = EvalConfig(baseline=False)
+    exact = evaluate(
+        Oracle(), CentroidKeypoints(), cfg, torch.device("cpu"), regression_dataset=CentroidKeypoints(n=8)
+    )
+    assert exact["kp_regression_error"] < 1e-3  # x100: a thousandth of a percent of the box
+
+    class Constant(Oracle):
+        def forward(self, x):
+            out = torch.zeros(x.shape[0], 3, *x.shape[-2:])
+            out[:, 1] = 1
+            return out
+
+    blind = evaluate(
+        Constant(), CentroidKeypoints(), cfg, torch.device("cpu"), regression_dataset=CentroidKeypoints(n=8)
+    )
+    assert blind["kp_regression_error"] > 5.0  # the bands move from image to image: a few % of the box
 
 
 def test_variable_sizes_batch_separately():

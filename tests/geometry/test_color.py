@@ -1,7 +1,12 @@
+import hashlib
+from pathlib import Path
+
 import pytest
 import torch
 
 from partdisco.geometry.color import (
+    LAB_CIE,
+    LAB_SKIMAGE,
     apply_color_jitter,
     hsv_to_rgb,
     rgb_to_grayscale,
@@ -40,6 +45,61 @@ class TestRgbToLab:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = rgb_to_lab(torch.rand(1, 3, 4, 4))
         assert out.dtype == torch.float32
+
+
+# Colours, and their Lab values as the three copies of the conversion computed them before issue #12 merged
+# them into rgb_to_lab (exact float32 values): the merge must not move a single bit.
+GOLDEN_RGB = [
+    [1, 1, 1], [0, 0, 0], [1, 0, 0], [0, 0, 1], [0.5, 0.5, 0.5], [0.02, 0.03, 0.01], [0.05, 0.2, 0.9],
+]  # fmt: skip
+GOLDEN_SKIMAGE = [  # the colour loss's conversion (geometry/color.py)
+    [100.0, -0.0024437904357910156, 0.004649162292480469],
+    [0.0, 0.0, 0.0],
+    [53.24058532714844, 80.0923080444336, 67.20274353027344],
+    [32.29566955566406, 79.18559265136719, -107.8572998046875],
+    [53.38896942138672, -0.0014603137969970703, 0.0027894973754882812],
+    [1.8478434085845947, -1.3760850429534912, 1.6952604055404663],
+    [34.26021194458008, 56.842044830322266, -90.15001678466797],
+]
+GOLDEN_CIE = [  # the texture bank's former private copy (models/perceptual.py)
+    [100.0, 0.0, 0.0],
+    [0.0, 0.0, 0.0],
+    [53.24058532714844, 80.09418487548828, 67.20153045654297],
+    [32.29566955566406, 79.18701934814453, -107.86175537109375],
+    [53.38896942138672, 0.0, 0.0],
+    [1.8478355407714844, -1.3759956359863281, 1.6951650381088257],
+    [34.26021194458008, 56.8433837890625, -90.15412902832031],
+]
+# sha256 of visualise.palette.PALETTE as built by its former private copy (IEC 61966-2-1 matrix, float64).
+GOLDEN_PALETTE_SHA256 = "35b09d8dc63bb0ae0d735ec27a726d4c072ee73c84332695f94bb8bb37c7a794"
+
+
+class TestOneLabImplementation:
+    @pytest.mark.parametrize("constants, golden", [(LAB_SKIMAGE, GOLDEN_SKIMAGE), (LAB_CIE, GOLDEN_CIE)])
+    def test_bit_equal_to_the_former_copies(self, constants, golden):
+        rgb = torch.tensor(GOLDEN_RGB, dtype=torch.float32).view(-1, 3, 1, 1)
+        out = rgb_to_lab(rgb, constants).view(-1, 3)
+        assert torch.equal(out, torch.tensor(golden, dtype=torch.float32))
+
+    def test_default_is_the_reference_convention(self):
+        x = torch.rand(2, 3, 5, 6, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(rgb_to_lab(x), rgb_to_lab(x, LAB_SKIMAGE))
+
+    def test_white_point(self):
+        white = px(1.0, 1.0, 1.0)
+        assert rgb_to_lab(white, LAB_CIE).flatten().tolist() == [100.0, 0.0, 0.0]
+        assert rgb_to_lab(white, LAB_SKIMAGE)[0, 1].item() < -1e-3  # skimage's rounded white, kept
+
+    def test_palette_unchanged(self):
+        from partdisco.visualise.palette import PALETTE
+
+        assert hashlib.sha256(PALETTE.tobytes()).hexdigest() == GOLDEN_PALETTE_SHA256
+
+    def test_no_other_copy_in_the_package(self):
+        """The sRGB linearisation threshold 0.04045 is written once, in geometry/color.py."""
+        src = Path(__file__).resolve().parents[2] / "src" / "partdisco"
+        holders = sorted(str(p.relative_to(src)) for p in src.rglob("*.py") if "0.04045" in p.read_text())
+        assert holders == ["geometry/color.py"]
 
 
 class TestHsv:

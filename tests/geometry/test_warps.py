@@ -25,7 +25,15 @@ def gen(seed=0):
 
 class TestConvention:
     def test_convention_align_corners_true(self):
+        """The warp samples with align_corners=True (ref: rand_tps.py), and the choice matters."""
+        x = torch.rand(2, 3, 7, 9, generator=gen(1))
+        p = sample_warp_params(2, gen(2))
+        grid = warp_grid(p, (7, 9))
+        ref = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        other = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         assert WARP_ALIGN is True
+        assert torch.equal(warp_image(x, p), ref)
+        assert not torch.allclose(ref, other, atol=1e-3)
 
     def test_convention_identity_grid_hits_pixel_centres(self):
         # with align_corners=True, -1 and 1 are the first and last pixel centres

@@ -103,15 +103,36 @@ class TestWithinPartVariance:
         g = torch.Generator().manual_seed(1)
         logits = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64, requires_grad=True)
         fg = (torch.rand(2, 1, 4, 4, generator=g) > 0.2).double()
-        feats = torch.randn(2, 2, 4, 4, generator=g, dtype=torch.float64)
+        feats = torch.randn(2, 2, 4, 4, generator=g, dtype=torch.float64, requires_grad=True)
 
-        def fn(x):
-            return within_part_variance(torch.softmax(x, 1), fg, feats)
+        def fn(x, f):
+            return within_part_variance(torch.softmax(x, 1), fg, f)
 
-        # the function computes in float32 internally, so compare against finite differences loosely
-        out = fn(logits).sum()
-        out.backward()
-        assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+        assert fn(logits, feats).dtype == torch.float64
+        assert torch.autograd.gradcheck(fn, (logits, feats))
+
+    def test_gradcheck_descriptors(self):
+        g = torch.Generator().manual_seed(2)
+        logits = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64, requires_grad=True)
+        fg = (torch.rand(2, 1, 4, 4, generator=g) > 0.2).double()
+        feats = torch.randn(2, 2, 4, 4, generator=g, dtype=torch.float64, requires_grad=True)
+
+        def fn(x, f):
+            return part_feature_statistics(torch.softmax(x, 1), fg, f)[0]
+
+        assert torch.autograd.gradcheck(fn, (logits, feats))
+        assert torch.autograd.gradcheck(
+            lambda x, f: pool_part_features(torch.softmax(x, 1), fg, f), (logits, feats)
+        )
+
+    def test_float32_island_unchanged(self):
+        """float32 / bf16 inputs still compute in float32 (only float64 stays float64)."""
+        g = torch.Generator().manual_seed(3)
+        probs = torch.softmax(torch.randn(2, 3, 4, 4, generator=g), 1)
+        fg = torch.ones(2, 1, 4, 4)
+        feats = torch.randn(2, 2, 4, 4, generator=g)
+        assert within_part_variance(probs, fg, feats).dtype == torch.float32
+        assert within_part_variance(probs, fg, feats.bfloat16()).dtype == torch.float32
 
 
 class TestPartFeatureStatistics:

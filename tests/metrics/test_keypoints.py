@@ -30,8 +30,14 @@ def test_doctests() -> None:
     assert result.attempted > 0 and result.failed == 0
 
 
-def test_reference_align_constants() -> None:
-    assert CUB_EVAL_ALIGN is False and DEEPFASHION_EVAL_ALIGN is True
+@pytest.mark.parametrize("align, reference", [(CUB_EVAL_ALIGN, False), (DEEPFASHION_EVAL_ALIGN, True)])
+def test_reference_align_constants(align: bool, reference: bool) -> None:
+    """Labels made with each data set's constant are the reference notebook's interpolate + argmax."""
+    logits = torch.randn(2, 4, 5, 5, generator=torch.Generator().manual_seed(0))
+    expected = F.interpolate(logits, size=(17, 17), mode="bilinear", align_corners=reference).argmax(1)
+    other = F.interpolate(logits, size=(17, 17), mode="bilinear", align_corners=not reference).argmax(1)
+    labels = logits_to_labels(logits, (17, 17), align_corners=align)
+    assert torch.equal(labels, expected) and not torch.equal(labels, other)
 
 
 class TestLogitsToLabels:

@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from partdisco.geometry.color import LAB_CIE, rgb_to_lab
 from partdisco.models import (
     IMAGENET,
     CheckpointError,
@@ -10,7 +11,7 @@ from partdisco.models import (
     VGG19Features,
     build_feature_extractor,
 )
-from partdisco.models.perceptual import VGG19_LAYERS, VGG19_SHAPES, _rgb_to_lab
+from partdisco.models.perceptual import VGG19_LAYERS, VGG19_SHAPES
 
 
 def pink_noise_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -161,7 +162,7 @@ class TestRgbToLab:
         rgb = torch.tensor(
             [[1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.5, 0.5, 0.5]]
         )
-        lab = _rgb_to_lab(rgb.view(5, 3, 1, 1)).view(5, 3)
+        lab = rgb_to_lab(rgb.view(5, 3, 1, 1), LAB_CIE).view(5, 3)
         expected = torch.tensor(
             [
                 [100.0, 0.0, 0.0],
@@ -191,7 +192,7 @@ class TestTextureFeatures:
         texture_idx = [i for i, n in enumerate(names) if n.startswith(("gabor", "contrast"))]
         assert raw[:, texture_idx].abs().max() < 1e-3
         lab = raw[:, :3, 16, 16].flatten()
-        assert torch.allclose(lab, _rgb_to_lab(torch.full((1, 3, 1, 1), 0.4)).flatten(), atol=1e-3)
+        assert torch.allclose(lab, rgb_to_lab(torch.full((1, 3, 1, 1), 0.4), LAB_CIE).flatten(), atol=1e-3)
 
     def test_striped_vs_flat(self, texture):
         # left half: vertical stripes (period 8 px), right half: flat grey of the same mean

@@ -28,13 +28,14 @@ def list_datasets() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def build_dataset(cfg: DataConfig, split: str, train: bool) -> Dataset:
+def build_dataset(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> Dataset:
     """Build a data set split.
 
     Args:
         cfg: the ``data`` slice of the run config.
         split: ``train`` or ``test``.
         train: training pipeline (random crops / flips) rather than the evaluation one.
+        seed: the run's seed; augmentations are drawn from (seed, epoch, index) (``data/io.py``).
 
     Returns:
         A Dataset of sample dicts.
@@ -45,7 +46,7 @@ def build_dataset(cfg: DataConfig, split: str, train: bool) -> Dataset:
     if cfg.name not in _BUILDERS:
         raise ValueError(f"data.name: unknown data set {cfg.name!r}; choose from {list_datasets()}")
     module = importlib.import_module(_BUILDERS[cfg.name])
-    return module.build(cfg, split, train)
+    return module.build(cfg, split, train, seed=seed)
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:

@@ -296,10 +296,7 @@ class CubCropDataset(SampleDataset):
         root: the ``CUB_200_2011`` folder.
         records: annotated images; those with ``mask_bits`` use the CMR mask, others read
             ``segmentations/<rel_path>.png == 255``.
-        size: output side S.
-        padding_frac: box padding per side.
-        jitter_frac: box jitter (augmented samples only).
-        flip: random horizontal flip for augmented samples.
+        crop: output side S, box padding and jitter, flip (:class:`.transforms.ObjectCrop`).
         augment: draw jitter / flip.
         strict: raise on unreadable files instead of skipping.
         seed: mixed into the per-sample generators.
@@ -312,10 +309,7 @@ class CubCropDataset(SampleDataset):
         self,
         root: Path,
         records: list[CubRecord],
-        size: int,
-        padding_frac: float,
-        jitter_frac: float,
-        flip: bool,
+        crop: T.ObjectCrop,
         augment: bool,
         strict: bool,
         seed: int = 0,
@@ -324,10 +318,9 @@ class CubCropDataset(SampleDataset):
         super().__init__(augment=augment, strict=strict, seed=seed)
         self.root = Path(root)
         self.records = records
-        self.size = int(size)
-        self.padding_frac = float(padding_frac)
-        self.jitter_frac = float(jitter_frac)
-        self.flip = bool(flip)
+        self.size, self.padding_frac, self.jitter_frac, self.flip = (
+            crop.size, crop.padding_frac, crop.jitter_frac, crop.flip,
+        )  # fmt: skip
         self.keypoint_names = keypoint_names or list(CUB_KEYPOINT_NAMES)
         self.part_names = None
         self.flip_permutation = CUB_FLIP_PERMUTATION.tolist()
@@ -568,10 +561,7 @@ def build(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> SampleData
         dataset: SampleDataset = CubCropDataset(
             root,
             records,
-            size=cfg.image_size,
-            padding_frac=cfg.padding_frac,
-            jitter_frac=cfg.jitter_frac,
-            flip=cfg.flip,
+            crop=T.ObjectCrop.from_config(cfg),
             augment=augment,
             strict=cfg.strict,
             seed=seed,

@@ -147,10 +147,7 @@ class FolderDataset(SampleDataset):
     Args:
         root: the data set folder.
         files: image file names (relative to ``images/``).
-        size: output side S.
-        padding_frac: box padding per side (with masks).
-        jitter_frac: box jitter (augmented samples with masks).
-        flip: random horizontal flip for augmented samples.
+        crop: output side S, box padding and jitter (with masks), flip (:class:`.transforms.ObjectCrop`).
         augment: draw jitter / flip.
         strict: raise on unreadable files instead of skipping.
         seed: mixed into the per-sample generators.
@@ -160,10 +157,7 @@ class FolderDataset(SampleDataset):
         self,
         root: Path,
         files: list[str],
-        size: int,
-        padding_frac: float,
-        jitter_frac: float,
-        flip: bool,
+        crop: T.ObjectCrop,
         augment: bool,
         strict: bool,
         seed: int = 0,
@@ -171,10 +165,9 @@ class FolderDataset(SampleDataset):
         super().__init__(augment=augment, strict=strict, seed=seed)
         self.root = Path(root)
         self.files = files
-        self.size = int(size)
-        self.padding_frac = float(padding_frac)
-        self.jitter_frac = float(jitter_frac)
-        self.flip = bool(flip)
+        self.size, self.padding_frac, self.jitter_frac, self.flip = (
+            crop.size, crop.padding_frac, crop.jitter_frac, crop.flip,
+        )  # fmt: skip
         self.has_masks = (self.root / "masks").is_dir()
         self.mask_paths = _annotation_paths(self.root / "masks", files, "mask") if self.has_masks else None
         has_parts = (self.root / "parts").is_dir()
@@ -292,10 +285,7 @@ def build(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> SampleData
     dataset = FolderDataset(
         root,
         files,
-        size=cfg.image_size,
-        padding_frac=cfg.padding_frac,
-        jitter_frac=cfg.jitter_frac,
-        flip=cfg.flip,
+        crop=T.ObjectCrop.from_config(cfg),
         augment=train and split == "train",
         strict=cfg.strict,
         seed=seed,

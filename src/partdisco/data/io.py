@@ -16,11 +16,12 @@ Conventions:
     - Label maps are ``int64 (H, W)``: the palette index of a palette PNG or the gray value of a
       single-channel PNG (8 or 16 bit), never rescaled.
 
-Randomness: :class:`SampleDataset` draws one 62-bit integer from torch's global generator per augmented
-sample and seeds a ``numpy.random.Generator`` with ``(seed, index, draw)``. The DataLoader seeds torch's
-generator in every worker (``base_seed + worker_id``, with ``base_seed`` drawn from the main process's
-generator), so ``torch.manual_seed`` at the entry point makes the augmentations reproducible, every epoch
-differs, and no code touches numpy's global RNG. Non-augmented samples draw nothing. Call
+Randomness: an augmented sample's generator is ``numpy.random.default_rng([seed, epoch, index])``, a pure
+function of the run's seed (passed to the data set), the epoch and the sample index (issue #12). The
+training sampler hands the data set ``(index, epoch)`` pairs (``data/samplers.py``); plain ``ds[index]``
+uses :attr:`SampleDataset.epoch` (0 unless :meth:`SampleDataset.set_epoch` changes it). No code seeds or
+reads a global generator, so augmentations are the same with any number of DataLoader workers and ranks,
+and a resumed run draws what the uninterrupted run drew. Non-augmented samples draw nothing. Call
 :meth:`SampleDataset.load_sample` with an explicit generator to replay a sample exactly.
 """
 
@@ -104,6 +105,22 @@ def _sixteen_to_eight(array: np.ndarray) -> np.ndarray:
     return np.round(array / 257.0).astype(np.uint8)
 
 
+def composite_on_black(rgba: np.ndarray) -> np.ndarray:
+    """Composite colour on black by its alpha: the one rule for alpha in files and in arrays.
+
+    Args:
+        rgba: float32 (H, W, 4), colour and alpha both in 0..255.
+
+    Returns:
+        float32 (H, W, 3) ``rgb * alpha / 255`` in 0..255, not rounded.
+
+    Example:
+        >>> composite_on_black(np.array([[[200, 100, 0, 51]]], np.float32)).tolist()
+        [[[40.0, 20.0, 0.0]]]
+    """
+    return rgba[:, :, :3] * (rgba[:, :, 3:4] / 255.0)
+
+
 def _to_rgb_uint8(img: Image.Image, path: Path) -> np.ndarray:
     """Convert any PIL mode to uint8 (H, W, 3) RGB, compositing alpha on black."""
     mode = img.mode
@@ -120,9 +137,7 @@ def _to_rgb_uint8(img: Image.Image, path: Path) -> np.ndarray:
         img = img.convert("RGBA")
         mode = "RGBA"
     if mode == "RGBA":
-        rgba = np.asarray(img).astype(np.float32)
-        rgb = rgba[:, :, :3] * (rgba[:, :, 3:4] / 255.0)  # composite on black
-        return np.round(rgb).astype(np.uint8)
+        return np.round(composite_on_black(np.asarray(img).astype(np.float32))).astype(np.uint8)
     if mode != "RGB":
         try:
             img = img.convert("RGB")
@@ -271,10 +286,11 @@ def check_same_size(
 class SampleDataset(torch.utils.data.Dataset):
     """Base class of the file-backed data sets: per-sample RNG and skipping of unreadable files.
 
-    Subclasses implement ``__len__``, :meth:`sample_name` and :meth:`load_sample`. ``__getitem__`` derives
-    the sample's generator (module docstring) and, when ``load_sample`` raises :class:`ImageReadError`,
-    records the file in :attr:`skipped`, logs a warning and returns the next readable sample (or re-raises
-    when ``strict``). Other errors (size mismatches, bad annotations) always propagate.
+    Subclasses implement ``__len__``, :meth:`sample_name` and :meth:`load_sample`. ``__getitem__`` takes an
+    index or an ``(index, epoch)`` pair, derives the sample's generator (module docstring) and, when
+    ``load_sample`` raises :class:`ImageReadError`, records the file in :attr:`skipped`, logs a warning and
+    returns the next readable sample (or re-raises when ``strict``). Other errors (size mismatches, bad
+    annotations) always propagate.
 
     With ``num_workers > 0`` each worker keeps its own :attr:`skipped` list; the warnings are the record.
 
@@ -286,7 +302,8 @@ class SampleDataset(torch.utils.data.Dataset):
         skipped: names of samples skipped because a file could not be read.
         augment: whether samples are randomly augmented (training crops / flips).
         strict: raise on an unreadable file instead of skipping it.
-        seed: mixed into every sample's generator.
+        seed: the run's seed, mixed into every sample's generator.
+        epoch: the epoch used when the data set is indexed by a plain index (see :meth:`set_epoch`).
     """
 
     keypoint_names: list[str] | None = None
@@ -299,6 +316,7 @@ class SampleDataset(torch.utils.data.Dataset):
         self.augment = bool(augment)
         self.strict = bool(strict)
         self.seed = int(seed)
+        self.epoch = 0
         self.skipped: list[str] = []
         self._bad: set[int] = set()
 
@@ -313,17 +331,21 @@ class SampleDataset(torch.utils.data.Dataset):
         """Read and transform sample ``index``; ``rng`` drives augmentation (None = no augmentation)."""
         raise NotImplementedError
 
-    def sample_rng(self, index: int) -> np.random.Generator:
-        """Generator for one augmented draw of sample ``index`` (see module docstring)."""
-        draw = int(torch.randint(0, 2**62, ()).item())
-        return np.random.default_rng([self.seed, int(index), draw])
+    def set_epoch(self, epoch: int) -> None:
+        """Make plain ``ds[index]`` draw epoch ``epoch``'s augmentations (the main process's copy only)."""
+        self.epoch = int(epoch)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def sample_rng(self, index: int, epoch: int = 0) -> np.random.Generator:
+        """Generator of sample ``index``'s augmentation in ``epoch``: a function of (seed, epoch, index)."""
+        return np.random.default_rng([self.seed % 2**64, int(epoch), int(index)])
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
+        index, epoch = item if isinstance(item, tuple) else (item, self.epoch)
         n = len(self)
         if not -n <= index < n:
             raise IndexError(f"{type(self).__name__}: index {index} out of range for {n} samples")
         index = int(index) % n
-        rng = self.sample_rng(index) if self.augment else None
+        rng = self.sample_rng(index, epoch) if self.augment else None
         for step in range(n):
             i = (index + step) % n
             if i in self._bad:

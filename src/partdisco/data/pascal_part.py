@@ -366,10 +366,7 @@ class PascalPartDataset(SampleDataset):
         root: folder with ``VOC2010/`` and ``Annotations_Part/``.
         objects: the samples.
         part_names: names of labels 1..P.
-        size: output side S.
-        padding_frac: box padding per side.
-        jitter_frac: box jitter (augmented samples only).
-        flip: random horizontal flip for augmented samples.
+        crop: output side S, box padding and jitter, flip (:class:`.transforms.ObjectCrop`).
         augment: draw jitter / flip.
         strict: raise on unreadable images instead of skipping.
         seed: mixed into the per-sample generators.
@@ -383,10 +380,7 @@ class PascalPartDataset(SampleDataset):
         root: Path,
         objects: list[PartObject],
         part_names: list[str],
-        size: int,
-        padding_frac: float,
-        jitter_frac: float,
-        flip: bool,
+        crop: T.ObjectCrop,
         augment: bool,
         strict: bool,
         seed: int = 0,
@@ -395,10 +389,9 @@ class PascalPartDataset(SampleDataset):
         self.root = Path(root)
         self.objects = objects
         self.part_names = list(part_names)
-        self.size = int(size)
-        self.padding_frac = float(padding_frac)
-        self.jitter_frac = float(jitter_frac)
-        self.flip = bool(flip)
+        self.size, self.padding_frac, self.jitter_frac, self.flip = (
+            crop.size, crop.padding_frac, crop.jitter_frac, crop.flip,
+        )  # fmt: skip
         self.flip_permutation = None
 
     def __len__(self) -> int:
@@ -487,10 +480,7 @@ def build(
         root,
         objects,
         names,
-        size=cfg.image_size,
-        padding_frac=cfg.padding_frac,
-        jitter_frac=cfg.jitter_frac,
-        flip=cfg.flip,
+        crop=T.ObjectCrop.from_config(cfg),
         augment=train and split == "train",
         strict=cfg.strict,
         seed=seed,

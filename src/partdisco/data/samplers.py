@@ -1,52 +1,21 @@
 """Deterministic, resumable, rank-sharded sampling for iteration-based training.
 
 The sample used at (step, slot) is a pure function of (seed, step, rank), so a resumed run sees exactly the
-batches an uninterrupted run would have seen, and each sample carries its own augmentation seed.
+batches an uninterrupted run would have seen. Each item is an ``(index, epoch)`` pair: the data set draws
+that sample's augmentation from a generator seeded with (run seed, epoch, index) (``data/io.py``), so
+no global generator is seeded or read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import torch
-from torch.utils.data import Dataset, Sampler
-
-
-class SeededDataset(Dataset):
-    """Wrap a data set so that ``ds[(index, seed)]`` draws its augmentation from ``seed``.
-
-    The torch and numpy global RNGs are seeded inside a forked RNG scope, so data sets that draw their
-    random crops and flips from the global generators become replayable, and the caller's RNG is untouched.
-    """
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, item: tuple[int, int]) -> Any:
-        import numpy as np
-
-        index, seed = item
-        state = np.random.get_state()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            np.random.seed(seed % (2**32))
-            try:
-                return self.dataset[index]
-            finally:
-                np.random.set_state(state)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "dataset":
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
+from torch.utils.data import Sampler
 
 
 class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
-    """Yield batches of (index, augmentation seed) from ``start_step`` to ``num_steps``.
+    """Yield batches of (index, epoch) pairs from ``start_step`` to ``num_steps``.
 
     Epoch e is a permutation drawn from (seed, e); epochs drop their last incomplete global batch. With
     ``world_size`` ranks, the global batch of step s is split into contiguous per-rank slices.
@@ -99,15 +68,19 @@ class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
         return self._perm
 
     def batch_at(self, step: int) -> list[tuple[int, int]]:
-        """The (index, seed) pairs of this rank's batch at ``step``."""
+        """The (index, epoch) pairs of this rank's batch at ``step``.
+
+        Example:
+            >>> ResumableBatchSampler(6, 2, 10, seed=0).batch_at(4)[0][1]  # 3 steps per epoch
+            1
+        """
         epoch, within = divmod(step, self.steps_per_epoch)
         perm = self._permutation(epoch)
         start = (within * self.world_size + self.rank) * self.batch_size
         indices = perm[start : start + self.batch_size].tolist()
-        # the augmentation seed depends on the global position in the step's batch, not on the rank, so a
-        # 2-rank run and a 1-process run with the doubled batch draw the same augmentations
-        base = (self.seed * 7_919 + step) * 10_007 + self.rank * self.batch_size
-        return [(i, (base + j) % (2**63 - 1)) for j, i in enumerate(indices)]
+        # the augmentation depends on (epoch, index) only, not on the rank, so a 2-rank run and a
+        # 1-process run with the doubled batch draw the same augmentations
+        return [(i, epoch) for i in indices]
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for step in range(self.start_step, self.num_steps):

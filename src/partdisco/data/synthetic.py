@@ -915,8 +915,9 @@ class SyntheticParts(torch.utils.data.Dataset):
             self._cache[index] = out
         return out
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        index = int(index)
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
+        # the training sampler passes (index, epoch): a scene does not depend on the epoch
+        index = int(item[0] if isinstance(item, tuple) else item)
         if index < 0:
             index += self.n
         arrays = self.arrays(index)
@@ -931,7 +932,7 @@ class SyntheticParts(torch.utils.data.Dataset):
         return sample
 
 
-def build(cfg: DataConfig, split: str, train: bool) -> SyntheticParts:
+def build(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> SyntheticParts:
     """Build the synthetic split from the data config.
 
     Args:
@@ -940,6 +941,7 @@ def build(cfg: DataConfig, split: str, train: bool) -> SyntheticParts:
         split: ``train`` or ``test``.
         train: unused: the scenes already carry random flips, rotations and scales, and a sample must not
             depend on how it is loaded.
+        seed: unused: the scenes come from ``data.synthetic_seed``, so that every run sees the same images.
 
     Returns:
         The data set.
@@ -951,7 +953,7 @@ def build(cfg: DataConfig, split: str, train: bool) -> SyntheticParts:
         >>> len(build(DataConfig(synthetic_test=7), "test", train=False))
         7
     """
-    del train
+    del train, seed
     if split not in SPLIT_IDS:
         raise ValueError(f"synthetic data: unknown split {split!r}; choose from {sorted(SPLIT_IDS)}")
     n = cfg.synthetic_train if split == "train" else cfg.synthetic_test

@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from partdisco.config import DataConfig
 
 IMAGE_FILL = 1.0 / 255.0  # ref: utils/image.py crop(img, bbox, bgval=1) on 0-255 images
 RESIZE_ALIGN_CORNERS = False  # cv2 INTER_LINEAR and PIL BILINEAR both sample at half-pixel centres
@@ -34,6 +37,32 @@ RESIZE_ALIGN_CORNERS = False  # cv2 INTER_LINEAR and PIL BILINEAR both sample at
 
 # --------------------------------------------------------------------------------------------------
 # Boxes
+
+
+@dataclass(frozen=True)
+class ObjectCrop:
+    """The crop parameters of the object-centred pipelines (CUB training, PASCAL-Part, folders with masks).
+
+    Attributes:
+        size: output side S.
+        padding_frac: box padding per side, as a fraction of the box (ref: cub.py padding_frac).
+        jitter_frac: box jitter, augmented samples only (ref: cub.py jitter_frac).
+        flip: random horizontal flip for augmented samples.
+
+    Example:
+        >>> ObjectCrop.from_config(DataConfig(image_size=64))
+        ObjectCrop(size=64, padding_frac=0.05, jitter_frac=0.05, flip=True)
+    """
+
+    size: int
+    padding_frac: float
+    jitter_frac: float
+    flip: bool
+
+    @classmethod
+    def from_config(cls, cfg: DataConfig) -> ObjectCrop:
+        """The crop of ``data.image_size``, ``data.padding_frac``, ``data.jitter_frac`` and ``data.flip``."""
+        return cls(int(cfg.image_size), float(cfg.padding_frac), float(cfg.jitter_frac), bool(cfg.flip))
 
 
 def perturb_bbox(

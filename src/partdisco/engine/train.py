@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from partdisco.config import ConfigError, LossConfig, OptimConfig, RunConfig, save_config
 from partdisco.data import build_dataset, collate
-from partdisco.data.samplers import ResumableBatchSampler, SeededDataset
+from partdisco.data.samplers import ResumableBatchSampler
 from partdisco.engine import distributed as dist_utils
 from partdisco.engine.checkpoint import (
     FORMAT_VERSION,
@@ -324,7 +324,7 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
     log.info("run folder %s, device %s, %d process(es)", run_dir, device, world)
 
     # Data first: a missing or broken data set fails before any model work.
-    train_set = build_dataset(cfg.data, "train", train=True)
+    train_set = build_dataset(cfg.data, "train", train=True, seed=cfg.seed)
     test_set = build_dataset(cfg.data, "test", train=False)
     log.info("data %s: %d train / %d test images", cfg.data.name, len(train_set), len(test_set))
     if not getattr(train_set, "has_masks", True):
@@ -380,7 +380,7 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
         len(train_set), cfg.train.batch_size, total_steps, cfg.seed, start_step, rank, world
     )
     loader = DataLoader(
-        SeededDataset(train_set),
+        train_set,  # indexed by (index, epoch): augmentations from (seed, epoch, index)
         batch_sampler=sampler,
         collate_fn=collate,
         num_workers=cfg.data.num_workers,

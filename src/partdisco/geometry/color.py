@@ -1,4 +1,4 @@
-"""Colour maths on batches: sRGB -> CIE-Lab, RGB <-> HSV, and replayable colour jitter.
+"""Colour maths on batches: sRGB -> CIE-Lab (the only copy), RGB <-> HSV, and replayable colour jitter.
 
 All functions take (B, 3, H, W) RGB in [0, 1] and run in float32 regardless of autocast.
 The jitter reproduces the reference's ``ColorJitter(0.3, 0.3, 0.2, 0.2)`` with p = 0.8 followed by
@@ -14,15 +14,49 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-# sRGB (D65) -> XYZ, as skimage.color.rgb2lab uses.
-_RGB_TO_XYZ = torch.tensor(
-    [
-        [0.412453, 0.357580, 0.180423],
-        [0.212671, 0.715160, 0.072169],
-        [0.019334, 0.119193, 0.950227],
-    ]
-)
-_WHITE_D65 = torch.tensor([0.95047, 1.0, 1.08883])
+_SRGB_TO_XYZ = (
+    (0.412453, 0.357580, 0.180423),
+    (0.212671, 0.715160, 0.072169),
+    (0.019334, 0.119193, 0.950227),
+)  # sRGB (D65) -> XYZ, the matrix of skimage.color.rgb2lab (and OpenCV)
+
+
+@dataclass(frozen=True)
+class LabConstants:
+    """The constants of one sRGB -> CIE-Lab convention (the formula is the same for all).
+
+    ``f(t) = t ** (1/3)`` for ``t > epsilon``, else ``linear_slope * t / linear_divisor + linear_offset``;
+    ``L = 116 f(Y) - 16`` (or ``dark_lightness_slope * Y`` for ``Y <= epsilon`` when that is set),
+    ``a = 500 (f(X) - f(Y))``, ``b = 200 (f(Y) - f(Z))``, with X, Y, Z divided by ``white``.
+    The slope is a fraction so that each convention's float32 arithmetic (a product for skimage, a quotient
+    for the exact CIE slope), and so its bits, are reproduced exactly; a factor of 1 is skipped.
+    """
+
+    white: tuple[float, float, float]
+    epsilon: float
+    linear_slope: float
+    linear_offset: float
+    linear_divisor: float = 1.0
+    dark_lightness_slope: float | None = None
+    rgb_to_xyz: tuple[tuple[float, float, float], ...] = _SRGB_TO_XYZ
+
+
+LAB_SKIMAGE = LabConstants(
+    white=(0.95047, 1.0, 1.08883), epsilon=0.008856, linear_slope=7.787, linear_offset=16.0 / 116.0,
+    dark_lightness_slope=903.3,
+)  # fmt: skip
+"""skimage's rounded constants (ref: lit_dataset.py:26-31 uses ``skimage.color.rgb2lab`` for the colour loss).
+sRGB white comes out as (100, -0.0024, 0.0046), as in skimage. Used by the colour loss and the palette."""
+
+LAB_CIE = LabConstants(
+    white=(0.950456, 1.0, 1.088754), epsilon=(6.0 / 29.0) ** 3, linear_slope=1.0, linear_offset=4.0 / 29.0,
+    linear_divisor=3.0 * (6.0 / 29.0) ** 2,
+)  # fmt: skip
+"""The white point of the matrix itself (its row sums, as OpenCV), so sRGB white is exactly a = b = 0, and the
+exact CIE 1976 constants. Used only by the texture feature bank (``models/perceptual.py``): it is not on the
+reference's path, and keeping its constants keeps its features, and every result measured with them,
+bit-equal."""
+
 _GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision rgb_to_grayscale
 
 
@@ -31,31 +65,47 @@ def _check_rgb(x: Tensor, name: str = "image") -> None:
         raise ValueError(f"expected {name} of shape (B, 3, H, W), got {tuple(x.shape)}")
 
 
-def rgb_to_lab(rgb: Tensor) -> Tensor:
-    """Convert sRGB in [0, 1] to CIE-Lab (D65), as ``skimage.color.rgb2lab``.
+def rgb_to_lab(rgb: Tensor, constants: LabConstants = LAB_SKIMAGE) -> Tensor:
+    """Convert sRGB in [0, 1] to CIE-Lab (D65), by default exactly as ``skimage.color.rgb2lab``.
+
+    The only sRGB -> Lab conversion of the package: the colour loss, the texture feature bank and the palette
+    all call it, each with its named :class:`LabConstants`.
 
     Args:
-        rgb: (B, 3, H, W) in [0, 1].
+        rgb: (B, 3, H, W) in [0, 1] (values outside are clamped).
+        constants: the convention; :data:`LAB_SKIMAGE` (the reference's) unless a caller needs another.
 
     Returns:
         (B, 3, H, W) float32 with L in [0, 100] and a, b roughly in [-110, 110].
 
     Example:
-        >>> rgb_to_lab(torch.ones(1, 3, 1, 1)).flatten().round(decimals=2)
-        tensor([100., 0., -0.])
+        >>> [round(v, 4) for v in rgb_to_lab(torch.ones(1, 3, 1, 1)).flatten().tolist()]  # skimage's white
+        [100.0, -0.0024, 0.0046]
+        >>> [round(v, 4) for v in rgb_to_lab(torch.ones(1, 3, 1, 1), LAB_CIE).flatten().tolist()]
+        [100.0, 0.0, 0.0]
     """
     _check_rgb(rgb, "rgb")
+    c = constants
     with torch.autocast(device_type=rgb.device.type, enabled=False):
         x = rgb.float().clamp(0.0, 1.0)
         linear = torch.where(x > 0.04045, ((x + 0.055) / 1.055).pow(2.4), x / 12.92)
-        xyz = torch.einsum("ij,bjhw->bihw", _RGB_TO_XYZ.to(x.device), linear)  # (B, 3, H, W)
-        xyz = xyz / _WHITE_D65.to(x.device).view(1, 3, 1, 1)
-        f = torch.where(xyz > 0.008856, xyz.clamp_min(1e-12).pow(1.0 / 3.0), 7.787 * xyz + 16.0 / 116.0)
+        matrix = torch.tensor(c.rgb_to_xyz, dtype=x.dtype, device=x.device)
+        xyz = torch.einsum("ij,bjhw->bihw", matrix, linear)  # (B, 3, H, W)
+        xyz = xyz / torch.tensor(c.white, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        # the slope is applied as each convention writes it (a product or a quotient), for exact bits
+        linear_part = xyz if c.linear_slope == 1.0 else c.linear_slope * xyz
+        if c.linear_divisor != 1.0:
+            linear_part = linear_part / c.linear_divisor
+        # clamp: the cube root's gradient would be inf at 0 in the branch that where() discards
+        f = torch.where(
+            xyz > c.epsilon, xyz.clamp_min(c.epsilon).pow(1.0 / 3.0), linear_part + c.linear_offset
+        )
         lightness = 116.0 * f[:, 1] - 16.0
-        lightness = torch.where(xyz[:, 1] > 0.008856, lightness, 903.3 * xyz[:, 1])
+        if c.dark_lightness_slope is not None:
+            lightness = torch.where(xyz[:, 1] > c.epsilon, lightness, c.dark_lightness_slope * xyz[:, 1])
         a = 500.0 * (f[:, 0] - f[:, 1])
         b = 200.0 * (f[:, 1] - f[:, 2])
-        return torch.stack([lightness, a, b], dim=1)
+        return torch.stack([lightness, a, b], dim=1)  # (B, 3, H, W)
 
 
 def rgb_to_grayscale(rgb: Tensor) -> Tensor:

@@ -86,7 +86,7 @@ def within_part_variance(
 
     Example:
         >>> p = torch.ones(1, 1, 2, 2); m = torch.ones(1, 1, 2, 2)
-        >>> within_part_variance(p, m, torch.full((1, 3, 2, 2), 7.0))
+        >>> within_part_variance(p, m, torch.full((1, 3, 2, 2), 7.0)).round(decimals=6)  # constant features
         tensor([0.])
     """
     return part_feature_statistics(probs, fg_mask, features, eps=eps)[1]
@@ -110,7 +110,8 @@ def part_feature_statistics(
         eps: variance denominator guard (ref 1e-5).
 
     Returns:
-        (B, K, C) float32 part descriptors and (B,) per-image variance normalised by the foreground area.
+        (B, K, C) part descriptors and (B,) per-image variance normalised by the foreground area, float32
+        (float64 when ``probs`` or ``features`` are float64).
 
     Example:
         >>> p = torch.ones(1, 1, 1, 2); m = torch.ones(1, 1, 1, 2)
@@ -119,14 +120,16 @@ def part_feature_statistics(
         (1.0, 1.0)
     """
     _check_maps(probs, fg_mask, features)
+    # a float32 island; float64 inputs stay float64 so that the maths can be gradchecked
+    dtype = torch.float64 if torch.float64 in (probs.dtype, features.dtype) else torch.float32
     with torch.autocast(device_type=probs.device.type, enabled=False):
-        probs, fg_mask = probs.float(), fg_mask.float()
+        probs, fg_mask = probs.to(dtype), fg_mask.to(dtype)
         area = fg_mask.sum(dim=(2, 3))  # (B, 1)
         # only approximately needed (centring leaves the variance unchanged), so it is summed in the
         # features' own dtype without a float32 copy; the same value is used for the descriptors
-        fg_sum = torch.einsum("bohw,bchw->bc", fg_mask.to(features.dtype), features).float()  # (B, C)
+        fg_sum = torch.einsum("bohw,bchw->bc", fg_mask.to(features.dtype), features).to(dtype)  # (B, C)
         fg_mean = fg_sum / (area + eps)  # (B, C)
-        centred = torch.sub(features, fg_mean[:, :, None, None]).float()  # (B, C, H, W); cast only for fp64
+        centred = torch.sub(features, fg_mean[:, :, None, None]).to(dtype)  # (B, C, H, W)
         weights = probs * fg_mask  # (B, K, H, W)
         s0 = weights.sum(dim=(2, 3))  # (B, K)
         s1 = torch.einsum("bkhw,bchw->bkc", weights, centred)  # (B, K, C)

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from partdisco.geometry.color import LAB_CIE, rgb_to_lab
 from partdisco.models.convert import (
     CheckpointError,
     CheckpointMismatchError,
@@ -234,23 +235,6 @@ class VGG19Features(FeatureExtractor):
 # Hand-designed colour + texture bank
 
 
-def _rgb_to_lab(rgb01: Tensor) -> Tensor:
-    """Convert sRGB (D65) in [0, 1] to CIE-Lab, L in [0, 100], a and b in about [-110, 110]; (B, 3, H, W)."""
-    rgb = rgb01.clamp(0.0, 1.0)
-    linear = torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
-    matrix = torch.tensor(
-        [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]],
-        device=rgb.device,
-        dtype=rgb.dtype,
-    )
-    white = torch.tensor([0.950456, 1.0, 1.088754], device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
-    xyz = torch.einsum("ij,bjhw->bihw", matrix, linear) / white
-    delta = 6.0 / 29.0
-    f = torch.where(xyz > delta**3, xyz.clamp_min(delta**3) ** (1.0 / 3.0), xyz / (3 * delta**2) + 4.0 / 29.0)
-    fx, fy, fz = f[:, 0:1], f[:, 1:2], f[:, 2:3]
-    return torch.cat([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], dim=1)
-
-
 def _gaussian_1d(sigma: float, device: torch.device, dtype: torch.dtype) -> Tensor:
     radius = max(1, math.ceil(3.0 * sigma))
     x = torch.arange(-radius, radius + 1, device=device, dtype=dtype)
@@ -366,7 +350,7 @@ class TextureFeatures(FeatureExtractor):
         """The unscaled channels (same order as :attr:`channel_names`): (B, 3, H, W) -> (B, 36, H, W)."""
         _check_image(image01)
         B, _, H, W = image01.shape
-        lab = _rgb_to_lab(image01.float())  # (B, 3, H, W)
+        lab = rgb_to_lab(image01.float(), LAB_CIE)  # (B, 3, H, W)
         blocks = [_blur(lab, s) for s in self.COLOR_SIGMAS]  # 3 x (B, 3, H, W)
         luminance = lab[:, :1]  # (B, 1, H, W)
         level = luminance

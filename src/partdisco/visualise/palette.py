@@ -18,7 +18,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFont
+
+from partdisco.geometry.color import rgb_to_lab
 
 logger = logging.getLogger(__name__)
 
@@ -55,23 +58,10 @@ _DISTANCE_DECIMALS = 6
 
 
 def _srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
-    """Convert sRGB uint8 colours (..., 3) to CIE-Lab (D65) float64 (..., 3), L in 0..100."""
-    c = rgb.astype(np.float64) / 255.0
-    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    rgb_to_xyz = np.array(
-        [
-            [0.4124564, 0.3575761, 0.1804375],
-            [0.2126729, 0.7151522, 0.0721750],
-            [0.0193339, 0.1191920, 0.9503041],
-        ]
-    )
-    xyz = linear @ rgb_to_xyz.T / np.array([0.95047, 1.0, 1.08883])
-    delta = 6.0 / 29.0
-    f = np.where(xyz > delta**3, np.cbrt(xyz), xyz / (3.0 * delta * delta) + 4.0 / 29.0)
-    lightness = 116.0 * f[..., 1] - 16.0
-    a = 500.0 * (f[..., 0] - f[..., 1])
-    b = 200.0 * (f[..., 1] - f[..., 2])
-    return np.stack([lightness, a, b], axis=-1)
+    """Convert sRGB uint8 colours (..., 3) to CIE-Lab float64 (..., 3) with :func:`rgb_to_lab`."""
+    flat = torch.from_numpy(rgb.reshape(-1, 3).astype(np.float64) / 255.0).float()  # (N, 3)
+    lab = rgb_to_lab(flat.T.reshape(1, 3, -1, 1))  # (1, 3, N, 1)
+    return lab.reshape(3, -1).T.double().numpy().reshape(rgb.shape)
 
 
 def _build_palette() -> np.ndarray:
