@@ -98,9 +98,14 @@ def evaluate_checkpoint(
     from partdisco.data import build_dataset
     from partdisco.engine.evaluate import evaluate
     from partdisco.engine.train import resolve_device
-    from partdisco.models.convert import load_file, segmenter_from_checkpoint_dict, segmenter_from_foreign
+    from partdisco.models.convert import (
+        load_file,
+        resolve_checkpoint_path,
+        segmenter_from_checkpoint_dict,
+        segmenter_from_foreign,
+    )
 
-    checkpoint = Path(checkpoint)
+    checkpoint = resolve_checkpoint_path(checkpoint)
     pairs = parse_overrides(list(overrides or []))
     dataset = next((v for k, v in pairs if k == "dataset"), None)
     rest = [f"{k}={v}" for k, v in pairs if k not in ("dataset", "split")]
@@ -221,7 +226,7 @@ def segment(
     images: Any,
     *,
     masks: Any = None,
-    size: int = 256,
+    size: int | None = None,
     background: str = "auto",
     batch_size: int = 8,
     device: str | None = None,
@@ -240,7 +245,8 @@ def segment(
         masks: optional foreground masks shaped like ``images``: paths (non-zero is foreground, as
             ``read_mask``), or (H, W) arrays: bool, float 0..1 (> 0.5 is foreground) or integer (non-zero is
             foreground). Background pixels get label 0.
-        size: shorter side of the network input (default 256).
+        size: shorter side of the network input; None (default) = the size the model was trained at
+            (``model.image_size``, from its checkpoint), else 256, exactly as ``partdisco segment``.
         background: ``"auto"`` (masks, else the model's background channel, else no background),
             ``"none"`` or ``"border"`` (the part covering most of the image border is background).
         batch_size: images per forward pass.

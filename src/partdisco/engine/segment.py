@@ -57,6 +57,7 @@ BORDER_RING = 0.05  # border heuristic: ring width as a fraction of the shorter 
 BORDER_SHARE = 0.5  # ... a part covering more than this share of the ring is background
 PARTS_JSON_VERSION = 1
 MAX_PARTS = 255  # labels are stored as uint8
+DEFAULT_IMAGE_SIZE = 256  # ref: input_size 256; used only when a model does not know its training size
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -240,6 +241,31 @@ def collect_images(
     return [InputImage(path, name) for (path, _), name in zip(pairs, names)]
 
 
+def default_out_dir(inputs: Sequence[str | os.PathLike[str]]) -> Path:
+    """The output folder when none is given: ``<folder>_parts`` next to the folder of the first input.
+
+    The folder is the input itself when it is a folder, the file's folder for a file, the fixed leading
+    part of a glob pattern otherwise: ``photos/`` -> ``photos_parts/``, ``shots/a.jpg`` -> ``shots_parts/``.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp()) / "photos"; d.mkdir()
+        >>> default_out_dir([d]) == d.parent / "photos_parts"
+        True
+    """
+    if not inputs:
+        raise ValueError("no inputs given")
+    first = Path(inputs[0]).expanduser()
+    if first.is_dir():
+        folder = first
+    elif first.is_file():
+        folder = first.parent
+    else:
+        folder = _glob_root(first)
+    folder = folder.resolve()
+    return folder.parent / f"{folder.name or 'root'}_parts"
+
+
 def find_mask(masks_dir: str | os.PathLike[str], item: InputImage) -> Path | None:
     """The mask file of an image: ``MASKS/NAME.<ext>``, else ``MASKS/<file stem>.<ext>``.
 
@@ -270,6 +296,28 @@ def find_mask(masks_dir: str | os.PathLike[str], item: InputImage) -> Path | Non
 
 
 # ----------------------------------------------------------------------------------------------- model
+
+
+def inference_size(model: nn.Module, size: int | None = None) -> int:
+    """The shorter image side fed to the network: ``size`` when given, else the model's training size.
+
+    The one place that picks the default, for :func:`partdisco.segment`, ``partdisco segment`` and
+    :func:`segment_files`: ``model.image_size`` (the ``data.image_size`` its checkpoint was trained at),
+    else :data:`DEFAULT_IMAGE_SIZE` (released checkpoints, fresh models).
+
+    Example:
+        >>> from partdisco.models import create_segmenter
+        >>> seg = create_segmenter("resnet18", num_parts=3)
+        >>> inference_size(seg), inference_size(seg, 64)
+        (256, 64)
+        >>> seg.image_size = 96
+        >>> inference_size(seg)
+        96
+    """
+    if size is not None:
+        return int(size)
+    trained = getattr(model, "image_size", None)
+    return int(trained) if trained else DEFAULT_IMAGE_SIZE
 
 
 def processing_size(height: int, width: int, size: int) -> tuple[int, int]:
@@ -460,7 +508,7 @@ def segment_images(
     images: Sequence[np.ndarray],
     masks: Sequence[np.ndarray | None] | None = None,
     *,
-    size: int = 256,
+    size: int | None = None,
     background: str = "auto",
     batch_size: int = 8,
     with_probs: bool = True,
@@ -474,7 +522,8 @@ def segment_images(
         model: a Segmenter on its device; inputs follow its device.
         images: uint8 (H, W, 3) RGB arrays.
         masks: optional foreground per image, float (H, W) in [0, 1] (> 0.5 = foreground) or None.
-        size: shorter side of the network input (see :func:`processing_size`).
+        size: shorter side of the network input (see :func:`processing_size`); None = the model's
+            training size (:func:`inference_size`).
         background: ``"auto"`` (mask, else the model's background channel, else none), ``"none"`` (every
             unmasked pixel is a part) or ``"border"`` (:func:`border_background_parts`); a mask always wins.
         batch_size: images per forward pass, >= 1.
@@ -494,6 +543,7 @@ def segment_images(
         ((20, 30), dtype('uint8'), (3, 20, 30), 'none')
     """
     _check_background(background)
+    size = inference_size(model, size)
     if size < 1 or batch_size < 1:
         raise ValueError(f"size and batch_size must be >= 1, got size={size}, batch_size={batch_size}")
     num_parts, background_channel = int(model.num_parts), bool(model.background_channel)
@@ -704,7 +754,7 @@ def segment_files(
     out_dir: str | os.PathLike[str],
     *,
     masks_dir: str | os.PathLike[str] | None = None,
-    size: int = 256,
+    size: int | None = None,
     batch_size: int = 8,
     background: str = "auto",
     save_probs: bool = False,
@@ -724,7 +774,7 @@ def segment_files(
         inputs: files, folders (recursive) and glob patterns (:func:`collect_images`).
         out_dir: output folder.
         masks_dir: foreground masks named like the images (:func:`find_mask`); they define background.
-        size: shorter side of the network input.
+        size: shorter side of the network input; None = the model's training size (:func:`inference_size`).
         batch_size: images per forward pass.
         background: ``"auto"``, ``"none"`` or ``"border"`` (see :func:`segment_images`); must be
             ``"auto"`` with masks.
@@ -749,6 +799,7 @@ def segment_files(
         raise ValueError(
             f"background={background!r} cannot be combined with masks: masks define the background"
         )
+    size = inference_size(model, size)
     if size < 1 or batch_size < 1:
         raise ValueError(f"size and batch_size must be >= 1, got size={size}, batch_size={batch_size}")
     out = Path(out_dir).expanduser()
