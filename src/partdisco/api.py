@@ -150,6 +150,37 @@ def evaluate_checkpoint(
     return metrics, out_path
 
 
+def export(src: str | Path, dst: str | Path, fp16: bool = False) -> Path:
+    """Write a weights-only copy of a checkpoint (optionally float16) that every command loads.
+
+    Args:
+        src: a run folder, one of our checkpoints (a full training checkpoint included), or a released
+            unsup-parts / SCOPS file.
+        dst: the output ``.pt`` file.
+        fp16: store the weights as float16 (half the size).
+
+    Returns:
+        The written path. The file keeps the model description, the training image size and, for our
+        checkpoints, the run config (so ``partdisco eval`` still knows the data set); no optimizer state.
+    """
+    from partdisco.models.convert import (
+        export_checkpoint,
+        load_file,
+        resolve_checkpoint_path,
+        segmenter_from_checkpoint_dict,
+        segmenter_from_foreign,
+    )
+
+    path = resolve_checkpoint_path(src)
+    obj = load_file(path)
+    ours = isinstance(obj, dict) and "format_version" in obj
+    seg = segmenter_from_checkpoint_dict(obj) if ours else segmenter_from_foreign(obj)
+    extra: dict[str, Any] = {"exported_from": str(path), "weights_dtype": "float16" if fp16 else "float32"}
+    if ours:
+        extra.update({k: obj[k] for k in ("config", "step", "metrics") if k in obj})
+    return export_checkpoint(seg, dst, extra=extra, fp16=fp16)
+
+
 def format_metrics(metrics: dict[str, Any]) -> str:
     """A plain-text table of the scalar metrics (and the baseline's, side by side)."""
     base = metrics.get("baseline_xy_kmeans", {})
@@ -302,4 +333,12 @@ def segment(
     return labels[0], probs[0]
 
 
-__all__ = ["evaluate_checkpoint", "format_metrics", "load", "resolve_train_config", "segment", "train"]
+__all__ = [
+    "evaluate_checkpoint",
+    "export",
+    "format_metrics",
+    "load",
+    "resolve_train_config",
+    "segment",
+    "train",
+]

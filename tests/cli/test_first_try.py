@@ -189,3 +189,130 @@ class TestDataSynth:
         err = capsys.readouterr().err.strip()
         assert "already exists and is a data set" in err and len(err.splitlines()) == 1
         assert sorted(p.name for p in (out / "images").iterdir()) == before
+
+
+# ---------------------------------------------------------------------------------------- 6. shareable
+
+
+TINY_TRAIN = [
+    "data.image_size=32",
+    "data.synthetic_train=8",
+    "data.synthetic_test=4",
+    "model.arch=resnet18",
+    "model.features=texture",
+    "train.batch_size=2",
+    "train.steps=2",
+    "train.checkpoint_every=2",
+    "train.vis_every=1000",
+    "log.progress=false",
+    "log.tensorboard=false",
+    "eval.batch_size=4",
+    "eval.baseline=false",
+]
+
+
+class TestShareableOutputs:
+    def test_final_model_is_weights_only_and_resume_still_works(self, tmp_path, capsys):
+        from partdisco.engine.checkpoint import load_checkpoint
+
+        run = tmp_path / "run"
+        assert main(["train", *TINY_TRAIN, f"out={run}"]) == 0
+        final = load_checkpoint(run / "model.pt")
+        assert "optimizer" not in final and "scaler" not in final and final["step"] == 2
+        full = load_checkpoint(run / "checkpoints" / "step_0000002.pt")
+        assert "optimizer" in full
+        assert (run / "model.pt").stat().st_size < 0.75 * (
+            run / "checkpoints" / "step_0000002.pt"
+        ).stat().st_size
+        capsys.readouterr()
+        assert main(["train", f"resume={run / 'model.pt'}", "train.steps=3"]) == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert last.startswith("partdisco train: error: resume:") and "weights only" in last
+        assert main(["train", f"resume={run}", "train.steps=3", "log.progress=false"]) == 0
+        assert load_checkpoint(run / "model.pt")["step"] == 3
+
+    def test_export_weights_only_and_fp16(self, tmp_path, capsys):
+        from partdisco.engine.checkpoint import load_checkpoint
+
+        run = make_run(tmp_path / "run")
+        photos = write_photos(tmp_path / "photos", n=1)
+        assert main(["export", str(run), str(tmp_path / "w16.pt"), "--fp16"]) == 0
+        assert "float16" in capsys.readouterr().out
+        assert main(["export", str(run), str(tmp_path / "w32.pt")]) == 0
+        half = load_checkpoint(tmp_path / "w16.pt")
+        assert half["model"]["conv1.weight"].dtype == torch.float16 and "optimizer" not in half
+        assert half["config"]["data"]["image_size"] == 32
+        size16, size32 = (tmp_path / "w16.pt").stat().st_size, (tmp_path / "w32.pt").stat().st_size
+        assert size16 < 0.6 * size32
+        m16, m32 = partdisco.load(tmp_path / "w16.pt"), partdisco.load(tmp_path / "w32.pt")
+        assert m16.image_size == 32 and next(m16.parameters()).dtype == torch.float32
+        with torch.no_grad():
+            x = torch.rand(1, 3, 32, 32)
+            torch.testing.assert_close(m16(m16.preprocess(x)), m32(m32.preprocess(x)), atol=0.05, rtol=0.05)
+        assert main(["segment", str(tmp_path / "w16.pt"), str(photos), "--quiet"]) == 0
+
+    def test_index_html_is_portable_and_lists_unreadable_files(self, tmp_path, capsys):
+        import re
+        import shutil
+
+        run = make_run(tmp_path / "run")
+        photos = write_photos(tmp_path / "photos", n=2)
+        (photos / "broken.jpg").write_bytes(b"not an image")
+        out = tmp_path / "parts"
+        assert main(["segment", str(run), str(photos), "--out", str(out), "--quiet"]) == 0
+        moved = tmp_path / "mailed" / "parts"
+        shutil.copytree(out, moved)
+        shutil.rmtree(photos)
+        html = (moved / "index.html").read_text()
+        links = re.findall(r'(?:src|href)="([^"]+)"', html)
+        assert links and not any(link.startswith(("..", "/")) for link in links)
+        assert all((moved / link).is_file() for link in links)
+        assert any(link.startswith("input/") for link in links)
+        assert "broken.jpg" in html and "unreadable" in html
+        assert "0: background" not in html and "1: part 1" in html
+
+    def test_legend_shows_background_with_masks(self, tmp_path, capsys):
+        run = make_run(tmp_path / "run")
+        photos = write_photos(tmp_path / "photos", n=1, size=(40, 56))
+        masks = tmp_path / "masks"
+        masks.mkdir()
+        mask = np.zeros((40, 56), np.uint8)
+        mask[10:30, 10:40] = 255
+        Image.fromarray(mask).save(masks / "photo0.png")
+        out = tmp_path / "parts"
+        assert (
+            main(["segment", str(run), str(photos), "--out", str(out), "--masks", str(masks), "--quiet"]) == 0
+        )
+        html = (out / "index.html").read_text()
+        assert "0: background" in html and "background: mask" in html
+
+    def test_border_without_border_part_says_so(self, tmp_path, capsys, monkeypatch):
+        import partdisco.engine.segment as seg_mod
+
+        monkeypatch.setattr(seg_mod, "border_background_parts", lambda labels: [])
+        run = make_run(tmp_path / "run")
+        photos = write_photos(tmp_path / "photos", n=2)
+        out = tmp_path / "parts"
+        assert (
+            main(["segment", str(run), str(photos), "--out", str(out), "--background", "border", "--quiet"])
+            == 0
+        )
+        printed = capsys.readouterr().out
+        assert "2 image(s) without background" in printed and "found no part" in printed
+        entries = json.loads((out / "parts.json").read_text())["images"]
+        assert {e["background"] for e in entries.values()} == {"none"}
+        assert all("found no part" in e["background_note"] for e in entries.values())
+        assert "background: none (--background border found no part" in (out / "index.html").read_text()
+
+    def test_border_postprocess_values(self):
+        from partdisco.engine.segment import BORDER_NOT_FOUND, _postprocess
+
+        probs = torch.zeros(4, 8, 8)
+        probs[0, :4, :4] = probs[1, :4, 4:] = probs[2, 4:, :4] = probs[3, 4:, 4:] = 1.0  # quadrants
+        maps = _postprocess(probs, (8, 8), None, "border", False, False)
+        assert maps.background == "none" and maps.note == BORDER_NOT_FOUND and maps.labels.min() == 1
+        probs = torch.zeros(4, 8, 8)
+        probs[0] = 1.0
+        probs[0, 3:5, 3:5], probs[1, 3:5, 3:5] = 0.0, 1.0  # part 1 frames part 2
+        maps = _postprocess(probs, (8, 8), None, "border", False, False)
+        assert maps.background == "border" and maps.note == "" and (maps.labels == 0).sum() == 60

@@ -1,4 +1,4 @@
-"""Command-line interface: ``partdisco {train,eval,segment,convert,data}``.
+"""Command-line interface: ``partdisco {train,eval,segment,convert,data,export}``.
 
 Each subcommand module defines ``add_parser(subparsers)`` and ``run(args) -> int``; ``main`` maps the
 name to the module. Errors that are the user's (a bad key, a missing file) print one line and exit 2.
@@ -20,6 +20,7 @@ COMMANDS = {
     "segment": "partdisco.cli.segment",
     "convert": "partdisco.cli.convert",
     "data": "partdisco.cli.data",
+    "export": "partdisco.cli.export",
 }
 
 

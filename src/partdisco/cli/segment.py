@@ -119,5 +119,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped {len(summary.failed)} unreadable file(s):", file=sys.stderr)
         for path, reason in summary.failed.items():
             print(f"  {reason}" if path in reason else f"  {path}: {reason}", file=sys.stderr)
+    if summary.notes:
+        print(f"{len(summary.notes)} image(s) without background: {next(iter(summary.notes.values()))}")
+        for name in summary.notes:
+            print(f"  {name}")
     print(f"wrote {summary.out_dir}; open {summary.index_html} in a browser")
     return 1 if summary.failed and not (summary.written or summary.skipped) else 0

@@ -293,7 +293,8 @@ def prepare_run(cfg: RunConfig) -> tuple[RunConfig, Path, Path | None]:
 def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
     """Train a segmenter as configured and return the run folder.
 
-    The run folder ends with ``config.yaml``, ``checkpoints/step_*.pt``, ``model.pt`` (final),
+    The run folder ends with ``config.yaml``, ``checkpoints/step_*.pt`` (full state for resuming),
+    ``model.pt`` (final, weights-only: no optimizer state),
     ``tensorboard/``, ``parts.png`` (input / part map / overlay for fixed test images), ``metrics.json`` and
     ``train.log``.
 
@@ -347,6 +348,11 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
     start_step = 0
     if resume_ckpt is not None:
         state = load_checkpoint(resume_ckpt)
+        if "optimizer" not in state:
+            raise ConfigError(
+                f"resume: {resume_ckpt} holds weights only (a final model.pt or an export); resume from the "
+                f"run folder ({run_dir}) or one of its checkpoints/step_*.pt"
+            )
         model.load_state_dict(state["model"], strict=True)
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
@@ -485,7 +491,11 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
         assert writer is not None
         writer.scalars({k: v for k, v in metrics.items() if isinstance(v, float)}, step, "eval")
         writer.close()
-        save_atomic(_state(model, optimizer, scaler, step, cfg, metrics), run_dir / "model.pt")
+        # The final model is weights-only (a third of the size); the full state stays in checkpoints/.
+        final = _state(model, optimizer, scaler, step, cfg, metrics)
+        save_atomic(
+            {k: v for k, v in final.items() if k not in ("optimizer", "scaler")}, run_dir / "model.pt"
+        )
         _write_json(run_dir / "metrics.json", metrics)
         from partdisco.visualise import save_png
 

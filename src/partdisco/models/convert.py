@@ -531,7 +531,7 @@ def _check_plain(value: Any, where: str) -> None:
 
 
 def export_checkpoint(
-    seg: Segmenter, path: str | os.PathLike[str], extra: dict[str, Any] | None = None
+    seg: Segmenter, path: str | os.PathLike[str], extra: dict[str, Any] | None = None, fp16: bool = False
 ) -> Path:
     """Write ``seg`` in our format, atomically (tmp file + ``os.replace``).
 
@@ -543,6 +543,8 @@ def export_checkpoint(
         path: destination; parent folders are created.
         extra: more plain-typed entries (e.g. ``{"config": run_config_dict, "source": "model_60000.pth"}``);
             may not override the three keys above.
+        fp16: store floating-point tensors as float16 (half the size; loading casts them back to the
+            model's float32 parameters).
 
     Returns:
         The written path.
@@ -555,7 +557,10 @@ def export_checkpoint(
     _check_plain(extra, "extra")
     ckpt = {
         "format_version": FORMAT_VERSION,
-        "model": {k: v.detach().cpu() for k, v in seg.state_dict().items()},
+        "model": {
+            k: v.detach().cpu().half() if fp16 and v.is_floating_point() else v.detach().cpu()
+            for k, v in seg.state_dict().items()
+        },
         "model_config": seg.config(),
         **extra,
     }
