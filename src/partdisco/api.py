@@ -181,18 +181,15 @@ def export(src: str | Path, dst: str | Path, fp16: bool = False) -> Path:
     return export_checkpoint(seg, dst, extra=extra, fp16=fp16)
 
 
-def format_metrics(metrics: dict[str, Any]) -> str:
-    """A plain-text table of the scalar metrics (and the baseline's, side by side)."""
-    base = metrics.get("baseline_xy_kmeans", {})
-    rows = [("metric", "model", "xy k-means")]
-    for key, value in metrics.items():
-        if isinstance(value, float):
-            other = base.get(key)
-            rows.append((key, f"{value:.2f}", f"{other:.2f}" if isinstance(other, float) else ""))
-        elif isinstance(value, int) and not isinstance(value, bool):
-            rows.append((key, str(value), ""))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+def format_metrics(metrics: dict[str, Any], decimals: int = 1) -> str:
+    """A plain-text table of the scalar metrics (and the baseline's, side by side), 1 decimal.
+
+    The same table ``partdisco eval`` prints and training writes to its log
+    (:func:`partdisco.metrics.report.format_metrics`).
+    """
+    from partdisco.metrics.report import format_metrics as table
+
+    return table(metrics, decimals)
 
 
 def _image_to_rgb_uint8(image: Any, index: int) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 import yaml
 from PIL import Image
@@ -316,3 +317,81 @@ class TestShareableOutputs:
         probs[0, 3:5, 3:5], probs[1, 3:5, 3:5] = 0.0, 1.0  # part 1 frames part 2
         maps = _postprocess(probs, (8, 8), None, "border", False, False)
         assert maps.background == "border" and maps.note == "" and (maps.labels == 0).sum() == 60
+
+
+# ---------------------------------------------------------------------------------------- 5. say it
+
+
+def test_wandb_without_package_is_refused_before_the_run_folder(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed
+    code = main(["train", *TINY_TRAIN, "log.wandb=true", f"out={tmp_path / 'never'}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "log.wandb=true needs the wandb package" in err
+    assert not (tmp_path / "never").exists()
+
+
+def test_unlabelled_photos_train_with_eta_warning_table_and_diagnostics(tmp_path, capsys):
+    photos = write_photos(tmp_path / "photos", n=4, size=(36, 44))
+    run = tmp_path / "run"
+    args = [
+        "train",
+        "dataset=folder",
+        f"data.root={photos}",
+        *TINY_TRAIN,
+        "train.steps=4",
+        "optim.name=sgd",
+        "optim.lr=1e-5",
+        f"out={run}",
+    ]
+    assert main(args) == 0
+    log = (run / "train.log").read_text()
+    assert "WARNING" in log and "random weights" in log and "optim.name=adamw optim.lr=1e-3" in log
+    assert "s/step in the first 3 steps: the other 1 take about" in log
+    metrics = json.loads((run / "metrics.json").read_text())
+    diag = metrics["diagnostics"]
+    assert diag["images"] == 4 and len(diag["parts"]) == 4
+    assert abs(sum(p["fg_share"] for p in diag["parts"]) - 100.0) < 1e-6
+    assert all(0 <= p["images"] <= 4 for p in diag["parts"])
+    assert "unsupervised diagnostics" in log and "colour spread (Lab)" in log and "parts.png" in log
+    # metrics as a table with 1 decimal, not raw JSON
+    assert '{"' not in log and "held-out metrics (x100):" in log
+
+
+def test_metrics_table_has_one_decimal():
+    from partdisco.api import format_metrics
+
+    text = format_metrics({"px_fg_nmi": 71.94321, "images": 8, "baseline_xy_kmeans": {"px_fg_nmi": 0.2123}})
+    assert text.splitlines()[1].split() == ["px_fg_nmi", "71.9", "0.2"]
+
+
+def test_part_diagnostics_values():
+    from partdisco.engine.diagnostics import part_diagnostics
+
+    class Halves(torch.nn.Module):
+        """Part 1 on the left half, part 2 on the right, whatever the image."""
+
+        num_parts, background_channel = 2, False
+
+        def preprocess(self, x):
+            return x
+
+        def forward(self, x):
+            B, _, H, W = x.shape
+            logits = torch.zeros(B, 2, H, W)
+            logits[:, 0, :, : W // 2] = 1.0
+            logits[:, 1, :, W // 2 :] = 1.0
+            return logits
+
+    red = torch.zeros(3, 8, 8)
+    red[0] = 1.0
+    samples = [{"image": red.clone(), "fg_mask": torch.ones(1, 8, 8)} for _ in range(3)]
+    diag = part_diagnostics(Halves(), samples, torch.device("cpu"), batch_size=2)
+    assert diag["images"] == 3
+    left, right = diag["parts"]
+    assert left["fg_share"] == pytest.approx(50.0) and right["fg_share"] == pytest.approx(50.0)
+    assert left["images"] == right["images"] == 3
+    assert left["color_spread_lab"] == pytest.approx(0.0, abs=1e-4)  # same colour in every image
+    assert left["position_spread"] == pytest.approx(0.0, abs=1e-4)  # same place in every image
