@@ -395,3 +395,44 @@ def test_part_diagnostics_values():
     assert left["images"] == right["images"] == 3
     assert left["color_spread_lab"] == pytest.approx(0.0, abs=1e-4)  # same colour in every image
     assert left["position_spread"] == pytest.approx(0.0, abs=1e-4)  # same place in every image
+
+
+# ---------------------------------------------------------------------------------------- 4. help
+
+
+class TestHelpTellsTheTruth:
+    def _help(self, capsys, *args):
+        with pytest.raises(SystemExit) as exc:
+            main(["train", *args, "--help"])
+        assert exc.value.code == 0
+        return capsys.readouterr().out
+
+    def test_default_help_shows_what_partdisco_train_runs(self, capsys):
+        out = self._help(capsys)
+        assert "model.arch='resnet18'" in out and "optim.name='adamw'" in out and "train.steps=400" in out
+        assert "deeplab_r50_2branch'" not in out.split("model.arch=")[1].split("\n")[0].split("[")[0]
+
+    def test_preset_help_shows_the_preset_values(self, capsys):
+        out = self._help(capsys, "dataset=folder")
+        assert "values dataset=folder resolves to" in out
+        assert "model.arch='deeplab_r50_2branch'" in out and "train.steps=20000" in out
+
+    def test_every_key_has_a_meaning_and_named_keys_their_choices(self, capsys):
+        from partdisco.cli._options import key_meanings
+        from partdisco.config import ARCHS
+
+        meanings = key_meanings()
+        assert all(meanings.values()), [k for k, v in meanings.items() if not v]
+        out = self._help(capsys)
+        arch_line = next(line for line in out.splitlines() if line.strip().startswith("model.arch="))
+        assert "[" + " | ".join(ARCHS) + "]" in arch_line
+        assert "train.precision='fp32'  (str) [fp32 | bf16 | fp16]" in out
+        for key, meaning in meanings.items():
+            assert any(line.strip().startswith(f"{key}=") and meaning in line for line in out.splitlines()), (
+                key
+            )
+
+    def test_print_config_without_data_root(self, capsys):
+        assert main(["train", "dataset=folder", "--print-config"]) == 0
+        printed = yaml.safe_load(capsys.readouterr().out)
+        assert printed["data"]["name"] == "folder" and printed["data"]["root"] is None
