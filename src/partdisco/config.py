@@ -417,8 +417,12 @@ def load_config(
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
     if preset is None:
+        file_data = file_values.get("data") if isinstance(file_values.get("data"), dict) else {}
         preset = (
-            next((v for k, v in pairs if k == "dataset"), None) or file_values.get("dataset") or "synthetic"
+            next((v for k, v in pairs if k == "dataset"), None)
+            or file_values.get("dataset")
+            or file_data.get("name")  # a hand-written file may name its data set only there
+            or "synthetic"
         )
     cfg = RunConfig()
     preset_file = preset_path(str(preset))
@@ -448,7 +452,10 @@ def file_values_for_preset(values: Any, preset: str) -> Any:
         ...                        "folder")
         {'data': {'image_size': 96}}
     """
-    if not isinstance(values, dict) or values.get("dataset", preset) == preset:
+    if not isinstance(values, dict):
+        return values
+    data = values.get("data") if isinstance(values.get("data"), dict) else {}
+    if (values.get("dataset") or data.get("name") or preset) == preset:
         return values
     kept = {k: v for k, v in values.items() if k != "dataset"}
     if isinstance(kept.get("data"), dict):

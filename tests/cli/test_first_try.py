@@ -436,3 +436,23 @@ class TestHelpTellsTheTruth:
         assert main(["train", "dataset=folder", "--print-config"]) == 0
         printed = yaml.safe_load(capsys.readouterr().out)
         assert printed["data"]["name"] == "folder" and printed["data"]["root"] is None
+
+
+def test_file_data_name_alone_does_not_beat_the_command_line_dataset(tmp_path, capsys):
+    saved = tmp_path / "mine.yaml"
+    saved.write_text(yaml.safe_dump({"data": {"name": "synthetic", "image_size": 48}}))
+    photos = write_photos(tmp_path / "photos")
+    args = ["train", "--print-config", "--config", str(saved), "dataset=folder", f"data.root={photos}"]
+    assert main(args) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["data"]["name"] == "folder" and printed["data"]["image_size"] == 48
+
+
+def test_file_naming_its_data_set_only_in_data_name_gets_that_preset(tmp_path, capsys):
+    photos = write_photos(tmp_path / "photos")
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(yaml.safe_dump({"data": {"name": "folder", "root": str(photos)}}))
+    assert main(["train", "--print-config", "--config", str(mine)]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["dataset"] == "folder" and printed["data"]["name"] == "folder"
+    assert printed["train"]["steps"] == 20000  # the folder preset's value
