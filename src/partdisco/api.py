@@ -98,9 +98,14 @@ def evaluate_checkpoint(
     from partdisco.data import build_dataset
     from partdisco.engine.evaluate import evaluate
     from partdisco.engine.train import resolve_device
-    from partdisco.models.convert import load_file, segmenter_from_checkpoint_dict, segmenter_from_foreign
+    from partdisco.models.convert import (
+        load_file,
+        resolve_checkpoint_path,
+        segmenter_from_checkpoint_dict,
+        segmenter_from_foreign,
+    )
 
-    checkpoint = Path(checkpoint)
+    checkpoint = resolve_checkpoint_path(checkpoint)
     pairs = parse_overrides(list(overrides or []))
     dataset = next((v for k, v in pairs if k == "dataset"), None)
     rest = [f"{k}={v}" for k, v in pairs if k not in ("dataset", "split")]
@@ -190,18 +195,46 @@ def evaluation_config(trained: RunConfig, dataset: str | None, overrides: list[s
     return cfg
 
 
-def format_metrics(metrics: dict[str, Any]) -> str:
-    """A plain-text table of the scalar metrics (and the baseline's, side by side)."""
-    base = metrics.get("baseline_xy_kmeans", {})
-    rows = [("metric", "model", "xy k-means")]
-    for key, value in metrics.items():
-        if isinstance(value, float):
-            other = base.get(key)
-            rows.append((key, f"{value:.2f}", f"{other:.2f}" if isinstance(other, float) else ""))
-        elif isinstance(value, int) and not isinstance(value, bool):
-            rows.append((key, str(value), ""))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+def export(src: str | Path, dst: str | Path, fp16: bool = False) -> Path:
+    """Write a weights-only copy of a checkpoint (optionally float16) that every command loads.
+
+    Args:
+        src: a run folder, one of our checkpoints (a full training checkpoint included), or a released
+            unsup-parts / SCOPS file.
+        dst: the output ``.pt`` file.
+        fp16: store the weights as float16 (half the size).
+
+    Returns:
+        The written path. The file keeps the model description, the training image size and, for our
+        checkpoints, the run config (so ``partdisco eval`` still knows the data set); no optimizer state.
+    """
+    from partdisco.models.convert import (
+        export_checkpoint,
+        load_file,
+        resolve_checkpoint_path,
+        segmenter_from_checkpoint_dict,
+        segmenter_from_foreign,
+    )
+
+    path = resolve_checkpoint_path(src)
+    obj = load_file(path)
+    ours = isinstance(obj, dict) and "format_version" in obj
+    seg = segmenter_from_checkpoint_dict(obj) if ours else segmenter_from_foreign(obj)
+    extra: dict[str, Any] = {"exported_from": str(path), "weights_dtype": "float16" if fp16 else "float32"}
+    if ours:
+        extra.update({k: obj[k] for k in ("config", "step", "metrics") if k in obj})
+    return export_checkpoint(seg, dst, extra=extra, fp16=fp16)
+
+
+def format_metrics(metrics: dict[str, Any], decimals: int = 1) -> str:
+    """A plain-text table of the scalar metrics (and the baseline's, side by side), 1 decimal.
+
+    The same table ``partdisco eval`` prints and training writes to its log
+    (:func:`partdisco.metrics.report.format_metrics`).
+    """
+    from partdisco.metrics.report import format_metrics as table
+
+    return table(metrics, decimals)
 
 
 def _image_to_rgb_uint8(image: Any, index: int) -> Any:
@@ -266,7 +299,7 @@ def segment(
     images: Any,
     *,
     masks: Any = None,
-    size: int = 256,
+    size: int | None = None,
     background: str = "auto",
     batch_size: int = 8,
     device: str | None = None,
@@ -285,7 +318,8 @@ def segment(
         masks: optional foreground masks shaped like ``images``: paths (non-zero is foreground, as
             ``read_mask``), or (H, W) arrays: bool, float 0..1 (> 0.5 is foreground) or integer (non-zero is
             foreground). Background pixels get label 0.
-        size: shorter side of the network input (default 256).
+        size: shorter side of the network input; None (default) = the size the model was trained at
+            (``model.image_size``, from its checkpoint), else 256, exactly as ``partdisco segment``.
         background: ``"auto"`` (masks, else the model's background channel, else no background),
             ``"none"`` or ``"border"`` (the part covering most of the image border is background).
         batch_size: images per forward pass.
@@ -341,4 +375,12 @@ def segment(
     return labels[0], probs[0]
 
 
-__all__ = ["evaluate_checkpoint", "format_metrics", "load", "resolve_train_config", "segment", "train"]
+__all__ = [
+    "evaluate_checkpoint",
+    "export",
+    "format_metrics",
+    "load",
+    "resolve_train_config",
+    "segment",
+    "train",
+]

@@ -477,15 +477,19 @@ def load_config(
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
     if preset is None:
+        file_data = file_values.get("data") if isinstance(file_values.get("data"), dict) else {}
         preset = (
-            next((v for k, v in pairs if k == "dataset"), None) or file_values.get("dataset") or "synthetic"
+            next((v for k, v in pairs if k == "dataset"), None)
+            or file_values.get("dataset")
+            or file_data.get("name")  # a hand-written file may name its data set only there
+            or "synthetic"
         )
     cfg = RunConfig()
     preset_file = preset_path(str(preset))
     merge_dict(cfg, yaml.safe_load(preset_file.read_text()) or {}, source=str(preset_file))
     cfg.dataset = str(preset)
     if file_values:
-        merge_dict(cfg, file_values, source=str(config_file))
+        merge_dict(cfg, file_values_for_preset(file_values, str(preset)), source=str(config_file))
     for key, value in pairs:
         if key == "dataset":
             if value != preset:
@@ -493,6 +497,30 @@ def load_config(
             continue
         _set(cfg, key, value)
     return validate(cfg) if check else cfg
+
+
+def file_values_for_preset(values: Any, preset: str) -> Any:
+    """A config file's values to merge over ``preset`` (the command line's ``dataset=`` wins).
+
+    A file written for another data set (e.g. a synthetic run's ``config.yaml`` reused with
+    ``dataset=folder``) keeps all its other values, but not its ``dataset`` and ``data.name``: the preset of
+    the command line is applied first and the file's other keys on top of it, so the data set the user
+    asked for is the one trained on.
+
+    Example:
+        >>> file_values_for_preset({"dataset": "synthetic", "data": {"name": "synthetic", "image_size": 96}},
+        ...                        "folder")
+        {'data': {'image_size': 96}}
+    """
+    if not isinstance(values, dict):
+        return values
+    data = values.get("data") if isinstance(values.get("data"), dict) else {}
+    if (values.get("dataset") or data.get("name") or preset) == preset:
+        return values
+    kept = {k: v for k, v in values.items() if k != "dataset"}
+    if isinstance(kept.get("data"), dict):
+        kept["data"] = {k: v for k, v in kept["data"].items() if k != "name"}
+    return kept
 
 
 def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:

@@ -49,7 +49,20 @@ def test_print_config(capsys):
 @pytest.mark.slow
 def test_data_synth_check_train_eval(tmp_path, capsys):
     root = tmp_path / "synth"
-    assert main(["data", "synth", str(root), "--n", "12", "--size", "32", "--test-fraction", "0.25"]) == 0
+    args = [
+        "data",
+        "synth",
+        str(root),
+        "--n",
+        "12",
+        "--size",
+        "32",
+        "--split",
+        "both",
+        "--test-fraction",
+        "0.25",
+    ]
+    assert main(args) == 0
     assert len(list((root / "images").glob("*.png"))) == 12
     assert main(["data", "check", str(root), "--dataset", "folder"]) == 0
     run = tmp_path / "run"

@@ -131,7 +131,7 @@ def test_same_colour_for_same_part(segmented):
 def test_rerun_skips_existing(checkpoint, mixed_folder, segmented, capsys):
     out = segmented[0]
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
-    assert len(stamps) == 4 * len(EXPECTED) + 2  # labels, color, overlay, probs + parts.json, index.html
+    assert len(stamps) == 5 * len(EXPECTED) + 2  # 5 files per image + parts.json, index.html
     code = run_segment(checkpoint, mixed_folder, "--out", out, "--save-probs", "--batch-size", "4")
     assert code == 0
     assert "0 segmented, 7 already done, 1 unreadable" in capsys.readouterr().out

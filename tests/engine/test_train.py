@@ -1,9 +1,11 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from partdisco.api import resolve_train_config
+from partdisco.config import ConfigError
 from partdisco.engine import train as train_mod
 from partdisco.engine.checkpoint import latest_checkpoint, load_checkpoint, step_checkpoints
 from partdisco.engine.schedule import lr_factor
@@ -147,5 +149,7 @@ def test_wandb_without_package_is_a_clear_error(tiny_overrides, monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_wandb)
     cfg = resolve_train_config([*tiny_overrides, "train.steps=1", "log.wandb=true"])
-    with pytest.raises(RuntimeError, match=r"pip install 'partdisco\[wandb\]'"):
+    # a ConfigError (one line from the CLI), raised before the run folder is made
+    with pytest.raises(ConfigError, match=r"pip install 'partdisco\[wandb\]'"):
         fit(cfg)
+    assert not Path(cfg.out).exists()

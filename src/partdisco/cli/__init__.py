@@ -1,4 +1,4 @@
-"""Command-line interface: ``partdisco {train,eval,segment,convert,data}``.
+"""Command-line interface: ``partdisco {train,eval,segment,convert,data,export}``.
 
 Each subcommand module defines ``add_parser(subparsers)`` and ``run(args) -> int``; ``main`` maps the
 name to the module. Errors that are the user's (a bad key, a missing file) print one line and exit 2.
@@ -12,6 +12,7 @@ import logging
 import sys
 
 from partdisco import __version__
+from partdisco.cli._options import preset_from_argv
 from partdisco.config import ConfigError
 
 COMMANDS = {
@@ -20,26 +21,35 @@ COMMANDS = {
     "segment": "partdisco.cli.segment",
     "convert": "partdisco.cli.convert",
     "data": "partdisco.cli.data",
+    "export": "partdisco.cli.export",
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every subcommand attached."""
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand attached.
+
+    ``argv`` lets ``partdisco train dataset=NAME --help`` list the values of that preset.
+    """
     parser = argparse.ArgumentParser(
         prog="partdisco",
         description="Unsupervised object part discovery: train, evaluate and run part segmenters.",
     )
     parser.add_argument("--version", action="version", version=f"partdisco {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in COMMANDS.values():
+    preset = preset_from_argv(list(argv or []))
+    for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
-        module.add_parser(sub)
+        if name == "train":
+            module.add_parser(sub, preset=preset)
+        else:
+            module.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

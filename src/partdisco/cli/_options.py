@@ -1,11 +1,54 @@
-"""Shared CLI helpers: the list of every config key for ``--help``."""
+"""Shared CLI helpers: the list of every config key for ``--help``, with the chosen preset's values."""
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
 import typing
 
-from partdisco.config import PRESETS, RunConfig
+from partdisco.config import ARCHS, DATASETS, FEATURE_SOURCES, PRECISIONS, PRESETS, RunConfig, load_config
+
+_COMMENT = re.compile(r"^    (\w+):[^=]*=.*?#\s*(.+)$")
+
+# Meanings of the keys whose line in config.py carries no comment (config.py comments win otherwise).
+_MEANING = {
+    "data.synthetic_train": "number of synthetic training images",
+    "data.synthetic_test": "number of synthetic held-out (test) images",
+    "data.synthetic_seed": "seed of the synthetic data set (an image is a function of seed, split, index)",
+    "loss.jitter_prob": "probability of colour jitter per view (ref: lit_dataset.py)",
+    "loss.brightness": "colour jitter: brightness range (ref: lit_dataset.py)",
+    "loss.contrast": "colour jitter: contrast range (ref: lit_dataset.py)",
+    "loss.saturation": "colour jitter: saturation range (ref: lit_dataset.py)",
+    "loss.hue": "colour jitter: hue range (ref: lit_dataset.py)",
+    "loss.grayscale_prob": "probability of turning a view grey (ref: lit_dataset.py)",
+    "optim.warmup_steps": "linear learning-rate warm-up steps (0 = none, as the reference)",
+    "train.channels_last": "channels-last memory format (faster with bf16 on CPU and GPU)",
+    "train.compile": "torch.compile the model",
+    "train.log_every": "log losses every N steps",
+    "train.keep_checkpoints": "how many periodic checkpoints to keep in checkpoints/",
+    "eval.split": "data set split to evaluate on",
+    "eval.batch_size": "images per evaluation batch",
+    "eval.max_images": "evaluate at most this many images (None = all)",
+    "log.tensorboard": "write TensorBoard logs to RUN/tensorboard",
+    "log.wandb": "also log to Weights & Biases (needs pip install 'partdisco[wandb]')",
+    "log.wandb_project": "Weights & Biases project name",
+}
+
+# Allowed values of the keys that take a name (from the same tuples the validation uses).
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "dataset": PRESETS,
+    "device": ("auto", "cpu", "cuda", "cuda:N"),
+    "data.name": DATASETS,
+    "data.cub_mask": ("gt", "sup", "none"),
+    "data.cub_variant": ("fg", "full"),
+    "model.arch": ARCHS,
+    "model.features": FEATURE_SOURCES,
+    "model.normalization": ("caffe", "imagenet"),
+    "optim.name": ("sgd", "adamw"),
+    "train.precision": PRECISIONS,
+    "eval.split": ("train", "test"),
+}
 
 
 def _type_name(tp: object) -> str:
@@ -13,9 +56,45 @@ def _type_name(tp: object) -> str:
     return text.replace("NoneType", "None")
 
 
-def config_keys_help() -> str:
-    """Every ``key=value`` override with its type and default, one per line."""
-    lines = [f"presets (dataset=NAME): {', '.join(PRESETS)} (default synthetic)", "", "config keys:"]
+def key_meanings() -> dict[str, str]:
+    """One line of meaning per config key: the comment on its line in config.py, else :data:`_MEANING`."""
+    meanings: dict[str, str] = {}
+
+    def walk(cls: type, prefix: str) -> None:
+        comments = {m.group(1): m.group(2).strip() for line in inspect.getsource(cls).splitlines()
+                    if (m := _COMMENT.match(line))}  # fmt: skip
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            key = f"{prefix}{f.name}"
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], key + ".")
+            else:
+                meanings[key] = comments.get(f.name) or _MEANING.get(key, "")
+
+    walk(RunConfig, "")
+    return meanings
+
+
+def preset_from_argv(argv: list[str]) -> str | None:
+    """The ``dataset=NAME`` among command-line arguments when NAME is a preset, else None."""
+    for item in argv:
+        if item.startswith("dataset="):
+            name = item.partition("=")[2]
+            return name if name in PRESETS else None
+    return None
+
+
+def config_keys_help(preset: str | None = None) -> str:
+    """Every ``key=value`` override with the value ``preset`` resolves to, its type, meaning and choices."""
+    preset = preset or "synthetic"
+    cfg = load_config(preset, check=False)
+    meanings = key_meanings()
+    lines = [
+        f"presets (dataset=NAME): {', '.join(PRESETS)} (default synthetic)",
+        "",
+        f"config keys, with the values dataset={preset} resolves to "
+        f"(`partdisco train dataset=NAME --help` shows another preset's):",
+    ]
 
     def walk(obj: object, prefix: str) -> None:
         hints = typing.get_type_hints(type(obj))
@@ -24,8 +103,10 @@ def config_keys_help() -> str:
             key = f"{prefix}{f.name}"
             if dataclasses.is_dataclass(value):
                 walk(value, key + ".")
-            else:
-                lines.append(f"  {key}={value!r}  ({_type_name(hints[f.name])})")
+                continue
+            choices = f" [{' | '.join(_CHOICES[key])}]" if key in _CHOICES else ""
+            meaning = f"  {meanings[key]}" if meanings.get(key) else ""
+            lines.append(f"  {key}={value!r}  ({_type_name(hints[f.name])}){choices}{meaning}")
 
-    walk(RunConfig(), "")
+    walk(cfg, "")
     return "\n".join(lines)

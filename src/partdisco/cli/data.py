@@ -13,14 +13,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     synth = data_sub.add_parser(
         "synth",
         help="write the built-in synthetic data set in the generic folder layout",
-        description="Write N synthetic images with masks, part maps, keypoints and train/test lists to OUT.",
+        description="Write N synthetic images with masks, part maps, keypoints and train/test lists to a new "
+        "folder OUT. By default they are held-out test images (--split test): never seen by "
+        "`partdisco train` on the built-in data set with the same seed, so they can be segmented and "
+        "scored honestly. OUT must be new or empty: an existing data set is never written into.",
     )
-    synth.add_argument("out", help="output folder (created)")
+    synth.add_argument("out", help="output folder (created; must not exist or be empty)")
+    synth.add_argument(
+        "--split",
+        choices=("test", "train", "both"),
+        default="test",
+        help="test: held-out images (default); train: the training images of the built-in data set; both: "
+        "train and test images, --test-fraction of them test (with train.txt / test.txt)",
+    )
     synth.add_argument("--n", type=int, default=1000, help="number of images (default 1000)")
     synth.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synth.add_argument(
-        "--test-fraction", type=float, default=0.1, help="share of images in test.txt (default 0.1)"
+        "--test-fraction",
+        type=float,
+        default=0.1,
+        help="with --split both: share of images in test.txt (default 0.1)",
     )
     check = data_sub.add_parser(
         "check",
@@ -52,29 +65,43 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     check.parse_known_args = parse_intermixed  # type: ignore[method-assign]
     check.add_argument(
         "--dataset",
-        required=True,
+        default=None,
         choices=["cub", "deepfashion", "pascal_part", "folder", "synthetic"],
-        help="which layout to expect",
+        help="which layout to expect (default: guessed from the files in ROOT, and printed)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch ``data`` subcommands."""
     if args.data_command == "synth":
+        from pathlib import Path
+
         from partdisco.data.synthetic import write_folder
 
         if args.n < 2:
             raise ValueError(f"--n must be >= 2, got {args.n}")
-        counts = write_folder(
-            args.out, args.n, image_size=args.size, seed=args.seed, test_fraction=args.test_fraction
-        )
+        out = Path(args.out).expanduser()
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            what = "a data set" if (out / "images").is_dir() else "not an empty folder"
+            raise ValueError(f"{out} already exists and is {what}; data synth writes only into a new folder")
+        fraction = {"test": 1.0, "train": 0.0}.get(args.split, args.test_fraction)
+        counts = write_folder(out, args.n, image_size=args.size, seed=args.seed, test_fraction=fraction)
         print(f"wrote {counts} to {args.out}")
         return 0
     from partdisco.config import load_config
-    from partdisco.data.check import check_dataset
+    from partdisco.data.check import check_dataset, guess_dataset
 
-    name = "folder" if args.dataset == "synthetic" else args.dataset
+    preset = args.dataset
+    if preset is None:
+        preset = guess_dataset(args.root)
+        if preset is None:
+            raise ValueError(
+                f"{args.root}: no known data set layout found (no images/, image files, images.txt, "
+                "DeepFashion split jsons or VOC2010/); say which with --dataset NAME"
+            )
+        print(f"guessed --dataset {preset} from the layout of {args.root}")
+    name = "folder" if preset == "synthetic" else preset
     # the preset's data settings, then the overrides, type-checked like train's (the folder is not validated
     # here: reporting on it is the point)
-    cfg = load_config(args.dataset, [o for o in args.overrides if not o.startswith("dataset=")], check=False)
+    cfg = load_config(preset, [o for o in args.overrides if not o.startswith("dataset=")], check=False)
     return int(check_dataset(args.root, name, out=sys.stdout, cfg=cfg.data))

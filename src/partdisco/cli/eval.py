@@ -23,7 +23,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("checkpoint", help="our checkpoint, a released unsup-parts .pth or a SCOPS state dict")
+    p.add_argument(
+        "checkpoint",
+        help="a run folder (its model.pt), our checkpoint, a released unsup-parts .pth or a SCOPS state dict",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="data set / evaluation overrides")
     p.add_argument("--out", help="metrics JSON path (default: next to the checkpoint)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")

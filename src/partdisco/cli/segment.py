@@ -24,9 +24,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("checkpoint", help="our checkpoint, a released unsup-parts .pth or a SCOPS state dict")
+    p.add_argument(
+        "checkpoint",
+        help="a run folder (its model.pt), our checkpoint, a released unsup-parts .pth or a SCOPS state dict",
+    )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
-    p.add_argument("--out", required=True, help="output folder (created, or reused: never wiped)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder (created, or reused: never wiped); default: FOLDER_parts next to the folder of "
+        "the first input (printed)",
+    )
     p.add_argument("--masks", help="folder of foreground masks named like the images (NAME.png)")
     p.add_argument(
         "--size",
@@ -61,11 +69,14 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         0, also when some files were unreadable (they are listed); 1 when no image could be read.
     """
-    from pathlib import Path
-
-    from partdisco.engine.segment import segment_files
+    from partdisco.engine.segment import default_out_dir, inference_size, segment_files
     from partdisco.engine.train import resolve_device
-    from partdisco.models.convert import load_file, segmenter_from_checkpoint_dict, segmenter_from_foreign
+    from partdisco.models.convert import (
+        load_file,
+        resolve_checkpoint_path,
+        segmenter_from_checkpoint_dict,
+        segmenter_from_foreign,
+    )
 
     if args.no_background and args.background != "auto":
         raise ValueError("--no-background and --background cannot be combined; use one")
@@ -74,20 +85,21 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--masks define the background; drop --no-background / --background")
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
-    checkpoint = Path(args.checkpoint).expanduser()
+    checkpoint = resolve_checkpoint_path(args.checkpoint)
     obj = load_file(checkpoint)
     ours = isinstance(obj, dict) and "format_version" in obj
     model = segmenter_from_checkpoint_dict(obj) if ours else segmenter_from_foreign(obj)
     model = model.to(resolve_device(args.device)).eval()
-    size = args.size
-    if size is None:
-        trained = (obj.get("config") or {}).get("data", {}).get("image_size") if ours else None
-        size = int(trained) if trained else 256
+    size = inference_size(model, args.size)
     del obj
+    out_dir = args.out
+    if out_dir is None:
+        out_dir = default_out_dir(args.inputs)
+        print(f"writing to {out_dir} (no --out given: next to the inputs)")
     summary = segment_files(
         model,
         args.inputs,
-        args.out,
+        out_dir,
         masks_dir=args.masks,
         size=size,
         batch_size=args.batch_size,
@@ -107,5 +119,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped {len(summary.failed)} unreadable file(s):", file=sys.stderr)
         for path, reason in summary.failed.items():
             print(f"  {reason}" if path in reason else f"  {path}: {reason}", file=sys.stderr)
+    if summary.notes:
+        print(f"{len(summary.notes)} image(s) without background: {next(iter(summary.notes.values()))}")
+        for name in summary.notes:
+            print(f"  {name}")
     print(f"wrote {summary.out_dir}; open {summary.index_html} in a browser")
     return 1 if summary.failed and not (summary.written or summary.skipped) else 0

@@ -7,8 +7,8 @@ import argparse
 from partdisco.cli._options import config_keys_help
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Attach the ``train`` subcommand."""
+def add_parser(sub: argparse._SubParsersAction, preset: str | None = None) -> None:
+    """Attach the ``train`` subcommand; its help lists the values of ``preset`` (default synthetic)."""
     p = sub.add_parser(
         "train",
         help="train a part segmenter (default: built-in synthetic data, CPU-friendly)",
@@ -19,12 +19,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "  partdisco train dataset=folder data.root=DIR model.num_parts=4 train.steps=2000 out=runs/x\n"
             "  partdisco train resume=runs/x            (continue a killed run)"
         ),
-        epilog=config_keys_help(),
+        epilog=config_keys_help(preset),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (see the list below)")
-    p.add_argument("--config", metavar="YAML", help="a YAML file of overrides (e.g. a run's config.yaml)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument(
+        "--config",
+        metavar="YAML",
+        help="a YAML file of values (e.g. a run's config.yaml); key=value arguments win over it, and a "
+        "dataset= that differs from the file's applies that preset under the file's other values",
+    )
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config and exit (no checks of folders and files: data.root may be unset)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,11 +41,16 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from partdisco.api import resolve_train_config, train
+    from partdisco.config import load_config
 
-    cfg = resolve_train_config(args.overrides, config_file=args.config)
     if args.print_config:
+        if any(o.startswith("resume=") for o in args.overrides):
+            cfg = resolve_train_config(args.overrides, config_file=args.config)
+        else:
+            cfg = load_config(None, args.overrides, config_file=args.config, check=False)
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
+    cfg = resolve_train_config(args.overrides, config_file=args.config)
     run_dir = train(cfg)
     print(run_dir)
     return 0

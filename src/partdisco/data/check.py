@@ -95,8 +95,10 @@ def _pascal_items(root: Path, cfg: DataConfig) -> list[Item]:
 
 def _folder_items(root: Path, cfg: DataConfig) -> list[Item]:
     yours = "your files; see docs/DATA.md"
+    flat = not (root / "images").is_dir() and bool(folder._image_names(root))
+    images = Item(root, True, yours, "flat folder: the images are directly in data.root") if flat else None
     return [
-        Item(root / "images", True, yours),
+        images or Item(root / "images", True, yours),
         Item(root / "masks", False, yours, "foreground masks <stem>.png"),
         Item(root / "parts", False, yours, "part label maps <stem>.png"),
         Item(root / "part_names.json", False, yours),
@@ -104,6 +106,35 @@ def _folder_items(root: Path, cfg: DataConfig) -> list[Item]:
         Item(root / "train.txt", False, yours, "else every image is in every split"),
         Item(root / "test.txt", False, yours),
     ]
+
+
+def guess_dataset(root: str | Path) -> str | None:
+    """The data set layout a folder looks like, from its marker files; None when it looks like none.
+
+    ``cub`` (``images.txt`` + ``train_test_split.txt``), ``deepfashion`` (the segmentation split jsons),
+    ``pascal_part`` (``VOC2010/`` or ``Annotations_Part/``), ``folder`` (``images/`` or image files).
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp()); (d / "images").mkdir()
+        >>> guess_dataset(d)
+        'folder'
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        return None
+    cub_root = cub.resolve_root(root)
+    if (cub_root / "images.txt").is_file() and (cub_root / "train_test_split.txt").is_file():
+        return "cub"
+    df_root = deepfashion.resolve_root(root)
+    if any((df_root / f).is_file() for files in deepfashion.SPLIT_FILES.values() for f in files):
+        return "deepfashion"
+    pascal_root = pascal_part.resolve_root(root)
+    if (pascal_root / "VOC2010").is_dir() or (pascal_root / "Annotations_Part").is_dir():
+        return "pascal_part"
+    if (root / "images").is_dir() or folder._image_names(root):
+        return "folder"
+    return None
 
 
 def _resolve(name: str, root: Path) -> Path:

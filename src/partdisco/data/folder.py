@@ -2,7 +2,8 @@
 
 Layout (``data.root``; details and examples in ``docs/DATA.md``)::
 
-    images/            any PIL format (IMAGE_EXTENSIONS), top level only, e.g. images/cat1.jpg
+    images/            any PIL format (IMAGE_EXTENSIONS), top level only, e.g. images/cat1.jpg;
+                       without images/, the image files directly in data.root (a flat folder of photos)
     masks/             optional: masks/cat1.png, foreground = any value > 0, same size as the image
     parts/             optional: parts/cat1.png, part labels 0 = background, 1..P (gray or palette PNG)
     part_names.json    optional: ["head", "body", ...] names of labels 1..P
@@ -48,18 +49,41 @@ from partdisco.data.io import (
 logger = logging.getLogger(__name__)
 
 
-def list_images(root: Path) -> list[str]:
-    """Sorted file names in ``root/images`` whose suffix is in :data:`IMAGE_EXTENSIONS`.
+def _image_names(folder: Path) -> list[str]:
+    return sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+
+
+def image_folder(root: Path) -> Path:
+    """Where the images of a folder data set are: ``root/images``, else ``root`` itself when it holds images.
+
+    A flat folder of photos is what users have; it is read as if its files were in ``images/`` (with
+    optional ``masks/`` etc. still next to them).
 
     Raises:
-        FileNotFoundError: ``images/`` is missing.
+        FileNotFoundError: neither ``images/`` nor image files directly in ``root``.
     """
     folder = root / "images"
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"folder data set: missing {folder} (put your images there; see docs/DATA.md)"
-        )
-    return sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if folder.is_dir():
+        return folder
+    if root.is_dir() and _image_names(root):
+        return root
+    raise FileNotFoundError(
+        f"folder data set: {root} has no images/ folder and no image files "
+        f"({', '.join(IMAGE_EXTENSIONS)}); put your images in it or in its images/ (see docs/DATA.md)"
+    )
+
+
+def list_images(root: Path) -> list[str]:
+    """Sorted file names in :func:`image_folder` whose suffix is in :data:`IMAGE_EXTENSIONS`.
+
+    Raises:
+        FileNotFoundError: neither ``images/`` nor a flat folder of images.
+    """
+    return _image_names(image_folder(root))
 
 
 def read_list(path: Path, available: set[str]) -> list[str]:
@@ -164,6 +188,7 @@ class FolderDataset(SampleDataset):
     ) -> None:
         super().__init__(augment=augment, strict=strict, seed=seed)
         self.root = Path(root)
+        self.image_dir = image_folder(self.root)
         self.files = files
         self.size, self.padding_frac, self.jitter_frac, self.flip = (
             crop.size, crop.padding_frac, crop.jitter_frac, crop.flip,
@@ -194,8 +219,8 @@ class FolderDataset(SampleDataset):
         return len(self.files)
 
     def sample_name(self, index: int) -> str:
-        """Image path relative to the root (``images/<file>``)."""
-        return f"images/{self.files[index]}"
+        """Image path relative to the root (``images/<file>``, or ``<file>`` for a flat folder)."""
+        return self.image_dir.joinpath(self.files[index]).relative_to(self.root).as_posix()
 
     def _keypoints(self, name: str) -> np.ndarray | None:
         if self.keypoints is None or self.keypoint_names is None:
@@ -206,7 +231,7 @@ class FolderDataset(SampleDataset):
     def load_sample(self, index: int, rng: np.random.Generator | None) -> dict[str, Any]:
         """Read image ``index`` (+ annotations) and transform it; ``rng`` drives jitter and flip."""
         name = self.files[index]
-        image_path = self.root / "images" / name
+        image_path = self.image_dir / name
         image_u8 = read_image(image_path)
         height, width = image_u8.shape[:2]
         image = image_u8.astype(np.float32) / 255.0
@@ -279,7 +304,7 @@ def build(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> SampleData
     images = list_images(root)
     if not images:
         raise FileNotFoundError(
-            f"folder data set: no images in {root / 'images'} (suffixes: {', '.join(IMAGE_EXTENSIONS)})"
+            f"folder data set: no images in {image_folder(root)} (suffixes: {', '.join(IMAGE_EXTENSIONS)})"
         )
     files = split_files(root, split, images)
     dataset = FolderDataset(

@@ -977,7 +977,9 @@ def write_folder(
     pixels), ``out/train.txt`` / ``out/test.txt`` (one NAME per line), ``out/part_names.json`` (P names of
     labels 1..P). The first ``n - round(n * test_fraction)`` images are train samples 0.. of
     ``SyntheticParts(split="train")``, the rest test samples 0.. of the test split, so every file equals
-    the data set sample of the same name (up to 8-bit quantisation of the image).
+    the data set sample of the same name (up to 8-bit quantisation of the image). When all images come
+    from one split (``test_fraction`` 0 or 1), no list is written, so the folder loader puts every image
+    in both splits (an empty ``train.txt`` would leave nothing to train on).
 
     Args:
         out: folder to create or fill.
@@ -1024,8 +1026,9 @@ def write_folder(
     names = keypoint_names_for(num_parts)
     (root / "keypoints.json").write_text(json.dumps({"names": names, "keypoints": keypoints}))
     (root / "part_names.json").write_text(json.dumps(part_names_for(num_parts)))
-    for split, items in lists.items():
-        (root / f"{split}.txt").write_text("".join(f"{item}\n" for item in items))
+    if all(lists.values()):  # one split only: no lists, so the folder loader uses every image in both
+        for split, items in lists.items():
+            (root / f"{split}.txt").write_text("".join(f"{item}\n" for item in items))
     logger.info(
         "wrote %d synthetic images (%d train, %d test) to %s", n, counts["train"], counts["test"], root
     )

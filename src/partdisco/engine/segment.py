@@ -57,6 +57,9 @@ BORDER_RING = 0.05  # border heuristic: ring width as a fraction of the shorter 
 BORDER_SHARE = 0.5  # ... a part covering more than this share of the ring is background
 PARTS_JSON_VERSION = 1
 MAX_PARTS = 255  # labels are stored as uint8
+BORDER_NOT_FOUND = "--background border found no part covering most of the image border: no background"
+THUMB_SIDE = 320  # longer side of the input thumbnails that index.html shows (inside --out: portable)
+DEFAULT_IMAGE_SIZE = 256  # ref: input_size 256; used only when a model does not know its training size
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -84,12 +87,15 @@ class PartMaps:
             background when the model has a background channel), or None when not requested.
         centroids: float32 (K, 2) soft part centroids (x, y) in pixels of the image (foreground-weighted).
         background: where background came from: ``"mask"``, ``"model"``, ``"border"`` or ``"none"``.
+        note: why the background is not what was asked for, e.g. ``--background border`` that found no part
+            covering most of the border (then ``background`` is ``"none"``); empty otherwise.
     """
 
     labels: np.ndarray
     probs: np.ndarray | None
     centroids: np.ndarray
     background: str
+    note: str = ""
 
 
 @dataclass
@@ -101,6 +107,7 @@ class SegmentSummary:
         written: names segmented in this run.
         skipped: names whose outputs existed already (resumed).
         failed: unreadable files: path -> reason.
+        notes: names whose background differs from what was asked for -> why (:attr:`PartMaps.note`).
         parts_json: path of ``parts.json``.
         index_html: path of ``index.html``.
     """
@@ -109,6 +116,7 @@ class SegmentSummary:
     written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
     parts_json: Path | None = None
     index_html: Path | None = None
 
@@ -240,6 +248,31 @@ def collect_images(
     return [InputImage(path, name) for (path, _), name in zip(pairs, names)]
 
 
+def default_out_dir(inputs: Sequence[str | os.PathLike[str]]) -> Path:
+    """The output folder when none is given: ``<folder>_parts`` next to the folder of the first input.
+
+    The folder is the input itself when it is a folder, the file's folder for a file, the fixed leading
+    part of a glob pattern otherwise: ``photos/`` -> ``photos_parts/``, ``shots/a.jpg`` -> ``shots_parts/``.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp()) / "photos"; d.mkdir()
+        >>> default_out_dir([d]) == d.parent / "photos_parts"
+        True
+    """
+    if not inputs:
+        raise ValueError("no inputs given")
+    first = Path(inputs[0]).expanduser()
+    if first.is_dir():
+        folder = first
+    elif first.is_file():
+        folder = first.parent
+    else:
+        folder = _glob_root(first)
+    folder = folder.resolve()
+    return folder.parent / f"{folder.name or 'root'}_parts"
+
+
 def find_mask(masks_dir: str | os.PathLike[str], item: InputImage) -> Path | None:
     """The mask file of an image: ``MASKS/NAME.<ext>``, else ``MASKS/<file stem>.<ext>``.
 
@@ -270,6 +303,28 @@ def find_mask(masks_dir: str | os.PathLike[str], item: InputImage) -> Path | Non
 
 
 # ----------------------------------------------------------------------------------------------- model
+
+
+def inference_size(model: nn.Module, size: int | None = None) -> int:
+    """The shorter image side fed to the network: ``size`` when given, else the model's training size.
+
+    The one place that picks the default, for :func:`partdisco.segment`, ``partdisco segment`` and
+    :func:`segment_files`: ``model.image_size`` (the ``data.image_size`` its checkpoint was trained at),
+    else :data:`DEFAULT_IMAGE_SIZE` (released checkpoints, fresh models).
+
+    Example:
+        >>> from partdisco.models import create_segmenter
+        >>> seg = create_segmenter("resnet18", num_parts=3)
+        >>> inference_size(seg), inference_size(seg, 64)
+        (256, 64)
+        >>> seg.image_size = 96
+        >>> inference_size(seg)
+        96
+    """
+    if size is not None:
+        return int(size)
+    trained = getattr(model, "image_size", None)
+    return int(trained) if trained else DEFAULT_IMAGE_SIZE
 
 
 def processing_size(height: int, width: int, size: int) -> tuple[int, int]:
@@ -431,13 +486,16 @@ def _postprocess(
     labels = labels_from_probs(probs[None], background_channel, use_background=mode == "model")[0]  # (h, w)
     parts = probs[1:] if background_channel else probs  # (K, h, w)
     fg = None
+    note = ""
     if mode == "border":
         labels_np = labels.cpu().numpy()
         bg_parts = border_background_parts(labels_np)
         if bg_parts:
             bg = torch.from_numpy(np.isin(labels_np, bg_parts)).to(labels.device)  # (h, w)
             labels = labels.masked_fill(bg, 0)
-        fg = (labels > 0).float()  # (h, w)
+            fg = (labels > 0).float()  # (h, w)
+        else:  # say so rather than claim a border background that is not there
+            mode, note = "none", BORDER_NOT_FOUND
     elif mode == "mask":
         mask_t = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32)).to(probs.device)  # (H, W)
         fg = F.interpolate(mask_t[None, None], size=(h, w), mode="bilinear", align_corners=RESIZE_ALIGN)[0, 0]
@@ -452,7 +510,7 @@ def _postprocess(
             probs[None], size=(H, W), mode="bilinear", align_corners=RESIZE_ALIGN, antialias=H < h or W < w
         )[0]  # (C, H, W)
         probs_full = (probs_full / probs_full.sum(0, keepdim=True).clamp_min(1e-12)).cpu().numpy()
-    return PartMaps(labels_full, probs_full, centroids.cpu().numpy().astype(np.float32), mode)
+    return PartMaps(labels_full, probs_full, centroids.cpu().numpy().astype(np.float32), mode, note)
 
 
 def segment_images(
@@ -460,7 +518,7 @@ def segment_images(
     images: Sequence[np.ndarray],
     masks: Sequence[np.ndarray | None] | None = None,
     *,
-    size: int = 256,
+    size: int | None = None,
     background: str = "auto",
     batch_size: int = 8,
     with_probs: bool = True,
@@ -474,7 +532,8 @@ def segment_images(
         model: a Segmenter on its device; inputs follow its device.
         images: uint8 (H, W, 3) RGB arrays.
         masks: optional foreground per image, float (H, W) in [0, 1] (> 0.5 = foreground) or None.
-        size: shorter side of the network input (see :func:`processing_size`).
+        size: shorter side of the network input (see :func:`processing_size`); None = the model's
+            training size (:func:`inference_size`).
         background: ``"auto"`` (mask, else the model's background channel, else none), ``"none"`` (every
             unmasked pixel is a part) or ``"border"`` (:func:`border_background_parts`); a mask always wins.
         batch_size: images per forward pass, >= 1.
@@ -494,6 +553,7 @@ def segment_images(
         ((20, 30), dtype('uint8'), (3, 20, 30), 'none')
     """
     _check_background(background)
+    size = inference_size(model, size)
     if size < 1 or batch_size < 1:
         raise ValueError(f"size and batch_size must be >= 1, got size={size}, batch_size={batch_size}")
     num_parts, background_channel = int(model.num_parts), bool(model.background_channel)
@@ -552,7 +612,8 @@ def output_paths(out_dir: str | os.PathLike[str], name: str) -> dict[str, Path]:
         name: the image's output name (:attr:`InputImage.name`).
 
     Returns:
-        ``{"labels", "color", "overlay", "probs"}`` -> paths (``probs`` is ``.npz``, the others ``.png``).
+        ``{"labels", "color", "overlay", "probs", "input"}`` -> paths (``probs`` is ``.npz``, ``input`` the
+        ``.jpg`` thumbnail of the input that ``index.html`` shows, the others ``.png``).
 
     Example:
         >>> output_paths("out", "sub/cat")["overlay"].as_posix()
@@ -561,6 +622,7 @@ def output_paths(out_dir: str | os.PathLike[str], name: str) -> dict[str, Path]:
     out = Path(out_dir)
     paths = {kind: out / kind / f"{name}.png" for kind in ("labels", "color", "overlay")}
     paths["probs"] = out / "probs" / f"{name}.npz"
+    paths["input"] = out / "input" / f"{name}.jpg"
     return paths
 
 
@@ -572,6 +634,16 @@ def _write_atomic(path: Path, write: Any) -> None:
             write(f)
 
     atomic_write(path, to_file)
+
+
+def _write_thumbnail(path: Path, image: np.ndarray) -> None:
+    """The input as a small JPEG inside the output folder, so ``index.html`` works when the folder moves."""
+    from PIL import Image
+
+    thumb = Image.fromarray(image)
+    thumb.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BILINEAR)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(path, lambda f: thumb.save(f, format="JPEG", quality=85))
 
 
 def write_outputs(
@@ -591,6 +663,7 @@ def write_outputs(
         The entry (see docs/SEGMENT.md for the schema).
     """
     paths = output_paths(out_dir, item.name)
+    _write_thumbnail(paths["input"], image)
     save_label_png(paths["labels"], maps.labels)
     save_png(paths["color"], colorize(maps.labels))
     save_png(paths["overlay"], overlay(image, maps.labels, alpha=alpha))
@@ -627,7 +700,7 @@ def part_entry(item: InputImage, maps: PartMaps, files: dict[str, str], with_pro
         [round(float(x), 2), round(float(y), 2)] if area[k] > 0 else None
         for k, (x, y) in enumerate(maps.centroids)
     ]
-    return {
+    entry = {
         "source": str(item.path),
         "height": int(maps.labels.shape[0]),
         "width": int(maps.labels.shape[1]),
@@ -637,6 +710,9 @@ def part_entry(item: InputImage, maps: PartMaps, files: dict[str, str], with_pro
         "area": [int(a) for a in area],
         "centroid": centroid,
     }
+    if maps.note:
+        entry["background_note"] = maps.note
+    return entry
 
 
 def _is_done(out_dir: Path, item: InputImage, entries: dict[str, Any], save_probs: bool) -> bool:
@@ -644,7 +720,7 @@ def _is_done(out_dir: Path, item: InputImage, entries: dict[str, Any], save_prob
     if entry is None or entry.get("source") != str(item.path):
         return False
     paths = output_paths(out_dir, item.name)
-    kinds = ("labels", "color", "overlay", "probs") if save_probs else ("labels", "color", "overlay")
+    kinds = ("labels", "color", "overlay", "input", "probs")[: 5 if save_probs else 4]
     return all(paths[k].is_file() for k in kinds)
 
 
@@ -673,24 +749,33 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def _write_index(out_dir: Path, data: dict[str, Any], num_parts: int) -> Path:
+    """``index.html``, linking only to files inside ``out_dir`` (input thumbnails too): it can be moved."""
     cards = []
     for name in sorted(data["images"]):
         entry = data["images"][name]
         files = entry["files"]
         present = ", ".join(str(k) for k in entry["present"]) or "none"
+        background = entry["background"]
+        if entry.get("background_note"):
+            background += f" ({entry['background_note']})"
         cards.append(
             {
                 "name": name,
-                "image": entry["source"],
+                "image": files.get("input", output_paths(".", name)["input"].as_posix()),
                 "overlay": files["overlay"],
                 "color": files["color"],
-                "info": (
-                    f"{entry['width']}x{entry['height']} px, parts {present}, "
-                    f"background: {entry['background']}"
-                ),
+                "info": f"{entry['width']}x{entry['height']} px, parts {present}, background: {background}",
             }
         )
-    return write_contact_sheet(out_dir / "index.html", cards, f"partdisco segment: {out_dir.name}", num_parts)
+    has_background = any(e["background"] != "none" for e in data["images"].values())
+    return write_contact_sheet(
+        out_dir / "index.html",
+        cards,
+        f"partdisco segment: {out_dir.name}",
+        num_parts,
+        show_background=has_background,
+        failed=data.get("failed") or {},
+    )
 
 
 def _chunks(items: Sequence[InputImage], size: int) -> Iterable[Sequence[InputImage]]:
@@ -704,7 +789,7 @@ def segment_files(
     out_dir: str | os.PathLike[str],
     *,
     masks_dir: str | os.PathLike[str] | None = None,
-    size: int = 256,
+    size: int | None = None,
     batch_size: int = 8,
     background: str = "auto",
     save_probs: bool = False,
@@ -724,7 +809,7 @@ def segment_files(
         inputs: files, folders (recursive) and glob patterns (:func:`collect_images`).
         out_dir: output folder.
         masks_dir: foreground masks named like the images (:func:`find_mask`); they define background.
-        size: shorter side of the network input.
+        size: shorter side of the network input; None = the model's training size (:func:`inference_size`).
         batch_size: images per forward pass.
         background: ``"auto"``, ``"none"`` or ``"border"`` (see :func:`segment_images`); must be
             ``"auto"`` with masks.
@@ -749,6 +834,7 @@ def segment_files(
         raise ValueError(
             f"background={background!r} cannot be combined with masks: masks define the background"
         )
+    size = inference_size(model, size)
     if size < 1 or batch_size < 1:
         raise ValueError(f"size and batch_size must be >= 1, got size={size}, batch_size={batch_size}")
     out = Path(out_dir).expanduser()
@@ -847,6 +933,8 @@ def segment_files(
                 )
                 for (item, image, _), maps in zip(loaded, results):
                     entries[item.name] = write_outputs(out, item, image, maps, save_probs, alpha=alpha)
+                    if maps.note:
+                        summary.notes[item.name] = maps.note
                     failed.pop(str(item.path), None)
                     summary.written.append(item.name)
                     bar.update(1)

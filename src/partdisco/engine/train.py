@@ -297,7 +297,8 @@ def prepare_run(cfg: RunConfig) -> tuple[RunConfig, Path, Path | None]:
 def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
     """Train a segmenter as configured and return the run folder.
 
-    The run folder ends with ``config.yaml``, ``checkpoints/step_*.pt``, ``model.pt`` (final),
+    The run folder ends with ``config.yaml``, ``checkpoints/step_*.pt`` (full state for resuming),
+    ``model.pt`` (final, weights-only: no optimizer state),
     ``tensorboard/``, ``parts.png`` (input / part map / overlay for fixed test images), ``metrics.json`` and
     ``train.log``.
 
@@ -308,6 +309,7 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
     Returns:
         The run folder.
     """
+    check_logging_backends(cfg)  # before the run folder exists
     cfg, run_dir, resume_ckpt = prepare_run(cfg)
     device = resolve_device(cfg.device)
     dist_utils.init_from_env(device)
@@ -322,6 +324,9 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
         save_config(cfg, run_dir / "config.yaml")
     setup_logging(run_dir if main else None, main_process=main)
     log.info("run folder %s, device %s, %d process(es)", run_dir, device, world)
+    slow = slow_recipe_warning(cfg)
+    if slow:
+        log.warning(slow)
 
     # Data first: a missing or broken data set fails before any model work.
     train_set = build_dataset(cfg.data, "train", train=True, seed=cfg.seed)
@@ -353,6 +358,11 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
     start_step = 0
     if resume_ckpt is not None:
         state = load_checkpoint(resume_ckpt)
+        if "optimizer" not in state:
+            raise ConfigError(
+                f"resume: {resume_ckpt} holds weights only (a final model.pt or an export); resume from the "
+                f"run folder ({run_dir}) or one of its checkpoints/step_*.pt"
+            )
         model.load_state_dict(state["model"], strict=True)
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
@@ -429,6 +439,8 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
             first_bad = torch.where((first_bad < 0) & bad, torch.full_like(first_bad, step), first_bad)
             step += 1
             progress.update(1)
+            if step == start_step + ETA_AFTER_STEPS and step < total_steps:
+                _log_eta(time.perf_counter() - t0, step - start_step, total_steps - step)
             is_last = step == total_steps
             if step % cfg.train.log_every == 0 or is_last or step % cfg.train.checkpoint_every == 0:
                 _raise_if_diverged(first_bad, terms, last_saved)
@@ -472,6 +484,12 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
 
     # The end of a run: final model, pictures and held-out metrics.
     metrics = _evaluate(model, test_set, cfg, device)
+    from partdisco.engine.diagnostics import has_label_metrics, part_diagnostics
+
+    if not has_label_metrics(metrics):  # nothing to score against: describe the parts instead
+        metrics["diagnostics"] = part_diagnostics(
+            model, test_set, device, cfg.eval.batch_size, cfg.eval.max_images or 200
+        )
     skipped = {
         "train": list(getattr(train_set, "skipped", [])),
         "test": list(getattr(test_set, "skipped", [])),
@@ -491,15 +509,86 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
         assert writer is not None
         writer.scalars({k: v for k, v in metrics.items() if isinstance(v, float)}, step, "eval")
         writer.close()
-        save_atomic(_state(model, optimizer, scaler, step, cfg, metrics), run_dir / "model.pt")
+        # The final model is weights-only (a third of the size); the full state stays in checkpoints/.
+        final = _state(model, optimizer, scaler, step, cfg, metrics)
+        save_atomic(
+            {k: v for k, v in final.items() if k not in ("optimizer", "scaler")}, run_dir / "model.pt"
+        )
         _write_json(run_dir / "metrics.json", metrics)
         from partdisco.visualise import save_png
 
         save_png(run_dir / "parts.png", _part_grid(model, vis_batch, device))
-        log.info("metrics: %s", json.dumps({k: v for k, v in metrics.items() if isinstance(v, float)}))
+        from partdisco.metrics.report import format_metrics
+
+        log.info("held-out metrics (x100):\n%s", format_metrics(metrics))
+        if "diagnostics" in metrics:
+            from partdisco.engine.diagnostics import format_diagnostics
+
+            log.info(
+                "no labels to score: unsupervised diagnostics of the parts on %d held-out images "
+                "(look at %s too):\n%s",
+                metrics["diagnostics"]["images"],
+                run_dir / "parts.png",
+                format_diagnostics(metrics["diagnostics"]),
+            )
         log.info("finished %d steps; run folder %s", step, run_dir)
     dist_utils.barrier()
     return run_dir
+
+
+ETA_AFTER_STEPS = 3  # the projected run time is logged once, after this many steps of a session
+SLOW_RUN_S = 3600.0  # ... and is a warning when the remaining steps project to more than this
+
+
+def _log_eta(elapsed_s: float, done: int, remaining: int) -> None:
+    per_step = elapsed_s / done
+    eta = per_step * remaining
+    hours, rest = divmod(int(eta), 3600)
+    text = f"{hours} h {rest // 60} min" if hours else f"{rest // 60} min {rest % 60} s"
+    message = f"{per_step:.2f} s/step in the first {done} steps: the other {remaining} take about {text}"
+    if eta > SLOW_RUN_S:
+        log.warning(
+            "%s on this machine (fewer train.steps, a smaller data.image_size or a GPU help)", message
+        )
+    else:
+        log.info(message)
+
+
+def slow_recipe_warning(cfg: RunConfig) -> str | None:
+    """A warning when the config trains a randomly initialised backbone with the reference's SGD at 1e-5.
+
+    The reference fine-tunes a pretrained ResNet-50 with that optimiser; from random weights it barely
+    moves. Returns the message (with the faster recipe), or None.
+
+    Example:
+        >>> from partdisco.config import load_config
+        >>> slow_recipe_warning(load_config("synthetic", check=False)) is None
+        True
+        >>> "optim.name=adamw" in slow_recipe_warning(load_config("synthetic", ["optim.name=sgd",
+        ...     "optim.lr=1e-5"], check=False))
+        True
+    """
+    if cfg.model.init_from is not None or cfg.optim.name != "sgd" or cfg.optim.lr > 1e-4:
+        return None
+    return (
+        "model.init_from is not set, so the backbone starts from random weights, and SGD at lr "
+        f"{cfg.optim.lr:g} (the reference's fine-tuning setting) barely moves it: expect many hours "
+        "without progress. "
+        "Faster from scratch: optim.name=adamw optim.lr=1e-3 optim.head_lr_mult=1 optim.weight_decay=1e-4 "
+        "(the synthetic preset's recipe); or give model.init_from=PRETRAINED.pth"
+    )
+
+
+def check_logging_backends(cfg: RunConfig) -> None:
+    """Refuse ``log.wandb=true`` without the wandb package, in one line, before anything is written."""
+    if not cfg.log.wandb:
+        return
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "log.wandb=true needs the wandb package: pip install 'partdisco[wandb]', or set log.wandb=false"
+        ) from None
 
 
 def _raise_if_diverged(

@@ -97,6 +97,50 @@ def clean_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     return cleaned
 
 
+_IMAGE_MAGIC = {
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"BM": "a BMP image",
+    b"II*\x00": "a TIFF image",
+    b"MM\x00*": "a TIFF image",
+    b"RIFF": "a RIFF (e.g. WebP) file",
+}
+
+
+def resolve_checkpoint_path(path: str | os.PathLike[str]) -> Path:
+    """Where a checkpoint argument points: a file as it is, a run folder -> its ``model.pt``.
+
+    Users pass what they have: ``runs/x`` as well as ``runs/x/model.pt`` (style guide rule 23).
+
+    Raises:
+        FileNotFoundError: neither a file nor a run folder with ``model.pt``; names what was looked for and,
+            for an unfinished run, its newest periodic checkpoint.
+
+    Example:
+        >>> import tempfile
+        >>> run = Path(tempfile.mkdtemp()); (run / "model.pt").write_bytes(b"")
+        0
+        >>> resolve_checkpoint_path(run) == run / "model.pt"
+        True
+    """
+    given = Path(path).expanduser()
+    if given.is_dir():
+        final = given / "model.pt"
+        if final.is_file():
+            return final
+        steps = sorted((given / "checkpoints").glob("step_*.pt"))
+        hint = f"; its newest checkpoint is {steps[-1]}" if steps else ""
+        raise FileNotFoundError(
+            f"{str(given)!r} is a folder without model.pt (not a finished run folder){hint}"
+        )
+    if not given.is_file():
+        raise FileNotFoundError(
+            f"checkpoint {str(given)!r} does not exist (expected a .pt file or a run folder)"
+        )
+    return given
+
+
 def load_file(path: str | os.PathLike[str], allow_pickle: bool = False) -> Any:
     """Read a ``.pth`` file onto the CPU with ``torch.load(weights_only=True)``.
 
@@ -116,6 +160,15 @@ def load_file(path: str | os.PathLike[str], allow_pickle: bool = False) -> Any:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"weight file {str(path)!r} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    kind = next((what for magic, what in _IMAGE_MAGIC.items() if head.startswith(magic)), None)
+    if kind is None and not head.startswith((b"PK\x03\x04", b"\x80")):  # torch zip, legacy pickle
+        kind = "not a torch file"
+    if kind is not None:
+        raise CheckpointError(
+            f"{str(path)!r} is {kind}: not a checkpoint (expected a torch .pt/.pth file or a run folder)"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -426,14 +479,28 @@ def segmenter_from_checkpoint_dict(ckpt: Mapping[str, Any]) -> Segmenter:
     load_state_dict_strict(
         seg, _raw_state_dict(ckpt, "partdisco", "partdisco checkpoint"), "partdisco checkpoint"
     )
+    seg.image_size = trained_image_size(ckpt)
     return seg
+
+
+def trained_image_size(ckpt: Mapping[str, Any]) -> int | None:
+    """The training image side stored in one of our checkpoints (``config.data.image_size``), or None.
+
+    Example:
+        >>> trained_image_size({"config": {"data": {"image_size": 96}}}), trained_image_size({})
+        (96, None)
+    """
+    run = ckpt.get("config")
+    data = run.get("data") if isinstance(run, Mapping) else None
+    size = data.get("image_size") if isinstance(data, Mapping) else None
+    return int(size) if isinstance(size, int) and size > 0 else None
 
 
 def load_segmenter(path: str | os.PathLike[str], allow_pickle: bool = False) -> Segmenter:
     """Load a trained segmenter from ours, an unsup-parts or a SCOPS file, ready for inference.
 
     Args:
-        path: the ``.pth`` file.
+        path: the ``.pth`` file, or a run folder (its ``model.pt``).
         allow_pickle: see :func:`load_file`.
 
     Returns:
@@ -443,7 +510,7 @@ def load_segmenter(path: str | os.PathLike[str], allow_pickle: bool = False) -> 
         CheckpointError: unreadable, unknown, or a backbone/VGG file rather than a segmenter.
         CheckpointMismatchError: weights and architecture disagree.
     """
-    path = Path(path).expanduser()
+    path = resolve_checkpoint_path(path)
     obj = load_file(path, allow_pickle=allow_pickle)
     layout = detect_layout(obj, hint=path.name)
     try:
@@ -478,7 +545,7 @@ def _check_plain(value: Any, where: str) -> None:
 
 
 def export_checkpoint(
-    seg: Segmenter, path: str | os.PathLike[str], extra: dict[str, Any] | None = None
+    seg: Segmenter, path: str | os.PathLike[str], extra: dict[str, Any] | None = None, fp16: bool = False
 ) -> Path:
     """Write ``seg`` in our format, atomically (tmp file + ``os.replace``).
 
@@ -490,6 +557,8 @@ def export_checkpoint(
         path: destination; parent folders are created.
         extra: more plain-typed entries (e.g. ``{"config": run_config_dict, "source": "model_60000.pth"}``);
             may not override the three keys above.
+        fp16: store floating-point tensors as float16 (half the size; loading casts them back to the
+            model's float32 parameters).
 
     Returns:
         The written path.
@@ -502,7 +571,10 @@ def export_checkpoint(
     _check_plain(extra, "extra")
     ckpt = {
         "format_version": FORMAT_VERSION,
-        "model": {k: v.detach().cpu() for k, v in seg.state_dict().items()},
+        "model": {
+            k: v.detach().cpu().half() if fp16 and v.is_floating_point() else v.detach().cpu()
+            for k, v in seg.state_dict().items()
+        },
         "model_config": seg.config(),
         **extra,
     }

@@ -205,7 +205,10 @@ class Segmenter(nn.Module):
         num_parts: K.
         background_channel: whether channel 0 is a background logit.
         out_channels: K or K + 1.
-        preprocess: the :class:`Preprocess` that maps RGB [0, 1] images to this network's input.
+        preprocess: the :class:`Preprocess` that maps RGB [0, 1] images to this network's input
+            (normalisation only; it does not resize).
+        image_size: the side of the square images it was trained on, when known (from our checkpoints),
+            else None; :func:`partdisco.segment` and ``partdisco segment`` resize to it by default.
     """
 
     def __init__(
@@ -227,6 +230,9 @@ class Segmenter(nn.Module):
         self.background_channel = bool(background_channel)
         self.out_channels = self.num_parts + int(self.background_channel)
         self.preprocess = preprocess if preprocess is not None else preprocess_for(spec.normalization)
+        # Square side of the training images when known (set when loading one of our checkpoints):
+        # inference resizes the shorter image side to it by default (engine.segment.inference_size).
+        self.image_size: int | None = None
         for name, module in build_trunk(spec.trunk).items():
             self.add_module(name, module)  # flat names: conv1, bn1, relu, maxpool, layer1..layer4
         start, stop = spec.head_channels

@@ -309,6 +309,9 @@ def write_contact_sheet(
     title: str,
     num_parts: int,
     part_names: Sequence[str] | None = None,
+    *,
+    show_background: bool = True,
+    failed: Mapping[str, str] | None = None,
 ) -> Path:
     """Write a self-contained HTML contact sheet: a palette legend, then one card per image.
 
@@ -325,6 +328,8 @@ def write_contact_sheet(
         title: page title and heading.
         num_parts: K, number of parts in the legend (labels 1..K), 1..255.
         part_names: optional K part names for the legend.
+        show_background: list label 0 "background" in the legend (False when no image has background).
+        failed: files that could not be read -> reason, listed after the cards.
 
     Returns:
         The path of the written HTML file.
@@ -355,7 +360,8 @@ def write_contact_sheet(
     base_dir = out_path.parent
     esc = html.escape
     names = list(part_names) if part_names is not None else [f"part {k}" for k in range(1, num_parts + 1)]
-    legend_items = [(0, "background")] + [(k, names[k - 1]) for k in range(1, num_parts + 1)]
+    legend_items = [(0, "background")] if show_background else []
+    legend_items += [(k, names[k - 1]) for k in range(1, num_parts + 1)]
     lines = [
         "<!DOCTYPE html>",
         '<html lang="en">',
@@ -397,7 +403,13 @@ def write_contact_sheet(
         if entry.get("info"):
             lines.append(f'<pre class="info">{esc(str(entry["info"]))}</pre>')
         lines.append("</div>")
-    lines += ["</div>", "</body>", "</html>", ""]
+    lines.append("</div>")
+    if failed:
+        lines.append(f"<h2>{len(failed)} unreadable file(s), skipped</h2>")
+        lines.append('<ul class="failed">')
+        lines += [f"<li>{esc(str(path))}: {esc(str(reason))}</li>" for path, reason in sorted(failed.items())]
+        lines.append("</ul>")
+    lines += ["</body>", "</html>", ""]
     if missing_files:
         logger.warning(
             "contact sheet %s links %d missing file(s), first: %s",
