@@ -43,18 +43,27 @@ from partdisco.engine.checkpoint import (
 )
 from partdisco.engine.monitor import MetricWriter, setup_logging
 from partdisco.engine.precision import autocast_ctx, make_scaler
+from partdisco.engine.runfolder import (
+    RunLock,
+    check_checkpoint_fields,
+    check_resume_changes,
+    refuse_if_holds_run,
+    remove_stale_tmp,
+    require_writable_dir,
+)
 from partdisco.engine.schedule import lr_factor
 from partdisco.geometry.color import JitterParams, apply_color_jitter, rgb_to_lab, sample_jitter_params
 from partdisco.geometry.warps import WarpParams, sample_warp_params, warp_grid, warp_image
 from partdisco.losses import Objective
 from partdisco.models import Segmenter, build_feature_extractor, build_segmenter
+from partdisco.models.convert import non_finite_tensors
 
 log = logging.getLogger("partdisco.train")
 TRAIN_ALIGN = True  # ref: trainer_ours.py:79 upsamples logits with align_corners=True
 
 
 class TrainingDivergedError(RuntimeError):
-    """A loss became NaN or infinite; the message names the step and the terms."""
+    """A loss or the weights became NaN or infinite; the message names the step and the terms."""
 
 
 @dataclass
@@ -307,14 +316,78 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
     cfg, run_dir, resume_ckpt = prepare_run(cfg)
     device = resolve_device(cfg.device)
     dist_utils.init_from_env(device)
+    main = dist_utils.is_main()
+    lock = None
+    if main:
+        # The folder is ours before anything is written: writable, locked, and not another run's.
+        require_writable_dir(run_dir, "out")
+        lock = RunLock(run_dir)
+    try:
+        resume_state = None
+        if resume_ckpt is None:
+            if main:
+                refuse_if_holds_run(run_dir)
+        else:
+            resume_state = _load_resume_state(resume_ckpt, cfg)
+        if main:
+            for path in remove_stale_tmp(run_dir):
+                log.debug("removed %s, left by an interrupted write", path)
+        setup_logging(run_dir if main else None, main_process=main)
+        try:
+            return _fit_locked(cfg, run_dir, device, resume_ckpt, resume_state, stop_after)
+        except TrainingDivergedError as err:
+            _log_to_file(logging.ERROR, str(err))
+            raise
+        except Exception as err:
+            _log_to_file(logging.ERROR, f"stopped: {type(err).__name__}: {err}", exc_info=True)
+            raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _load_resume_state(resume_ckpt: Path, cfg: RunConfig) -> dict[str, Any]:
+    """The checkpoint to resume from, checked: every field present, only allowed config changes."""
+    state = load_checkpoint(resume_ckpt)
+    check_checkpoint_fields(state, resume_ckpt)
+    changes = check_resume_changes(state["config"], cfg.to_dict(), resume_ckpt)
+    step = int(state["step"])
+    if cfg.train.steps < step:
+        raise ConfigError(
+            f"train.steps={cfg.train.steps} but {resume_ckpt} is at step {step} already; "
+            f"pass train.steps={step} or more"
+        )
+    for change in changes:
+        log.info("resume changes %s", change)
+    return state
+
+
+def _log_to_file(level: int, message: str, exc_info: bool = False) -> None:
+    """Write a fatal message to ``train.log`` only (the CLI prints it on the console in one line)."""
+    record = log.makeRecord(log.name, level, __file__, 0, "%s", (message,), None)
+    for handler in logging.getLogger("partdisco").handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+            if exc_info:
+                import traceback
+
+                handler.stream.write(traceback.format_exc())
+                handler.flush()
+
+
+def _fit_locked(
+    cfg: RunConfig,
+    run_dir: Path,
+    device: torch.device,
+    resume_ckpt: Path | None,
+    resume_state: dict[str, Any] | None,
+    stop_after: int | None,
+) -> Path:
+    """:func:`fit` once the run folder is locked and the resume checked."""
     rank, world = dist_utils.rank(), dist_utils.world_size()
     main = dist_utils.is_main()
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-    setup_logging(run_dir if main else None, main_process=main)
     log.info("run folder %s, device %s, %d process(es)", run_dir, device, world)
 
     # Data first: a missing or broken data set fails before any model work.
@@ -345,15 +418,21 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
     scaler = make_scaler(device, cfg.train.precision)
 
     start_step = 0
-    if resume_ckpt is not None:
-        state = load_checkpoint(resume_ckpt)
-        model.load_state_dict(state["model"], strict=True)
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        start_step = int(state["step"])
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model"], strict=True)
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scaler.load_state_dict(resume_state["scaler"])
+        start_step = int(resume_state["step"])
+        # optim.lr may change on resume: it sets the groups' base lr; the optimiser's moments are kept
+        fresh = model.param_groups(cfg.optim.lr, cfg.optim.lr * cfg.optim.head_lr_mult)
+        for group, new in zip(optimizer.param_groups, fresh, strict=True):
+            group["base_lr"] = new["lr"]
+        del resume_state
         log.info("resumed from %s at step %d", resume_ckpt, start_step)
     for group in optimizer.param_groups:
         group.setdefault("base_lr", group["lr"])
+    if main:
+        save_config(cfg, run_dir / "config.yaml")  # after every check: a refused run changes no file
 
     net: nn.Module = model
     if world > 1 and cfg.train.sync_bn and not cfg.model.freeze_bn:
@@ -449,6 +528,7 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
                     writer.scalars({k: v for k, v in metrics.items() if isinstance(v, float)}, step, "eval")
                 set_train_mode(model, cfg.model.freeze_bn)
             if step % cfg.train.checkpoint_every == 0 or is_last:
+                _raise_if_weights_diverged(model, step, terms, last_saved)
                 if main:
                     last_saved = save_atomic(
                         _state(model, optimizer, scaler, step, cfg),
@@ -464,7 +544,8 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
         if writer is not None and step < total_steps:
             writer.close()
 
-    # The end of a run: final model, pictures and held-out metrics.
+    # The end of a run: final model, pictures and held-out metrics (of finite weights only).
+    _raise_if_weights_diverged(model, step, None, last_saved)
     metrics = _evaluate(model, test_set, cfg, device)
     skipped = {
         "train": list(getattr(train_set, "skipped", [])),
@@ -505,6 +586,21 @@ def _raise_if_diverged(
     shown = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
     kept = f"last good checkpoint: {last_saved}" if last_saved else "no checkpoint was written yet"
     raise TrainingDivergedError(f"non-finite loss at step {bad_step + 1} ({shown}); stopped; {kept}")
+
+
+def _raise_if_weights_diverged(
+    model: nn.Module, step: int, terms: dict[str, torch.Tensor] | None, last_saved: Path | None
+) -> None:
+    """Stop before a checkpoint is written when a weight or buffer is NaN / inf (the loss can stay finite)."""
+    bad = non_finite_tensors(model.state_dict())
+    if not bad:
+        return
+    shown = f" ({', '.join(f'{k}={v.item():.4g}' for k, v in terms.items())})" if terms else ""
+    kept = f"last good checkpoint: {last_saved}" if last_saved else "no checkpoint was written yet"
+    raise TrainingDivergedError(
+        f"non-finite weights at step {step}{shown}: {len(bad)} tensor(s), first {bad[0]}; stopped without "
+        f"saving them (lower optim.lr); {kept}"
+    )
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
