@@ -101,6 +101,7 @@ def evaluate_checkpoint(
     from partdisco.models.convert import load_file, segmenter_from_checkpoint_dict, segmenter_from_foreign
 
     checkpoint = Path(checkpoint)
+    out_path = _metrics_destination(checkpoint, out)  # before the work: results must have somewhere to go
     pairs = parse_overrides(list(overrides or []))
     dataset = next((v for k, v in pairs if k == "dataset"), None)
     rest = [f"{k}={v}" for k, v in pairs if k not in ("dataset", "split")]
@@ -138,11 +139,49 @@ def evaluate_checkpoint(
         split=cfg.eval.split,
         skipped_images=list(getattr(test_set, "skipped", [])),
     )
-    out_path = Path(out) if out else checkpoint.with_name(f"metrics-{cfg.data.name}-{cfg.eval.split}.json")
-    tmp = out_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    tmp.replace(out_path)
+    if out_path.is_dir():
+        out_path = out_path / f"metrics-{cfg.data.name}-{cfg.eval.split}.json"
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        tmp.replace(out_path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        scalars = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
+        raise OSError(
+            err.errno, f"{err.strerror}; the metrics were {json.dumps(scalars)}", str(out_path)
+        ) from None
     return metrics, out_path
+
+
+def _metrics_destination(checkpoint: Path, out: str | Path | None) -> Path:
+    """Where eval writes: ``out`` (a file, or a folder), else next to the checkpoint, else the current folder.
+
+    Raises:
+        ConfigError: ``out`` is given and its folder is not writable.
+    """
+    from partdisco.engine.runfolder import is_writable_dir
+
+    if out is not None:
+        out = Path(out)
+        folder = out if out.is_dir() else out.parent
+        if not is_writable_dir(folder):
+            raise ConfigError(f"--out {str(out)!r}: folder {str(folder)!r} is not writable")
+        return out
+    if is_writable_dir(checkpoint.parent):
+        return checkpoint.parent
+    if not is_writable_dir(Path.cwd()):
+        raise ConfigError(
+            f"neither the checkpoint's folder {str(checkpoint.parent)!r} nor the current folder is writable; "
+            "pass --out FILE"
+        )
+    import logging
+
+    logging.getLogger("partdisco").warning(
+        "%s is not writable: the metrics go to the current folder", checkpoint.parent
+    )
+    return Path.cwd()
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
