@@ -185,17 +185,26 @@ def _metrics_destination(checkpoint: Path, out: str | Path | None) -> Path:
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
-    """A plain-text table of the scalar metrics (and the baseline's, side by side)."""
+    """A plain-text table of the scalar metrics (and the baseline's, side by side).
+
+    Scores computed from too few keypoints or foreground pixels (``engine.evaluate.metric_warnings``)
+    are marked ``*`` and explained below the table.
+    """
+    from partdisco.engine.evaluate import metric_warnings
+
     base = metrics.get("baseline_xy_kmeans", {})
+    thin = metric_warnings(metrics)
     rows = [("metric", "model", "xy k-means")]
     for key, value in metrics.items():
         if isinstance(value, float):
             other = base.get(key)
-            rows.append((key, f"{value:.2f}", f"{other:.2f}" if isinstance(other, float) else ""))
+            mark = " *" if any(key.startswith(prefix) for prefix in thin) else ""
+            rows.append((key, f"{value:.2f}{mark}", f"{other:.2f}" if isinstance(other, float) else ""))
         elif isinstance(value, int) and not isinstance(value, bool):
             rows.append((key, str(value), ""))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines + [f"* {note}" for note in dict.fromkeys(thin.values())])
 
 
 def _image_to_rgb_uint8(image: Any, index: int) -> Any:

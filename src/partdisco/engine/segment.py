@@ -927,7 +927,9 @@ def segment_files(
             summary.skipped.append(item.name)
         else:
             pending.append(item)
-    _refuse_foreign_files(out, pending, owned, save_probs)
+    with _out_lock(out):  # what a run started meanwhile wrote is segment's too
+        owned.update(_owned_files(read_parts_json(parts_json)))
+        _refuse_foreign_files(out, pending, owned, save_probs)
     data["owned_files"] = owned  # a set while running; a sorted list on disk
     if summary.skipped:
         logger.info("%d of %d images already segmented in %s, skipped", len(summary.skipped), len(items), out)

@@ -396,6 +396,8 @@ def _fit_locked(
     log.info("data %s: %d train / %d test images", cfg.data.name, len(train_set), len(test_set))
     if not getattr(train_set, "has_masks", True):
         log.warning("data set has no foreground masks: training uses the whole image as foreground")
+    else:
+        _require_foreground(train_set, cfg.data.name)
 
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     model = build_segmenter(cfg.model).to(device)
@@ -568,10 +570,13 @@ def _fit_locked(
         writer.close()
         save_atomic(_state(model, optimizer, scaler, step, cfg, metrics), run_dir / "model.pt")
         _write_json(run_dir / "metrics.json", metrics)
+        from partdisco.engine.evaluate import metric_warnings
         from partdisco.visualise import save_png
 
         save_png(run_dir / "parts.png", _part_grid(model, vis_batch, device))
         log.info("metrics: %s", json.dumps({k: v for k, v in metrics.items() if isinstance(v, float)}))
+        for note in dict.fromkeys(metric_warnings(metrics).values()):
+            log.warning("%s", note)
         log.info("finished %d steps; run folder %s", step, run_dir)
     dist_utils.barrier()
     return run_dir
@@ -586,6 +591,33 @@ def _raise_if_diverged(
     shown = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
     kept = f"last good checkpoint: {last_saved}" if last_saved else "no checkpoint was written yet"
     raise TrainingDivergedError(f"non-finite loss at step {bad_step + 1} ({shown}); stopped; {kept}")
+
+
+FOREGROUND_PROBES = 16  # training samples looked at before step 0
+
+
+def _require_foreground(dataset: Any, name: str) -> None:
+    """Refuse a data set whose masks hold no foreground: every loss would be 0 and the run learn nothing.
+
+    Looks at up to :data:`FOREGROUND_PROBES` samples spread over the set (unaugmented); one with foreground
+    is enough.
+    """
+    n = len(dataset)
+    probes = sorted({int(i * n / FOREGROUND_PROBES) for i in range(min(n, FOREGROUND_PROBES))})
+    looked = []
+    for index in probes:
+        try:
+            sample = dataset.load_sample(index, None) if hasattr(dataset, "load_sample") else dataset[index]
+        except Exception:  # noqa: BLE001 - unreadable files are the loader's business (skipped, counted)
+            continue
+        if float(sample["fg_mask"].sum()) > 0:
+            return
+        looked.append(str(sample.get("name", index)))
+    if looked:
+        raise ValueError(
+            f"data set {name!r}: none of the {len(looked)} training masks looked at has a foreground pixel "
+            f"(e.g. {looked[0]}); every loss would be 0: fix the masks (`partdisco data check`)"
+        )
 
 
 def _raise_if_weights_diverged(
