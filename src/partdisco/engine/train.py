@@ -603,7 +603,8 @@ def _require_foreground(dataset: Any, name: str) -> None:
     is enough.
     """
     n = len(dataset)
-    probes = sorted({int(i * n / FOREGROUND_PROBES) for i in range(min(n, FOREGROUND_PROBES))})
+    count = min(n, FOREGROUND_PROBES)
+    probes = sorted({i * n // count for i in range(count)})
     looked = []
     for index in probes:
         try:
