@@ -79,15 +79,14 @@ def test_config_yaml_that_is_a_list(tmp_path, capsys):
 
 
 def test_yaml_bomb_gives_a_short_message(tmp_path, capsys):
-    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
-    for i in range(1, 7):  # 10**7 leaves when expanded
-        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
-    lines.append("model: {num_parts: *a6}")
+    levels = ["&a0 [" + ", ".join(["x"] * 10) + "]"]
+    for i in range(1, 6):  # 10**6 leaves when expanded
+        levels.append(f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
     path = tmp_path / "bomb.yaml"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("model:\n  num_parts: [" + ", ".join(levels) + "]\n")
     assert main(["train", "--config", str(path)]) == 2
     err = _one_line_error(capsys)
-    assert len(err) < 2500 and "unknown config key 'a0'" in err
+    assert len(err) < 2500 and "model.num_parts: expected an integer, got [[" in err
 
 
 def test_os_errors_are_one_line_with_the_way_out():
