@@ -106,6 +106,7 @@ def evaluate_checkpoint(
     )
 
     checkpoint = resolve_checkpoint_path(checkpoint)
+    out_path = _metrics_destination(checkpoint, out)  # before the work: results must have somewhere to go
     pairs = parse_overrides(list(overrides or []))
     dataset = next((v for k, v in pairs if k == "dataset"), None)
     rest = [f"{k}={v}" for k, v in pairs if k not in ("dataset", "split")]
@@ -143,10 +144,19 @@ def evaluate_checkpoint(
         split=cfg.eval.split,
         skipped_images=list(getattr(test_set, "skipped", [])),
     )
-    out_path = Path(out) if out else checkpoint.with_name(f"metrics-{cfg.data.name}-{cfg.eval.split}.json")
-    tmp = out_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    tmp.replace(out_path)
+    if out_path.is_dir():
+        out_path = out_path / f"metrics-{cfg.data.name}-{cfg.eval.split}.json"
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        tmp.replace(out_path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        scalars = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
+        raise OSError(
+            err.errno, f"{err.strerror}; the metrics were {json.dumps(scalars)}", str(out_path)
+        ) from None
     return metrics, out_path
 
 
@@ -226,15 +236,46 @@ def export(src: str | Path, dst: str | Path, fp16: bool = False) -> Path:
     return export_checkpoint(seg, dst, extra=extra, fp16=fp16)
 
 
+def _metrics_destination(checkpoint: Path, out: str | Path | None) -> Path:
+    """Where eval writes: ``out`` (a file, or a folder), else next to the checkpoint, else the current folder.
+
+    Raises:
+        ConfigError: ``out`` is given and its folder is not writable.
+    """
+    from partdisco.engine.runfolder import is_writable_dir
+
+    if out is not None:
+        out = Path(out)
+        folder = out if out.is_dir() else out.parent
+        if not is_writable_dir(folder):
+            raise ConfigError(f"--out {str(out)!r}: folder {str(folder)!r} is not writable")
+        return out
+    if is_writable_dir(checkpoint.parent):
+        return checkpoint.parent
+    if not is_writable_dir(Path.cwd()):
+        raise ConfigError(
+            f"neither the checkpoint's folder {str(checkpoint.parent)!r} nor the current folder is writable; "
+            "pass --out FILE"
+        )
+    import logging
+
+    logging.getLogger("partdisco").warning(
+        "%s is not writable: the metrics go to the current folder", checkpoint.parent
+    )
+    return Path.cwd()
+
+
 def format_metrics(metrics: dict[str, Any], decimals: int = 1) -> str:
     """A plain-text table of the scalar metrics (and the baseline's, side by side), 1 decimal.
 
     The same table ``partdisco eval`` prints and training writes to its log
-    (:func:`partdisco.metrics.report.format_metrics`).
+    (:func:`partdisco.metrics.report.format_metrics`). Scores computed from too few keypoints or foreground
+    pixels (``engine.evaluate.metric_warnings``) are marked ``*`` and explained below the table.
     """
+    from partdisco.engine.evaluate import metric_warnings
     from partdisco.metrics.report import format_metrics as table
 
-    return table(metrics, decimals)
+    return table(metrics, decimals, thin=metric_warnings(metrics))
 
 
 def _image_to_rgb_uint8(image: Any, index: int) -> Any:

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -35,6 +36,10 @@ REFERENCE_PRESETS = ("cub", "deepfashion", "pascal_part")  # the paper's data se
 INIT_FORMATS = ("auto", "caffe", "torchvision")  # provenance of a raw ResNet file given as model.init_from
 NORMALIZATION_CHOICES = ("auto", "caffe", "imagenet")
 RANDOM_INIT = "none"  # model.init_from=none: random backbone on purpose (kept as this string, not null)
+MAX_IMAGE_SIZE = 2048  # training side; 8x the reference's 256, beyond it memory runs out before step 1
+MAX_PARTS = 255  # label maps and the palette are uint8 (0 = background)
+MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds
+FLOAT32_MAX = 3.4028234663852886e38  # every float key reaches float32 tensors
 
 
 class ConfigError(ValueError):
@@ -209,7 +214,16 @@ def validate_data(cfg: DataConfig) -> DataConfig:
     """Check the ``data`` slice alone (used by evaluation, which needs no training settings)."""
     need = _need
     need(cfg.name in DATASETS, "data.name", f"unknown data set {cfg.name!r}; choose from {DATASETS}")
-    need(cfg.image_size >= 16, "data.image_size", f"must be >= 16 pixels, got {cfg.image_size}")
+    need(
+        16 <= cfg.image_size <= MAX_IMAGE_SIZE,
+        "data.image_size",
+        f"must be 16..{MAX_IMAGE_SIZE} pixels, got {cfg.image_size}",
+    )
+    need(
+        0 <= cfg.synthetic_seed <= MAX_SEED,
+        "data.synthetic_seed",
+        f"must be 0..2**63-1, got {cfg.synthetic_seed}",
+    )
     need(cfg.cub_mask in ("gt", "sup", "none"), "data.cub_mask", "must be gt, sup or none")
     need(cfg.cub_variant in ("fg", "full"), "data.cub_variant", "must be fg or full")
     need(cfg.deepfashion_variant in ("fg", "full"), "data.deepfashion_variant", "must be fg or full")
@@ -231,7 +245,20 @@ def validate(cfg: RunConfig) -> RunConfig:
     need(
         cfg.model.arch in ARCHS, "model.arch", f"unknown architecture {cfg.model.arch!r}; choose from {ARCHS}"
     )
-    need(cfg.model.num_parts >= 2, "model.num_parts", f"must be >= 2 parts, got {cfg.model.num_parts}")
+    need(
+        2 <= cfg.model.num_parts <= MAX_PARTS,
+        "model.num_parts",
+        f"must be >= 2 parts and <= {MAX_PARTS} (uint8 label maps), got {cfg.model.num_parts}",
+    )
+    need(0 <= cfg.seed <= MAX_SEED, "seed", f"must be 0..2**63-1 (64-bit generator seed), got {cfg.seed}")
+    for name in ("log_every", "vis_every", "checkpoint_every", "keep_checkpoints"):
+        value = getattr(cfg.train, name)
+        need(value >= 1, f"train.{name}", f"must be >= 1, got {value}")
+    need(
+        cfg.train.eval_every >= 0,
+        "train.eval_every",
+        f"must be >= 0 (0 = at the end), got {cfg.train.eval_every}",
+    )
     need(
         cfg.model.features in FEATURE_SOURCES,
         "model.features",
@@ -317,6 +344,16 @@ def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def _short(value: Any) -> str:
+    """A bounded repr for messages: a YAML bomb or a huge value must not make the message itself huge."""
+    import reprlib
+
+    limited = reprlib.Repr()
+    limited.maxlevel, limited.maxlist, limited.maxdict, limited.maxstring, limited.maxother = 3, 6, 6, 80, 80
+    limited.maxlong = 40
+    return limited.repr(value)
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert ``value`` (from YAML or a CLI string) to type ``tp`` or raise ConfigError naming ``key``."""
     origin = typing.get_origin(tp)
@@ -338,7 +375,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             else:
                 value = [v for v in text.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {_short(value)}")
         return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
         if isinstance(value, bool):
@@ -347,10 +384,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return True
         if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
             return False
-        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        raise ConfigError(f"{key}: expected true/false, got {_short(value)}")
     if tp is int:
         if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {_short(value)}")
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -365,22 +402,31 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                     as_float = None
                 if as_float is not None and as_float.is_integer():
                     return int(as_float)
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        raise ConfigError(f"{key}: expected an integer, got {_short(value)}")
     if tp is float:
         if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {_short(value)}")
+        number = None
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+            number = value
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{key}: expected a number, got {_short(value)}")
+        try:
+            number = float(number)
+        except OverflowError:
+            number = float("inf")
+        if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
+            raise ConfigError(f"{key}: {_short(value)} is not a finite float32 number (|x| <= 3.4e38)")
+        return number
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
+        raise ConfigError(f"{key}: expected a string, got {_short(value)}")
     raise ConfigError(f"{key}: unsupported type {tp}")
 
 
@@ -418,7 +464,9 @@ def _set(obj: Any, dotted: str, value: Any, full_key: str | None = None) -> None
 def merge_dict(cfg: RunConfig, values: dict[str, Any], source: str = "config") -> RunConfig:
     """Merge a nested dict (e.g. from YAML) into ``cfg`` in place, type-checking every value."""
     if not isinstance(values, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(values).__name__}")
+        raise ConfigError(
+            f"{source}: expected a mapping (key: value lines) at the top level, got {type(values).__name__}"
+        )
     for key, value in values.items():
         try:
             _set(cfg, str(key), value)
@@ -476,6 +524,13 @@ def load_config(
             file_values = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
+        except (RecursionError, MemoryError):
+            raise ConfigError(f"config file {str(path)!r} nests too deep or is too large to read") from None
+        if not isinstance(file_values, dict):
+            raise ConfigError(
+                f"config file {str(path)!r}: expected a mapping (key: value lines) at the top level, "
+                f"got a {type(file_values).__name__}"
+            )
     if preset is None:
         file_data = file_values.get("data") if isinstance(file_values.get("data"), dict) else {}
         preset = (
@@ -484,6 +539,8 @@ def load_config(
             or file_data.get("name")  # a hand-written file may name its data set only there
             or "synthetic"
         )
+    if not isinstance(preset, str):
+        raise ConfigError(f"dataset: expected a preset name from {PRESETS}, got {_short(preset)}")
     cfg = RunConfig()
     preset_file = preset_path(str(preset))
     merge_dict(cfg, yaml.safe_load(preset_file.read_text()) or {}, source=str(preset_file))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+import numpy as np
 import scipy.io
 
 from partdisco.config import DATASETS, DataConfig
@@ -137,6 +138,34 @@ def guess_dataset(root: str | Path) -> str | None:
     return None
 
 
+def keypoint_problems(dataset: SampleDataset, index: int) -> list[str]:
+    """What is wrong with the annotated keypoints of sample ``index`` (folder data sets' keypoints.json).
+
+    Training and evaluation drop keypoints that are not finite, negative or outside the image, so a bad
+    file would otherwise only show as a score computed from fewer keypoints.
+    """
+    table = getattr(dataset, "keypoints", None)
+    files = getattr(dataset, "files", None)
+    if not isinstance(table, dict) or files is None or files[index] not in table:
+        return []
+    from PIL import Image
+
+    rows = table[files[index]]  # (N, 3) x, y, visible in pixels of the original image
+    with Image.open(Path(dataset.root) / "images" / files[index]) as img:
+        width, height = img.size
+    names = list(getattr(dataset, "keypoint_names", None) or [])
+    found = []
+    for k, (x, y, v) in enumerate(rows):
+        label = f"keypoint {k}" + (f" ({names[k]})" if k < len(names) else "")
+        if not all(np.isfinite((x, y, v))):
+            found.append(f"{label} is not finite ({x}, {y}, {v})")
+        elif v > 0 and (x < 0 or y < 0):
+            found.append(f"{label} is negative ({x}, {y})")
+        elif v > 0 and (x > width or y > height):
+            found.append(f"{label} lies outside the {width}x{height} image ({x}, {y})")
+    return found
+
+
 def _resolve(name: str, root: Path) -> Path:
     if name == "cub":
         return cub.resolve_root(root)
@@ -234,23 +263,35 @@ def check_dataset(
     seen: set[str] = set()
     read = 0
     bad: list[str] = []
-    for _split, dataset in datasets:
+    empty: list[str] = []
+    for split, dataset in datasets:
         count = len(dataset) if max_samples is None else min(len(dataset), max_samples)
+        with_fg = 0
         for i in range(count):
             sample_name = dataset.sample_name(i)
             if sample_name in seen:
                 continue
             seen.add(sample_name)
             try:
-                dataset.load_sample(i, None)
+                sample = dataset.load_sample(i, None)
             except Exception as err:  # list every bad file with its reason
                 bad.append(f"{sample_name}: {err}")
+            else:
+                if getattr(dataset, "has_masks", True) and float(sample["fg_mask"].sum()) <= 0:
+                    empty.append(sample_name)
+                else:
+                    with_fg += 1
+                bad.extend(f"{sample_name}: {p}" for p in keypoint_problems(dataset, i))
             read += 1
             if read % 500 == 0:
                 logger.info("data check: %d samples read", read)
-    say(f"scan: {read} samples read, {len(bad)} unreadable or inconsistent")
+        if count and not with_fg and getattr(dataset, "has_masks", True):
+            problems.append(f"split {split}: no mask has a foreground pixel (training would refuse it)")
+    say(f"scan: {read} samples read, {len(bad)} unreadable or inconsistent, {len(empty)} with an empty mask")
     for line in bad:
         say(f"  BAD  {line}")
+    for name_ in empty:
+        say(f"  EMPTY  {name_}: the foreground mask has no pixel above the threshold")
     problems.extend(bad)
     for line in problems[: len(problems) - len(bad)]:
         say(f"PROBLEM  {line}")

@@ -86,6 +86,19 @@ def list_images(root: Path) -> list[str]:
     return _image_names(image_folder(root))
 
 
+def read_utf8(path: Path) -> str:
+    """A text file's content; a byte that is not UTF-8 raises ValueError naming the file, line and byte."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}:{line}: byte {data[err.start]:#04x} at offset {err.start} is not UTF-8 text; "
+            "save the file as UTF-8"
+        ) from None
+
+
 def read_list(path: Path, available: set[str]) -> list[str]:
     """Image names of a split file (one per line, ``#`` comments), checked against ``available``.
 
@@ -93,7 +106,7 @@ def read_list(path: Path, available: set[str]) -> list[str]:
         FileNotFoundError: an entry names no file in ``images/`` (message names the list and the entry).
     """
     names = []
-    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+    for line_no, line in enumerate(read_utf8(path).splitlines(), start=1):
         name = line.split("#", 1)[0].strip()
         if not name:
             continue
@@ -130,7 +143,7 @@ def read_keypoints_json(path: Path) -> tuple[list[str], dict[str, np.ndarray], n
         ValueError: malformed file (message names the file and the entry).
     """
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_utf8(path))
         names = [str(n) for n in data["names"]]
         raw = data.get("keypoints", {})
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
@@ -203,7 +216,7 @@ class FolderDataset(SampleDataset):
         names_path = self.root / "part_names.json"
         if names_path.is_file():
             try:
-                self.part_names = [str(n) for n in json.loads(names_path.read_text())]
+                self.part_names = [str(n) for n in json.loads(read_utf8(names_path))]
             except (json.JSONDecodeError, TypeError) as err:
                 raise ValueError(f"{names_path}: expected a JSON list of names ({err!r})") from None
         self.keypoint_names = None

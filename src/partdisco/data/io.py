@@ -28,6 +28,7 @@ and a resumed run draws what the uninterrupted run drew. Non-augmented samples d
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -81,14 +82,33 @@ class SizeMismatchError(ValueError):
     """An annotation (mask, label map) does not have the size of its image; the message names both files."""
 
 
-def _open(path: str | os.PathLike[str]) -> Image.Image:
-    """Open and fully decode ``path`` with PIL, applying EXIF orientation."""
+def _open(path: str | os.PathLike[str], max_pixels: int | None = None) -> Image.Image:
+    """Open and fully decode ``path`` with PIL, applying EXIF orientation.
+
+    With ``max_pixels``, a larger image is decoded at a reduced scale where the format allows it (JPEG
+    ``draft``: 1/2, 1/4 or 1/8 while decoding) and then shrunk (``reduce``, box filter) to at most
+    ``max_pixels``, keeping the aspect ratio.
+    """
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(path, "file does not exist" if not path.exists() else "not a regular file")
     try:
         with Image.open(path) as img:
+            if max_pixels is not None and img.width * img.height > max_pixels:
+                scale = (max_pixels / (img.width * img.height)) ** 0.5
+                img.draft(img.mode, (max(1, int(img.width * scale)), max(1, int(img.height * scale))))
             img.load()  # decode now: truncated files fail here, not later in a worker
+            if max_pixels is not None and img.width * img.height > max_pixels:
+                factor = math.ceil((img.width * img.height / max_pixels) ** 0.5)
+                while (img.width // factor) * (img.height // factor) > max_pixels:
+                    factor += 1
+                if img.mode.startswith("I;16"):
+                    img = img.convert("I")
+                elif img.mode not in ("L", "RGB", "RGBA", "LA", "I", "F"):
+                    img = img.convert(
+                        "RGBA" if "A" in img.getbands() or "transparency" in img.info else "RGB"
+                    )
+                img = img.reduce(factor)
             out = ImageOps.exif_transpose(img)
             if out is img:
                 out = img.copy()
@@ -146,11 +166,13 @@ def _to_rgb_uint8(img: Image.Image, path: Path) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+def read_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> np.ndarray:
     """Read an image file as RGB.
 
     Args:
         path: any format PIL reads (JPEG, PNG 8/16 bit, palette, grayscale, RGBA, TIFF, ...).
+        max_pixels: shrink larger images to at most this many pixels while decoding (aspect kept;
+            JPEGs decode at reduced scale, so memory stays bounded too). None = full size.
 
     Returns:
         ``uint8 (H, W, 3)`` RGB, EXIF-orientation applied, alpha composited on black.
@@ -167,7 +189,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         ((2, 4, 3), 7)
     """
     path = Path(path)
-    return _to_rgb_uint8(_open(path), path)
+    return _to_rgb_uint8(_open(path, max_pixels), path)
 
 
 def _read_gray_uint8(path: Path) -> np.ndarray:

@@ -420,3 +420,22 @@ def _regression_errors(
         )
         out.update({f"kp_regression_error_cub{c:03d}": float(v) for c, v in per_class.items()})
     return out
+
+
+MIN_KEYPOINTS = 20  # keypoint scores from fewer visible keypoints are flagged as not meaningful
+MIN_FG_PIXELS = 500  # ... and pixel scores from fewer foreground pixels
+
+
+def metric_warnings(metrics: dict[str, Any]) -> dict[str, str]:
+    """Metric-name prefixes whose scores rest on too few samples -> why (for the printed table and logs)."""
+    out = {}
+    used = metrics.get("keypoints_used")
+    if isinstance(used, int) and used < MIN_KEYPOINTS:
+        out["kp_"] = f"kp_* from only {used} keypoint(s) (< {MIN_KEYPOINTS}): not a meaningful score"
+    pixels = metrics.get("fg_pixels")
+    if isinstance(pixels, int) and pixels < MIN_FG_PIXELS:
+        note = (
+            f"px_* / miou from only {pixels} foreground pixel(s) (< {MIN_FG_PIXELS}): not a meaningful score"
+        )
+        out["px_"] = out["miou"] = note
+    return out

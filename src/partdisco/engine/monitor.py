@@ -14,6 +14,13 @@ from partdisco.config import LogConfig
 LOGGER_NAME = "partdisco"
 
 
+class _RunLogHandler(logging.FileHandler):
+    """``train.log``: a failed write (disk full) is dropped instead of printing a logging traceback."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        pass
+
+
 def setup_logging(run_dir: Path | None = None, main_process: bool = True, level: int = logging.INFO) -> None:
     """Configure the ``partdisco`` logger once: console on the main process, plus ``run_dir/train.log``."""
     logger = logging.getLogger(LOGGER_NAME)
@@ -29,7 +36,7 @@ def setup_logging(run_dir: Path | None = None, main_process: bool = True, level:
         console._partdisco = True  # type: ignore[attr-defined]
         logger.addHandler(console)
     if run_dir is not None and main_process:
-        file_handler = logging.FileHandler(Path(run_dir) / "train.log")
+        file_handler = _RunLogHandler(Path(run_dir) / "train.log")
         file_handler.setFormatter(fmt)
         file_handler._partdisco = True  # type: ignore[attr-defined]
         logger.addHandler(file_handler)

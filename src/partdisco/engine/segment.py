@@ -20,11 +20,12 @@ skipped on a rerun when all its files and its ``parts.json`` entry exist (docs/S
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from torch import nn
 
 from partdisco.data.io import IMAGE_EXTENSIONS, ImageReadError, check_same_size, read_image, read_mask
 from partdisco.data.transforms import RESIZE_ALIGN_CORNERS
+from partdisco.engine.runfolder import require_writable_dir
 from partdisco.engine.train import TRAIN_ALIGN
 from partdisco.metrics.keypoints import part_centroids
 from partdisco.visualise import (
@@ -56,6 +58,7 @@ BACKGROUND_MODES = ("auto", "none", "border")
 BORDER_RING = 0.05  # border heuristic: ring width as a fraction of the shorter side (at least 1 px)
 BORDER_SHARE = 0.5  # ... a part covering more than this share of the ring is background
 PARTS_JSON_VERSION = 1
+MAX_WORKING_PIXELS = 4096 * 4096  # larger images are shrunk while decoding: memory stays bounded
 MAX_PARTS = 255  # labels are stored as uint8
 BORDER_NOT_FOUND = "--background border found no part covering most of the image border: no background"
 THUMB_SIDE = 320  # longer side of the input thumbnails that index.html shows (inside --out: portable)
@@ -778,6 +781,112 @@ def _write_index(out_dir: Path, data: dict[str, Any], num_parts: int) -> Path:
     )
 
 
+def _owned_files(data: dict[str, Any] | None) -> list[str]:
+    """Paths (relative to ``--out``) that segment wrote there, from a parts.json (older ones: its entries)."""
+    if data is None:
+        return []
+    owned = list(data.get("owned_files") or [])
+    for entry in data.get("images", {}).values():
+        owned += list(entry.get("files", {}).values())
+    return owned + ["parts.json", "index.html"]
+
+
+def _refuse_foreign_files(
+    out: Path, pending: Sequence[InputImage], owned: set[str], save_probs: bool
+) -> None:
+    """Raise before any work when an output path holds a file that segment did not write."""
+    kinds = ("labels", "color", "overlay", "input") + (("probs",) if save_probs else ())
+    targets = [out / "parts.json", out / "index.html"]
+    targets += [output_paths(out, item.name)[k] for item in pending for k in kinds]
+    foreign = [p for p in targets if p.exists() and p.relative_to(out).as_posix() not in owned]
+    if foreign:
+        shown = ", ".join(str(p) for p in foreign[:3]) + (
+            f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        )
+        raise ValueError(
+            f"--out {out} holds files that partdisco segment did not write ({shown}); choose another --out "
+            "(or move those files)"
+        )
+
+
+@contextlib.contextmanager
+def _out_lock(out: Path) -> Iterator[None]:
+    """Exclusive ``flock`` on the ``--out`` folder itself (no lock file), waited for (ms per chunk)."""
+    import fcntl
+
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _merge_and_write(
+    out: Path, data: dict[str, Any], written: Sequence[str], num_parts: int | None = None
+) -> Path | None:
+    """Write ``parts.json`` (and ``index.html``) merged with what other runs wrote there meanwhile.
+
+    Entries this run wrote win; every other entry on disk is kept, so two runs into one ``--out`` list all
+    images. ``data`` is updated in place with the merged content.
+    """
+    parts_json = out / "parts.json"
+    mine = set(written)
+    with _out_lock(out):
+        disk = read_parts_json(parts_json)
+        if disk is not None and disk.get("settings") == data.get("settings"):
+            for name, entry in disk.get("images", {}).items():
+                if name not in mine:
+                    data["images"][name] = entry
+            done_here = {data["images"][n]["source"] for n in mine if n in data["images"]}
+            for path, reason in disk.get("failed", {}).items():
+                if path not in done_here:
+                    data["failed"].setdefault(path, reason)
+            data["owned_files"].update(_owned_files(disk))
+        owned = data["owned_files"]
+        data["owned_files"] = sorted(owned)
+        try:
+            _write_json(parts_json, data)
+        finally:
+            data["owned_files"] = owned
+        if num_parts is None:
+            return None
+        return _write_index(out, data, num_parts)
+
+
+def _fit_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A mask for an image shrunk while decoding: resized (bilinear) when only the scale differs."""
+    H, W = size
+    h, w = mask.shape
+    if (h, w) == (H, W) or h * w <= H * W or abs(h / w - H / W) > 0.02 * (H / W) + 1 / min(H, W):
+        return mask  # same size, or a real mismatch that check_same_size reports
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(mask.astype(np.float32), mode="F").resize((W, H), Image.BILINEAR))
+
+
+def _segment_or_skip(
+    model: nn.Module,
+    loaded: list[tuple[InputImage, np.ndarray, np.ndarray | None]],
+    with_masks: bool,
+    run: dict[str, Any],
+) -> list[tuple[tuple[InputImage, np.ndarray, np.ndarray | None], PartMaps | str]]:
+    """Segment a chunk; when it fails for memory, retry image by image and name the ones that still fail."""
+    try:
+        maps = segment_images(
+            model, [image for _, image, _ in loaded], [m for _, _, m in loaded] if with_masks else None, **run
+        )
+        return list(zip(loaded, maps))
+    except (MemoryError, RuntimeError) as err:
+        if len(loaded) == 1:
+            reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+            return [(loaded[0], f"could not be processed ({type(err).__name__}: {reason})")]
+    results: list[tuple[tuple[InputImage, np.ndarray, np.ndarray | None], PartMaps | str]] = []
+    for one in loaded:
+        results += _segment_or_skip(model, [one], with_masks, run)
+    return results
+
+
 def _chunks(items: Sequence[InputImage], size: int) -> Iterable[Sequence[InputImage]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -874,7 +983,10 @@ def segment_files(
         "masks": None if masks_dir is None else str(Path(masks_dir).expanduser().resolve()),
     }
     parts_json = out / "parts.json"
+    if out.exists():
+        require_writable_dir(out, "--out")
     data = read_parts_json(parts_json)
+    owned = set(_owned_files(data))  # files of this --out that segment wrote; nothing else is replaced
     if data is not None and data.get("settings") != settings:
         if not overwrite:
             old = data.get("settings") or {}
@@ -892,6 +1004,7 @@ def segment_files(
     entries: dict[str, Any] = data["images"]
     failed: dict[str, str] = data.setdefault("failed", {})
     out.mkdir(parents=True, exist_ok=True)
+    require_writable_dir(out, "--out")
 
     summary = SegmentSummary(out_dir=out, parts_json=parts_json)
     pending = []
@@ -900,6 +1013,10 @@ def segment_files(
             summary.skipped.append(item.name)
         else:
             pending.append(item)
+    with _out_lock(out):  # what a run started meanwhile wrote is segment's too
+        owned.update(_owned_files(read_parts_json(parts_json)))
+        _refuse_foreign_files(out, pending, owned, save_probs)
+    data["owned_files"] = owned  # a set while running; a sorted list on disk
     if summary.skipped:
         logger.info("%d of %d images already segmented in %s, skipped", len(summary.skipped), len(items), out)
     bar = tqdm(total=len(pending), unit="img", desc="segment", disable=not progress)
@@ -909,10 +1026,10 @@ def segment_files(
             loaded: list[tuple[InputImage, np.ndarray, np.ndarray | None]] = []
             for item in chunk:
                 try:
-                    image = read_image(item.path)
+                    image = read_image(item.path, max_pixels=MAX_WORKING_PIXELS)
                     mask = None
                     if item.name in mask_paths:
-                        mask = read_mask(mask_paths[item.name])
+                        mask = _fit_mask(read_mask(mask_paths[item.name]), image.shape[:2])
                         check_same_size(item.path, mask_paths[item.name], image.shape, mask.shape)
                 except ImageReadError as err:
                     failed[str(item.path)] = str(err)
@@ -922,27 +1039,23 @@ def segment_files(
                     continue
                 loaded.append((item, image, mask))
             if loaded:
-                results = segment_images(
-                    model,
-                    [image for _, image, _ in loaded],
-                    [mask for _, _, mask in loaded] if mask_paths else None,
-                    size=size,
-                    background=background,
-                    batch_size=batch_size,
-                    with_probs=save_probs,
-                )
-                for (item, image, _), maps in zip(loaded, results):
-                    entries[item.name] = write_outputs(out, item, image, maps, save_probs, alpha=alpha)
-                    if maps.note:
-                        summary.notes[item.name] = maps.note
-                    failed.pop(str(item.path), None)
-                    summary.written.append(item.name)
+                run = dict(size=size, background=background, batch_size=batch_size, with_probs=save_probs)
+                for (item, image, _), maps in _segment_or_skip(model, loaded, bool(mask_paths), run):
+                    if isinstance(maps, str):  # could not be processed (memory): skipped by name
+                        failed[str(item.path)] = summary.failed[str(item.path)] = maps
+                        logger.warning("skipping %s: %s", item.path, maps)
+                    else:
+                        entries[item.name] = write_outputs(out, item, image, maps, save_probs, alpha=alpha)
+                        owned.update(entries[item.name]["files"].values())
+                        if maps.note:
+                            summary.notes[item.name] = maps.note
+                        failed.pop(str(item.path), None)
+                        summary.written.append(item.name)
                     bar.update(1)
-            _write_json(parts_json, data)  # after every chunk: a killed run resumes from here
+            _merge_and_write(out, data, summary.written)  # after every chunk: a killed run resumes here
     finally:
         bar.close()
-    _write_json(parts_json, data)
-    summary.index_html = _write_index(out, data, num_parts)
+    summary.index_html = _merge_and_write(out, data, summary.written, num_parts=num_parts)
     logger.info(
         "segmented %d images, skipped %d done, %d unreadable -> %s",
         len(summary.written),

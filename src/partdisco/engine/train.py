@@ -43,19 +43,27 @@ from partdisco.engine.checkpoint import (
 )
 from partdisco.engine.monitor import MetricWriter, setup_logging
 from partdisco.engine.precision import autocast_ctx, make_scaler
+from partdisco.engine.runfolder import (
+    RunLock,
+    check_checkpoint_fields,
+    check_resume_changes,
+    refuse_if_holds_run,
+    remove_stale_tmp,
+    require_writable_dir,
+)
 from partdisco.engine.schedule import lr_factor
 from partdisco.geometry.color import JitterParams, apply_color_jitter, rgb_to_lab, sample_jitter_params
 from partdisco.geometry.warps import WarpParams, sample_warp_params, warp_grid, warp_image
 from partdisco.losses import Objective
 from partdisco.models import Segmenter, build_feature_extractor, build_segmenter
-from partdisco.models.convert import resolve_model_config
+from partdisco.models.convert import non_finite_tensors, resolve_model_config
 
 log = logging.getLogger("partdisco.train")
 TRAIN_ALIGN = True  # ref: trainer_ours.py:79 upsamples logits with align_corners=True
 
 
 class TrainingDivergedError(RuntimeError):
-    """A loss became NaN or infinite; the message names the step and the terms."""
+    """A loss or the weights became NaN or infinite; the message names the step and the terms."""
 
 
 @dataclass
@@ -311,18 +319,88 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
     """
     check_logging_backends(cfg)  # before the run folder exists
     cfg, run_dir, resume_ckpt = prepare_run(cfg)
+    # the backbone weights' provenance (trunk style, normalisation) goes into config.yaml and checkpoints;
+    # resolved before the resume check, which compares it with the checkpoint's resolved config
+    cfg.model = resolve_model_config(cfg.model)
     device = resolve_device(cfg.device)
     dist_utils.init_from_env(device)
+    main = dist_utils.is_main()
+    lock = None
+    if main:
+        # The folder is ours before anything is written: writable, locked, and not another run's.
+        require_writable_dir(run_dir, "out")
+        lock = RunLock(run_dir)
+    try:
+        resume_state = None
+        if resume_ckpt is None:
+            if main:
+                refuse_if_holds_run(run_dir)
+        else:
+            resume_state = _load_resume_state(resume_ckpt, cfg)
+        if main:
+            for path in remove_stale_tmp(run_dir):
+                log.debug("removed %s, left by an interrupted write", path)
+        setup_logging(run_dir if main else None, main_process=main)
+        try:
+            return _fit_locked(cfg, run_dir, device, resume_ckpt, resume_state, stop_after)
+        except TrainingDivergedError as err:
+            _log_to_file(logging.ERROR, str(err))
+            raise
+        except Exception as err:
+            _log_to_file(logging.ERROR, f"stopped: {type(err).__name__}: {err}", exc_info=True)
+            raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _load_resume_state(resume_ckpt: Path, cfg: RunConfig) -> dict[str, Any]:
+    """The checkpoint to resume from, checked: every field present, only allowed config changes."""
+    state = load_checkpoint(resume_ckpt)
+    if "optimizer" not in state:
+        raise ConfigError(
+            f"resume: {resume_ckpt} holds weights only (a final model.pt or an export); resume from the "
+            f"run folder ({resume_ckpt.parent}) or one of its checkpoints/step_*.pt"
+        )
+    check_checkpoint_fields(state, resume_ckpt)
+    changes = check_resume_changes(state["config"], cfg.to_dict(), resume_ckpt)
+    step = int(state["step"])
+    if cfg.train.steps < step:
+        raise ConfigError(
+            f"train.steps={cfg.train.steps} but {resume_ckpt} is at step {step} already; "
+            f"pass train.steps={step} or more"
+        )
+    for change in changes:
+        log.info("resume changes %s", change)
+    return state
+
+
+def _log_to_file(level: int, message: str, exc_info: bool = False) -> None:
+    """Write a fatal message to ``train.log`` only (the CLI prints it on the console in one line)."""
+    record = log.makeRecord(log.name, level, __file__, 0, "%s", (message,), None)
+    for handler in logging.getLogger("partdisco").handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+            if exc_info:
+                import traceback
+
+                handler.stream.write(traceback.format_exc())
+                handler.flush()
+
+
+def _fit_locked(
+    cfg: RunConfig,
+    run_dir: Path,
+    device: torch.device,
+    resume_ckpt: Path | None,
+    resume_state: dict[str, Any] | None,
+    stop_after: int | None,
+) -> Path:
+    """:func:`fit` once the run folder is locked and the resume checked."""
     rank, world = dist_utils.rank(), dist_utils.world_size()
     main = dist_utils.is_main()
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    # the backbone weights' provenance (trunk style, normalisation) goes into config.yaml and every checkpoint
-    cfg.model = resolve_model_config(cfg.model)
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-    setup_logging(run_dir if main else None, main_process=main)
     log.info("run folder %s, device %s, %d process(es)", run_dir, device, world)
     slow = slow_recipe_warning(cfg)
     if slow:
@@ -334,6 +412,8 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
     log.info("data %s: %d train / %d test images", cfg.data.name, len(train_set), len(test_set))
     if not getattr(train_set, "has_masks", True):
         log.warning("data set has no foreground masks: training uses the whole image as foreground")
+    else:
+        _require_foreground(train_set, cfg.data.name)
 
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     model = build_segmenter(cfg.model).to(device)
@@ -356,20 +436,21 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
     scaler = make_scaler(device, cfg.train.precision)
 
     start_step = 0
-    if resume_ckpt is not None:
-        state = load_checkpoint(resume_ckpt)
-        if "optimizer" not in state:
-            raise ConfigError(
-                f"resume: {resume_ckpt} holds weights only (a final model.pt or an export); resume from the "
-                f"run folder ({run_dir}) or one of its checkpoints/step_*.pt"
-            )
-        model.load_state_dict(state["model"], strict=True)
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        start_step = int(state["step"])
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model"], strict=True)
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scaler.load_state_dict(resume_state["scaler"])
+        start_step = int(resume_state["step"])
+        # optim.lr may change on resume: it sets the groups' base lr; the optimiser's moments are kept
+        fresh = model.param_groups(cfg.optim.lr, cfg.optim.lr * cfg.optim.head_lr_mult)
+        for group, new in zip(optimizer.param_groups, fresh, strict=True):
+            group["base_lr"] = new["lr"]
+        del resume_state
         log.info("resumed from %s at step %d", resume_ckpt, start_step)
     for group in optimizer.param_groups:
         group.setdefault("base_lr", group["lr"])
+    if main:
+        save_config(cfg, run_dir / "config.yaml")  # after every check: a refused run changes no file
 
     net: nn.Module = model
     if world > 1 and cfg.train.sync_bn and not cfg.model.freeze_bn:
@@ -467,6 +548,7 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
                     writer.scalars({k: v for k, v in metrics.items() if isinstance(v, float)}, step, "eval")
                 set_train_mode(model, cfg.model.freeze_bn)
             if step % cfg.train.checkpoint_every == 0 or is_last:
+                _raise_if_weights_diverged(model, step, terms, last_saved)
                 if main:
                     last_saved = save_atomic(
                         _state(model, optimizer, scaler, step, cfg),
@@ -482,7 +564,8 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
         if writer is not None and step < total_steps:
             writer.close()
 
-    # The end of a run: final model, pictures and held-out metrics.
+    # The end of a run: final model, pictures and held-out metrics (of finite weights only).
+    _raise_if_weights_diverged(model, step, None, last_saved)
     metrics = _evaluate(model, test_set, cfg, device)
     from partdisco.engine.diagnostics import has_label_metrics, part_diagnostics
 
@@ -515,6 +598,7 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
             {k: v for k, v in final.items() if k not in ("optimizer", "scaler")}, run_dir / "model.pt"
         )
         _write_json(run_dir / "metrics.json", metrics)
+        from partdisco.engine.evaluate import metric_warnings
         from partdisco.visualise import save_png
 
         save_png(run_dir / "parts.png", _part_grid(model, vis_batch, device))
@@ -531,6 +615,8 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
                 run_dir / "parts.png",
                 format_diagnostics(metrics["diagnostics"]),
             )
+        for note in dict.fromkeys(metric_warnings(metrics).values()):
+            log.warning("%s", note)
         log.info("finished %d steps; run folder %s", step, run_dir)
     dist_utils.barrier()
     return run_dir
@@ -600,6 +686,49 @@ def _raise_if_diverged(
     shown = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
     kept = f"last good checkpoint: {last_saved}" if last_saved else "no checkpoint was written yet"
     raise TrainingDivergedError(f"non-finite loss at step {bad_step + 1} ({shown}); stopped; {kept}")
+
+
+FOREGROUND_PROBES = 16  # training samples looked at before step 0
+
+
+def _require_foreground(dataset: Any, name: str) -> None:
+    """Refuse a data set whose masks hold no foreground: every loss would be 0 and the run learn nothing.
+
+    Looks at up to :data:`FOREGROUND_PROBES` samples spread over the set (unaugmented); one with foreground
+    is enough.
+    """
+    n = len(dataset)
+    count = min(n, FOREGROUND_PROBES)
+    probes = sorted({i * n // count for i in range(count)})
+    looked = []
+    for index in probes:
+        try:
+            sample = dataset.load_sample(index, None) if hasattr(dataset, "load_sample") else dataset[index]
+        except Exception:  # noqa: BLE001 - unreadable files are the loader's business (skipped, counted)
+            continue
+        if float(sample["fg_mask"].sum()) > 0:
+            return
+        looked.append(str(sample.get("name", index)))
+    if looked:
+        raise ValueError(
+            f"data set {name!r}: none of the {len(looked)} training masks looked at has a foreground pixel "
+            f"(e.g. {looked[0]}); every loss would be 0: fix the masks (`partdisco data check`)"
+        )
+
+
+def _raise_if_weights_diverged(
+    model: nn.Module, step: int, terms: dict[str, torch.Tensor] | None, last_saved: Path | None
+) -> None:
+    """Stop before a checkpoint is written when a weight or buffer is NaN / inf (the loss can stay finite)."""
+    bad = non_finite_tensors(model.state_dict())
+    if not bad:
+        return
+    shown = f" ({', '.join(f'{k}={v.item():.4g}' for k, v in terms.items())})" if terms else ""
+    kept = f"last good checkpoint: {last_saved}" if last_saved else "no checkpoint was written yet"
+    raise TrainingDivergedError(
+        f"non-finite weights at step {step}{shown}: {len(bad)} tensor(s), first {bad[0]}; stopped without "
+        f"saving them (lower optim.lr); {kept}"
+    )
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:

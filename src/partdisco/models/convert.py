@@ -65,6 +65,29 @@ class CheckpointError(ValueError):
     """A weight file cannot be read or is not of a usable layout; the message names the file and the fix."""
 
 
+class NonFiniteWeightsError(CheckpointError):
+    """A weight file holds NaN or infinite values (a diverged run); the message names the tensors."""
+
+
+def non_finite_tensors(state_dict: Mapping[str, Any]) -> list[str]:
+    """Names of the floating-point tensors in ``state_dict`` that hold a NaN or an infinity."""
+    return [
+        k
+        for k, v in state_dict.items()
+        if isinstance(v, Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+
+
+def check_finite_weights(state_dict: Mapping[str, Any], what: str) -> None:
+    """Raise :class:`NonFiniteWeightsError` in one line when a tensor of ``state_dict`` is not finite."""
+    bad = non_finite_tensors(state_dict)
+    if bad:
+        raise NonFiniteWeightsError(
+            f"{what}: {len(bad)} tensor(s) hold NaN or inf (first: {bad[0]}); these weights are unusable "
+            "(the run diverged): use an earlier checkpoint or train with a lower optim.lr"
+        )
+
+
 class CheckpointMismatchError(CheckpointError):
     """A state dict does not match a module; the message lists missing, unexpected and mis-shaped keys."""
 
@@ -258,6 +281,7 @@ def load_state_dict_strict(
     Raises:
         CheckpointMismatchError: some keys are missing, unexpected or of the wrong shape, or a value is not a
             tensor; every offending key is named (up to 40 per kind, then a count). Nothing is loaded then.
+        NonFiniteWeightsError: a tensor holds NaN or inf (a diverged run). Nothing is loaded then.
     """
     expected = {k: v for k, v in module.state_dict().items() if not k.startswith(exclude)}
     given = dict(state_dict)
@@ -280,6 +304,7 @@ def load_state_dict_strict(
             if items:
                 message += _listing(title, items)
         raise CheckpointMismatchError(message)
+    check_finite_weights(given, what)
     skipped = [k for k in expected if k not in given]  # only num_batches_tracked counters
     if skipped:
         logger.debug("%s: %d num_batches_tracked counters absent, kept as they are", what, len(skipped))

@@ -300,7 +300,7 @@ def _relative_href(target: str | os.PathLike[str], base_dir: Path) -> str:
     path = Path(target)
     if path.is_absolute():
         path = Path(os.path.relpath(path, base_dir.resolve()))
-    return urllib.parse.quote(path.as_posix(), safe="/")
+    return urllib.parse.quote(os.fsencode(path.as_posix()), safe="/")  # bytes: non-UTF-8 names too
 
 
 def write_contact_sheet(
@@ -417,5 +417,6 @@ def write_contact_sheet(
             len(missing_files),
             missing_files[0],
         )
-    text = "\n".join(lines)
+    # A file name that is not UTF-8 (surrogate escapes) shows with U+FFFD; its links are percent-encoded.
+    text = "\n".join(lines).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return atomic_write(out_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

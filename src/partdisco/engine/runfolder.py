@@ -1,0 +1,218 @@
+"""A run folder belongs to one run: ownership, an OS-level lock, honest resume, writable checks.
+
+Rules (docs/RELIABILITY.md):
+
+- A folder *holds a run* when it has ``config.yaml``, ``checkpoints/`` or ``model.pt``. A new run into such a
+  folder is refused; ``resume=`` continues it.
+- A training process holds ``fcntl.flock`` on ``RUN/.lock`` from before it writes anything until it ends.
+  The kernel drops the lock when the process dies (even ``kill -9``), so a killed run can be resumed at
+  once, and a second process on the same folder is refused instead of mixing files.
+- On resume only the keys in :data:`RESUME_MUTABLE` may differ from the checkpoint's config; any other
+  change is refused in one line before a file is touched.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from partdisco.config import ConfigError
+
+LOCK_NAME = ".lock"
+RUN_MARKERS = ("config.yaml", "checkpoints", "model.pt")
+# Temp files of our atomic writes (checkpoint.save_atomic, config/json writers, visualise.atomic_write).
+_STALE_TMP = re.compile(r"^.+\.tmp(-\d+)?$")
+
+RESUME_MUTABLE: dict[str, str] = {
+    "train.steps": "train longer (the poly horizon follows unless optim.schedule_steps is set)",
+    "train.log_every": "logging cadence",
+    "train.vis_every": "picture cadence",
+    "train.eval_every": "evaluation cadence",
+    "train.checkpoint_every": "checkpoint cadence",
+    "train.keep_checkpoints": "how many periodic checkpoints are kept",
+    "train.compile": "torch.compile on/off (same maths)",
+    "optim.lr": "new base lr of both parameter groups (backbone lr, head lr * head_lr_mult); momentum / "
+    "Adam moments are kept",
+    "data.root": "the data set moved (it must be the same data)",
+    "data.num_workers": "loader processes",
+    "device": "where to run",
+    "eval.*": "how the run is evaluated",
+    "log.*": "where and how it logs",
+}
+"""Config keys that ``resume=`` may change, with what the change does. Everything else is refused."""
+
+_RESUME_IGNORED = ("out", "resume")
+CHECKPOINT_FIELDS = ("format_version", "step", "model", "optimizer", "scaler", "config")
+
+
+class RunFolderBusyError(ConfigError):
+    """Another process holds the run folder's lock."""
+
+
+def holds_run(run_dir: str | os.PathLike[str]) -> list[str]:
+    """What of a run a folder holds (``config.yaml``, ``checkpoints``, ``model.pt``); empty = no run."""
+    folder = Path(run_dir)
+    return [name for name in RUN_MARKERS if (folder / name).exists()]
+
+
+def refuse_if_holds_run(run_dir: Path, config_file: str | None = None) -> None:
+    """Raise :class:`ConfigError` when a new run would write into a folder that holds another run."""
+    found = holds_run(run_dir)
+    if not found:
+        return
+    via = f" (the out: of --config {config_file})" if config_file else ""
+    raise ConfigError(
+        f"out={run_dir}{via} already holds a run ({', '.join(found)}); continue it with resume={run_dir}, "
+        "or start a new run with out=NEW_FOLDER"
+    )
+
+
+class RunLock:
+    """Exclusive, non-blocking ``flock`` on ``RUN/.lock``; released on :meth:`release` or process death.
+
+    Args:
+        run_dir: the run folder (created if missing).
+
+    Raises:
+        RunFolderBusyError: another process holds the lock (the message names its pid when known).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+        import fcntl
+
+        self.path = Path(run_dir) / LOCK_NAME
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            other = ""
+            try:
+                other = os.pread(self._fd, 32, 0).decode("ascii", "replace").strip()
+            except OSError:
+                pass
+            os.close(self._fd)
+            self._fd = None
+            if err.errno in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
+                pid = f" (pid {other})" if other.isdigit() else ""
+                raise RunFolderBusyError(
+                    f"run folder {self.path.parent} is in use by another partdisco process{pid}; wait for it "
+                    "to end or use another out="
+                ) from None
+            raise
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+
+    def release(self) -> None:
+        """Drop the lock (idempotent)."""
+        if self._fd is not None:
+            os.close(self._fd)  # closing the only descriptor releases the flock
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def remove_stale_tmp(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """Delete temp files that interrupted atomic writes left in a run folder (call while holding the lock)."""
+    removed = []
+    for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            if path.is_file() and path.name != LOCK_NAME and _STALE_TMP.match(path.name):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+def is_writable_dir(folder: str | os.PathLike[str]) -> bool:
+    """Whether files can be created in ``folder`` (the nearest existing ancestor when it does not exist).
+
+    Uses ``os.access(W_OK)``, which also reports read-only file systems. Note that for root ``os.access``
+    ignores permission bits, as the kernel does for root's writes.
+    """
+    path = Path(folder).expanduser().absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
+
+
+def require_writable_dir(folder: str | os.PathLike[str], what: str) -> None:
+    """Raise ConfigError naming ``what`` when ``folder`` cannot be written (see :func:`is_writable_dir`)."""
+    if not is_writable_dir(folder):
+        raise ConfigError(f"{what}: folder {str(folder)!r} is not writable (read-only or no permission)")
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _mutable(key: str) -> bool:
+    return key in RESUME_MUTABLE or f"{key.split('.', 1)[0]}.*" in RESUME_MUTABLE
+
+
+def check_resume_changes(
+    saved: Mapping[str, Any], new: Mapping[str, Any], checkpoint: str | Path
+) -> list[str]:
+    """Compare the checkpoint's config with the resumed run's; refuse keys outside :data:`RESUME_MUTABLE`.
+
+    Args:
+        saved: the ``config`` dict stored in the checkpoint.
+        new: ``RunConfig.to_dict()`` of the resumed run.
+        checkpoint: the checkpoint, for the message.
+
+    Returns:
+        The allowed keys that change, ``"key: old -> new"``.
+
+    Raises:
+        ConfigError: one line listing every refused change and the allowed keys.
+    """
+    old = dict(_flatten(saved))
+    refused, allowed = [], []
+    for key, value in _flatten(new):
+        if key in _RESUME_IGNORED or key not in old or old[key] == value:
+            continue
+        change = f"{key}: {old[key]!r} -> {value!r}"
+        (allowed if _mutable(key) else refused).append(change)
+    if refused:
+        raise ConfigError(
+            f"resume from {checkpoint}: cannot change {'; '.join(refused)} (a resumed run must be the same "
+            f"run; start a new run with out=NEW_FOLDER; resume may change only {', '.join(RESUME_MUTABLE)})"
+        )
+    return allowed
+
+
+def check_checkpoint_fields(state: Mapping[str, Any], path: str | Path) -> None:
+    """Raise ValueError naming the missing fields when a checkpoint cannot resume a run."""
+    missing = [k for k in CHECKPOINT_FIELDS if k not in state]
+    if missing:
+        raise ValueError(
+            f"checkpoint {str(path)!r} lacks {', '.join(missing)}, so it cannot resume training "
+            "(weights-only files serve eval/segment, or model.init_from for a new run)"
+        )
+
+
+__all__ = [
+    "RESUME_MUTABLE",
+    "RunFolderBusyError",
+    "RunLock",
+    "check_checkpoint_fields",
+    "check_resume_changes",
+    "holds_run",
+    "is_writable_dir",
+    "refuse_if_holds_run",
+    "remove_stale_tmp",
+    "require_writable_dir",
+]
