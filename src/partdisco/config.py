@@ -25,8 +25,8 @@ import yaml
 
 PRESETS = ("synthetic", "cub", "deepfashion", "pascal_part", "folder")
 DATASETS = PRESETS
-ARCHS = ("resnet18", "resnet50", "deeplab_r50_2branch")
-FEATURE_SOURCES = ("vgg19", "vgg19_random", "texture")
+ARCHS = ("resnet18", "resnet50", "deeplab_r50_2branch", "vit")
+FEATURE_SOURCES = ("vgg19", "vgg19_random", "texture", "dino", "dinov2")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
@@ -73,6 +73,9 @@ class ModelConfig:
     features_weights: str | None = None  # local torchvision vgg19-*.pth for features=vgg19
     normalization: str = "caffe"  # ref: Caffe BGR means subtracted from RGB 0-255; or "imagenet"
     freeze_bn: bool = False  # ref trains with batch statistics; true = BN layers use their running statistics
+    # arch=vit (docs/BACKBONES.md): a DINO / DINOv2 file as model.init_from, else random weights of model.vit
+    vit: str = "dinov2_vits14"  # official hub name of the random-init ViT (ignored when init_from is set)
+    finetune_blocks: int = 0  # arch=vit: train the last N blocks (+ final norm); 0 = frozen ViT
 
 
 @dataclass
@@ -241,6 +244,18 @@ def validate(cfg: RunConfig) -> RunConfig:
         "loss.scale_low",
         f"need 0 < scale_low <= scale_high, got {cfg.loss.scale_low}, {cfg.loss.scale_high}",
     )
+    need(
+        cfg.model.finetune_blocks >= 0,
+        "model.finetune_blocks",
+        f"must be >= 0 (0 = frozen ViT), got {cfg.model.finetune_blocks}",
+    )
+    if cfg.model.features in ("dino", "dinov2"):
+        need(
+            cfg.model.features_weights is not None,
+            "model.features_weights",
+            f"features={cfg.model.features} needs a local {cfg.model.features} ViT weight file "
+            "(.pth or .safetensors; docs/BACKBONES.md says where to get one)",
+        )
     if cfg.model.features == "vgg19":
         need(
             cfg.model.features_weights is not None,

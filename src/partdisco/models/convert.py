@@ -518,6 +518,8 @@ def build_segmenter(cfg: ModelConfig) -> Segmenter:
         >>> seg.out_channels, seg.preprocess == IMAGENET
         (3, True)
     """
+    if cfg.arch == "vit":
+        return build_vit_segmenter(cfg)  # type: ignore[return-value]
     seg = create_segmenter(
         cfg.arch,
         cfg.num_parts,
@@ -527,3 +529,38 @@ def build_segmenter(cfg: ModelConfig) -> Segmenter:
     if cfg.init_from is not None:
         load_backbone_weights(seg, cfg.init_from)
     return seg
+
+
+def build_vit_segmenter(cfg: ModelConfig) -> Any:
+    """``model.arch=vit``: a DINO / DINOv2 ViT from ``init_from`` (or random ``model.vit``) + the part head.
+
+    The ViT uses ImageNet normalisation whatever ``model.normalization`` says: the DINO weights expect it.
+
+    Args:
+        cfg: ``init_from`` (a local DINO / DINOv2 ``.pth`` / ``.safetensors``, any layout), ``vit`` (hub name
+            for random weights), ``finetune_blocks``, ``num_parts``, ``background_channel``.
+
+    Returns:
+        The :class:`partdisco.models.vit_segmenter.ViTSegmenter` in train mode.
+    """
+    from partdisco.models.vit import VisionTransformer, ViTSpec, load_backbone
+    from partdisco.models.vit_segmenter import ViTSegmenter
+
+    if cfg.init_from is not None:
+        vit = load_backbone(cfg.init_from)
+    else:
+        try:
+            spec = ViTSpec.named(cfg.vit)
+        except ValueError as err:
+            raise ValueError(f"model.vit: {err}") from None
+        vit = VisionTransformer(spec)
+        logger.info("arch=vit with random %s weights (no model.init_from)", spec.name)
+    if cfg.normalization != "imagenet":
+        logger.info("arch=vit uses ImageNet normalisation, not model.normalization=%s", cfg.normalization)
+    if cfg.finetune_blocks > vit.spec.depth:
+        raise ValueError(
+            f"model.finetune_blocks={cfg.finetune_blocks} but {vit.spec.name} has {vit.spec.depth} blocks"
+        )
+    return ViTSegmenter(
+        vit, cfg.num_parts, background_channel=cfg.background_channel, finetune_blocks=cfg.finetune_blocks
+    ).train()

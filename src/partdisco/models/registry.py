@@ -77,7 +77,8 @@ def segmenter_from_config(config: Mapping[str, Any]) -> Segmenter:
     """Rebuild a segmenter (random weights) from :meth:`Segmenter.config` output.
 
     Args:
-        config: ``{"arch", "num_parts", "background_channel"?, "preprocess"?}``.
+        config: ``{"arch", "num_parts", "background_channel"?, "preprocess"?}``; for ``arch="vit"`` also
+            ``"backbone"`` and ``"finetune_blocks"`` (:meth:`ViTSegmenter.config`).
 
     Returns:
         A new :class:`Segmenter` with that architecture, K and preprocessing.
@@ -85,6 +86,10 @@ def segmenter_from_config(config: Mapping[str, Any]) -> Segmenter:
     missing = [k for k in ("arch", "num_parts") if k not in config]
     if missing:
         raise ValueError(f"segmenter config is missing {missing}; got keys {sorted(config)}")
+    if config["arch"] == "vit":
+        from partdisco.models.vit_segmenter import ViTSegmenter  # imports convert, which imports this module
+
+        return ViTSegmenter.from_config(config)  # type: ignore[return-value]
     preprocess = config.get("preprocess")
     return create_segmenter(
         str(config["arch"]),
