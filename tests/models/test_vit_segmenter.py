@@ -131,6 +131,12 @@ class TestViTSegmenter:
         assert maps[0].background == "model"
 
 
+def test_a_vit_file_is_not_a_segmenter(tmp_path):
+    torch.save(random_state_dict(ViTSpec.named("dino_vits16", depth=1)), tmp_path / "dino.pth")
+    with pytest.raises(CheckpointError, match="dino.pth.*holds a ViT backbone.*model.arch=vit"):
+        load_segmenter(tmp_path / "dino.pth")
+
+
 class TestViTFeatures:
     def test_features_equal_the_upsampled_tokens(self, vit_file):
         phi = build_feature_extractor("dinov2", vit_file)

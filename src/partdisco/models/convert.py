@@ -166,6 +166,13 @@ def detect_layout(obj: Any, hint: str | None = None) -> str:
             "looks like a torchvision VGG but not VGG19 (needs features.0 ... features.34 convs): "
             + _describe_keys(obj)
         )
+    vit_sentinels = ("patch_embed.proj.weight", "embeddings.patch_embeddings.projection.weight")
+    if any(k.endswith(vit_sentinels) for k in keys):
+        raise CheckpointError(
+            "holds a ViT backbone (DINO / DINOv2?), not a part segmenter: use it as model.init_from with "
+            "model.arch=vit, as model.features_weights with model.features=dino|dinov2, or with "
+            "partdisco.load_backbone (docs/BACKBONES.md)"
+        )
     if {"conv1.weight", "layer1.0.conv1.weight", "layer4.0.conv1.weight"} <= keys:
         bottleneck = "layer1.0.conv3.weight" in keys
         if bottleneck and hint is not None and "caffe" in hint.lower():
@@ -431,8 +438,8 @@ def load_segmenter(path: str | os.PathLike[str], allow_pickle: bool = False) -> 
     """
     path = Path(path).expanduser()
     obj = load_file(path, allow_pickle=allow_pickle)
-    layout = detect_layout(obj, hint=path.name)
     try:
+        layout = detect_layout(obj, hint=path.name)
         if layout == "partdisco":
             seg = segmenter_from_checkpoint_dict(obj)
         elif layout in ("unsup_parts", "scops"):
