@@ -308,6 +308,11 @@ class TestLayouts:
         wrapped["teacher"]["module.head.last_layer.weight"] = torch.zeros(10, 4)
         torch.save(wrapped, tmp_path / "full.pth")
         torch.testing.assert_close(output(load_backbone(tmp_path / "full.pth"), x)[0], ref_map)
+        dinov2_training = {"model": {f"teacher.backbone.{k}": v for k, v in state.items()}, "iteration": 9}
+        dinov2_training["model"].update({f"student.backbone.{k}": v for k, v in state.items()})
+        dinov2_training["model"]["teacher.dino_head.mlp.0.weight"] = torch.zeros(3, 384)
+        torch.save(dinov2_training, tmp_path / "dinov2_training.pth")
+        torch.testing.assert_close(output(load_backbone(tmp_path / "dinov2_training.pth"), x)[0], ref_map)
         chunked = {re.sub(r"^blocks\.(\d+)\.", r"blocks.0.\1.", k): v for k, v in state.items()}
         torch.save(chunked, tmp_path / "chunked.pth")
         torch.testing.assert_close(output(load_backbone(tmp_path / "chunked.pth"), x)[0], ref_map)

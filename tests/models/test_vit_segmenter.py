@@ -120,6 +120,10 @@ class TestViTSegmenter:
         x = seg.preprocess(torch.rand(2, 3, 42, 56))
         with torch.no_grad():
             torch.testing.assert_close(back(x), seg(x), rtol=0, atol=0)
+        vit_back = load_backbone(path)  # our checkpoint gives back its ViT (the part head is dropped)
+        assert vit_back.source["layout"] == "official"
+        with torch.no_grad():
+            torch.testing.assert_close(vit_back(x), seg.backbone(x), rtol=0, atol=0)
         loaded = partdisco.load(path)
         assert isinstance(loaded, ViTSegmenter) and not loaded.training
 

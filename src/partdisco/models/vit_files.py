@@ -19,7 +19,8 @@ Three layouts of the same DINO (v1) and DINOv2 weights are read, and written bac
   prefix (the ``*ForImageClassification`` files) is stripped.
 
 Heads that are not part of the backbone (``head.*``, ``pooler.*``, ``classifier.*``, ``dino_head.*``,
-``ibot_head.*``) are dropped with a log line; any other unknown key is an error listing it.
+``ibot_head.*``, and our part head ``layer5.*``: a ``model.arch=vit`` checkpoint gives back its ViT) are
+dropped with a log line; any other unknown key is an error listing it.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from partdisco.models.convert import CheckpointError, clean_state_dict, load_fil
 logger = logging.getLogger(__name__)
 
 VIT_LAYOUTS = ("official", "timm", "hf")
-HEAD_PREFIXES = ("head.", "pooler.", "classifier.", "dino_head.", "ibot_head.")
+HEAD_PREFIXES = ("head.", "pooler.", "classifier.", "dino_head.", "ibot_head.", "layer5.")  # layer5: ours
 _HF_PREFIXES = ("dinov2_with_registers.", "dinov2.", "vit.")
 
 # safetensors dtype names <-> torch dtypes (the subset weight files use)
@@ -180,6 +181,9 @@ def _unwrap(obj: Mapping[str, Any]) -> dict[str, Any]:
             if not any(isinstance(v, Tensor) for v in obj.values()):
                 return _unwrap(inner)
     state = clean_state_dict(obj)
+    if any(k.startswith("teacher.backbone.") for k in state):
+        # DINOv2 training checkpoint: {"model": {"student.backbone.*", "teacher.backbone.*", heads}}
+        state = {k[len("teacher.") :]: v for k, v in state.items() if k.startswith("teacher.backbone.")}
     if any(k.startswith("backbone.") for k in state):
         # DINO / DINOv2 training: backbone.* + projection heads
         state = {(k[len("backbone.") :] if k.startswith("backbone.") else k): v for k, v in state.items()}
