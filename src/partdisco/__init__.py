@@ -7,6 +7,21 @@ N keypoints, D feature dimension.
 
 __version__ = "0.1.0"
 
-from partdisco.api import evaluate_checkpoint, load, resolve_train_config, segment, train  # noqa: E402
+from partdisco.api import (  # noqa: E402
+    evaluate_checkpoint,
+    load,
+    load_backbone,
+    resolve_train_config,
+    segment,
+    train,
+)
 
-__all__ = ["__version__", "evaluate_checkpoint", "load", "resolve_train_config", "segment", "train"]
+__all__ = [
+    "__version__",
+    "evaluate_checkpoint",
+    "load",
+    "load_backbone",
+    "resolve_train_config",
+    "segment",
+    "train",
+]

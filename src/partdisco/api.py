@@ -69,6 +69,24 @@ def load(path: str | Path, device: str = "cpu") -> Any:
     return load_segmenter(path).to(device).eval()
 
 
+def load_backbone(path: str | Path, device: str = "cpu") -> Any:
+    """Load a local DINO (v1) or DINOv2 ViT file as a frozen feature extractor; nothing is downloaded.
+
+    Args:
+        path: a ``.pth`` or ``.safetensors`` file in the official hub, timm or Hugging Face layout.
+        device: where to put it.
+
+    Returns:
+        A ``VisionTransformer`` in eval mode with frozen weights: ``model(x)`` maps an ImageNet-normalised
+        (B, 3, H, W), H and W multiples of the patch size, to the final-norm patch tokens
+        (B, C, H / p, W / p); ``model(x, return_class_token=True)`` also returns the class token (B, C).
+        ``model.spec`` says family, size, patch and registers; ``model.source`` the file, SHA-256, layout.
+    """
+    from partdisco.models.vit import load_backbone as _load_backbone
+
+    return _load_backbone(path).to(device)
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     overrides: list[str] | None = None,

@@ -29,8 +29,8 @@ import yaml
 
 PRESETS = ("synthetic", "cub", "deepfashion", "pascal_part", "folder")
 DATASETS = PRESETS
-ARCHS = ("resnet18", "resnet50", "deeplab_r50_2branch")
-FEATURE_SOURCES = ("vgg19", "vgg19_random", "texture")
+ARCHS = ("resnet18", "resnet50", "deeplab_r50_2branch", "vit")
+FEATURE_SOURCES = ("vgg19", "vgg19_random", "texture", "dino", "dinov2")
 PRECISIONS = ("fp32", "bf16", "fp16")
 REFERENCE_PRESETS = ("cub", "deepfashion", "pascal_part")  # the paper's data sets, trained as the reference
 INIT_FORMATS = ("auto", "caffe", "torchvision")  # provenance of a raw ResNet file given as model.init_from
@@ -97,6 +97,9 @@ class ModelConfig:
     # ImageNet mean/std), else the architecture's own; or force "caffe" / "imagenet"
     normalization: str = "auto"
     freeze_bn: bool = False  # ref trains with batch statistics; true = BN layers use their running statistics
+    # arch=vit (docs/BACKBONES.md): a DINO / DINOv2 file as model.init_from, else random weights of model.vit
+    vit: str = "dinov2_vits14"  # official hub name of the random-init ViT (ignored when init_from is set)
+    finetune_blocks: int = 0  # arch=vit: train the last N blocks (+ final norm); 0 = frozen ViT
 
 
 @dataclass
@@ -296,6 +299,18 @@ def validate(cfg: RunConfig) -> RunConfig:
         "loss.scale_low",
         f"need 0 < scale_low <= scale_high, got {cfg.loss.scale_low}, {cfg.loss.scale_high}",
     )
+    need(
+        cfg.model.finetune_blocks >= 0,
+        "model.finetune_blocks",
+        f"must be >= 0 (0 = frozen ViT), got {cfg.model.finetune_blocks}",
+    )
+    if cfg.model.features in ("dino", "dinov2"):
+        need(
+            cfg.model.features_weights is not None,
+            "model.features_weights",
+            f"features={cfg.model.features} needs a local {cfg.model.features} ViT weight file "
+            "(.pth or .safetensors; docs/BACKBONES.md says where to get one)",
+        )
     if cfg.model.features == "vgg19":
         need(
             cfg.model.features_weights is not None,

@@ -154,6 +154,8 @@ class TestVGG19Weights:
         with pytest.raises(ValueError, match="take no weight file"):
             build_feature_extractor("texture", tmp_path / "w.pth")
         with pytest.raises(ValueError, match="unknown feature source"):
+            build_feature_extractor("clip", None)
+        with pytest.raises(ValueError, match="needs a local dino ViT weight file"):
             build_feature_extractor("dino", None)
 
 

@@ -2,7 +2,9 @@
 
 - :func:`create_segmenter` / :func:`build_segmenter` / :func:`list_archs`: segmenters by name or config.
 - :class:`Segmenter`, :class:`Preprocess`, :data:`CAFFE_RGB_QUIRK`, :data:`IMAGENET`.
-- :func:`build_feature_extractor`: phi = ``vgg19`` | ``vgg19_random`` | ``texture``.
+- :func:`build_feature_extractor`: phi = ``vgg19`` | ``vgg19_random`` | ``texture`` | ``dino`` | ``dinov2``.
+- :func:`load_backbone`, :class:`VisionTransformer`, :class:`ViTSegmenter`: DINO / DINOv2 ViTs from local
+  files (official, timm, Hugging Face layouts; ``.pth`` / ``.safetensors``), as phi and as the trunk.
 - :func:`load_segmenter`, :func:`export_checkpoint`, :func:`load_backbone_weights`, ...: checkpoints, ours and
   foreign (unsup-parts, SCOPS, torchvision, Caffe ResNet-50).
 """
@@ -27,6 +29,7 @@ from partdisco.models.perceptual import (
     FeatureExtractor,
     TextureFeatures,
     VGG19Features,
+    ViTFeatures,
     build_feature_extractor,
 )
 from partdisco.models.registry import (
@@ -44,8 +47,20 @@ from partdisco.models.segmenter import (
     Segmenter,
     preprocess_for,
 )
+from partdisco.models.vit import VIT_NAMES, VisionTransformer, ViTSpec, load_backbone, random_state_dict
+from partdisco.models.vit_files import read_safetensors, write_safetensors
+from partdisco.models.vit_segmenter import ViTSegmenter
 
 __all__ = [
+    "VIT_NAMES",
+    "ViTFeatures",
+    "ViTSegmenter",
+    "ViTSpec",
+    "VisionTransformer",
+    "load_backbone",
+    "random_state_dict",
+    "read_safetensors",
+    "write_safetensors",
     "CAFFE_RGB_QUIRK",
     "FORMAT_VERSION",
     "IMAGENET",

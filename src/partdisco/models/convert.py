@@ -250,6 +250,13 @@ def detect_layout(obj: Any, hint: str | None = None) -> str:
             "looks like a torchvision VGG but not VGG19 (needs features.0 ... features.34 convs): "
             + _describe_keys(obj)
         )
+    vit_sentinels = ("patch_embed.proj.weight", "embeddings.patch_embeddings.projection.weight")
+    if any(k.endswith(vit_sentinels) for k in keys):
+        raise CheckpointError(
+            "holds a ViT backbone (DINO / DINOv2?), not a part segmenter: use it as model.init_from with "
+            "model.arch=vit, as model.features_weights with model.features=dino|dinov2, or with "
+            "partdisco.load_backbone (docs/BACKBONES.md)"
+        )
     if {"conv1.weight", "layer1.0.conv1.weight", "layer4.0.conv1.weight"} <= keys:
         bottleneck = "layer1.0.conv3.weight" in keys
         if bottleneck and hint is not None and "caffe" in hint.lower():
@@ -537,8 +544,8 @@ def load_segmenter(path: str | os.PathLike[str], allow_pickle: bool = False) -> 
     """
     path = resolve_checkpoint_path(path)
     obj = load_file(path, allow_pickle=allow_pickle)
-    layout = detect_layout(obj, hint=path.name)
     try:
+        layout = detect_layout(obj, hint=path.name)
         if layout == "partdisco":
             seg = segmenter_from_checkpoint_dict(obj)
         elif layout in ("unsup_parts", "scops"):
@@ -668,6 +675,8 @@ def resolve_model_config(cfg: ModelConfig) -> ModelConfig:
 def _resolve(cfg: ModelConfig) -> tuple[ModelConfig, str | None]:
     """The resolved model slice and the layout of ``init_from`` (``None`` without weights)."""
     fmt, normalization, layout = cfg.init_from_format, cfg.normalization, None
+    if cfg.arch == "vit":  # DINO / DINOv2 files: ImageNet normalisation, no ResNet provenance to detect
+        return dataclasses.replace(cfg, normalization="imagenet"), None
     if cfg.init_from is not None and cfg.init_from != RANDOM_INIT:
         layout, style, preprocess = init_provenance(cfg.init_from, fmt)
         if style is not None:
@@ -699,6 +708,8 @@ def build_segmenter(cfg: ModelConfig) -> Segmenter:
         >>> seg.out_channels, seg.preprocess == IMAGENET
         (3, True)
     """
+    if cfg.arch == "vit":
+        return build_vit_segmenter(cfg)  # type: ignore[return-value]
     resolved, layout = _resolve(cfg)
     style = resolved.init_from_format if layout is not None and resolved.init_from_format != "auto" else None
     if style == "caffe" and get_arch(cfg.arch).trunk.block != "bottleneck":
@@ -715,3 +726,38 @@ def build_segmenter(cfg: ModelConfig) -> Segmenter:
     if layout is not None and cfg.init_from is not None:
         load_backbone_weights(seg, cfg.init_from, source=layout)
     return seg
+
+
+def build_vit_segmenter(cfg: ModelConfig) -> Any:
+    """``model.arch=vit``: a DINO / DINOv2 ViT from ``init_from`` (or random ``model.vit``) + the part head.
+
+    The ViT uses ImageNet normalisation whatever ``model.normalization`` says: the DINO weights expect it.
+
+    Args:
+        cfg: ``init_from`` (a local DINO / DINOv2 ``.pth`` / ``.safetensors``, any layout), ``vit`` (hub name
+            for random weights), ``finetune_blocks``, ``num_parts``, ``background_channel``.
+
+    Returns:
+        The :class:`partdisco.models.vit_segmenter.ViTSegmenter` in train mode.
+    """
+    from partdisco.models.vit import VisionTransformer, ViTSpec, load_backbone
+    from partdisco.models.vit_segmenter import ViTSegmenter
+
+    if cfg.init_from is not None and cfg.init_from != RANDOM_INIT:
+        vit = load_backbone(cfg.init_from)
+    else:
+        try:
+            spec = ViTSpec.named(cfg.vit)
+        except ValueError as err:
+            raise ValueError(f"model.vit: {err}") from None
+        vit = VisionTransformer(spec)
+        logger.info("arch=vit with random %s weights (no model.init_from)", spec.name)
+    if cfg.normalization != "imagenet":
+        logger.info("arch=vit uses ImageNet normalisation, not model.normalization=%s", cfg.normalization)
+    if cfg.finetune_blocks > vit.spec.depth:
+        raise ValueError(
+            f"model.finetune_blocks={cfg.finetune_blocks} but {vit.spec.name} has {vit.spec.depth} blocks"
+        )
+    return ViTSegmenter(
+        vit, cfg.num_parts, background_channel=cfg.background_channel, finetune_blocks=cfg.finetune_blocks
+    ).train()

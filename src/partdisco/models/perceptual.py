@@ -7,7 +7,9 @@ upsampled bilinearly (``align_corners=True``) to the input size and concatenated
 - ``"vgg19"``: that network, weights from a local torchvision ``vgg19-dcbb9e9d.pth``;
 - ``"vgg19_random"``: the same network with a fixed, seeded Kaiming init (no download, weak features);
 - ``"texture"``: a fixed, hand-designed colour + texture filter bank (no download, fast on CPU),
-  see :class:`TextureFeatures`.
+  see :class:`TextureFeatures`;
+- ``"dino"`` / ``"dinov2"``: the final-norm patch tokens of a local DINO / DINOv2 ViT file, upsampled to the
+  input size, see :class:`ViTFeatures`.
 
 Every extractor is frozen: parameters have ``requires_grad=False``, ``forward`` runs under ``torch.no_grad``,
 and the module stays in eval mode whatever ``.train()`` is asked.
@@ -40,6 +42,7 @@ from partdisco.models.convert import (
     load_state_dict_strict,
 )
 from partdisco.models.segmenter import IMAGENET
+from partdisco.models.vit import VisionTransformer, load_backbone, resize_to_patch_multiple
 
 logger = logging.getLogger(__name__)
 
@@ -394,7 +397,45 @@ class TextureFeatures(FeatureExtractor):
             return (self.raw(image01) - self.shift) / self.scale
 
 
-FEATURE_SOURCES = ("vgg19", "vgg19_random", "texture")
+class ViTFeatures(FeatureExtractor):
+    """Frozen DINO / DINOv2 patch tokens as phi: RGB [0, 1] -> (B, C, H, W).
+
+    The image is ImageNet-normalised, resized (bilinear) to the nearest multiples of the patch size p, run
+    through the ViT (final-norm patch tokens, (B, C, H / p, W / p)), and the token map is upsampled
+    bilinearly (``align_corners`` as the VGG taps) to the input size, where the losses compare it with the
+    part maps. The tokens are used as they come (no re-scaling); C is 384 (S), 768 (B), 1024 (L), 1536 (g).
+
+    Args:
+        vit: the ViT, e.g. from :func:`partdisco.models.vit.load_backbone`; it is frozen here.
+
+    Attributes:
+        out_channels: C.
+    """
+
+    def __init__(self, vit: VisionTransformer) -> None:
+        super().__init__()
+        self.vit = vit
+        self.out_channels = vit.spec.embed_dim
+        self._freeze()
+
+    @torch.no_grad()
+    def forward(self, image01: Tensor) -> Tensor:
+        """Patch features at the input size.
+
+        Args:
+            image01: float (B, 3, H, W) RGB in [0, 1].
+
+        Returns:
+            float (B, C, H, W).
+        """
+        _check_image(image01)
+        H, W = image01.shape[-2:]
+        x = resize_to_patch_multiple(IMAGENET(image01), self.vit.spec.patch_size)  # (B, 3, h0 * p, w0 * p)
+        tokens = self.vit(x)  # (B, C, h0, w0)
+        return F.interpolate(tokens, size=(H, W), mode="bilinear", align_corners=FEATURE_ALIGN)
+
+
+FEATURE_SOURCES = ("vgg19", "vgg19_random", "texture", "dino", "dinov2")
 
 
 def build_feature_extractor(
@@ -403,13 +444,16 @@ def build_feature_extractor(
     """Create a frozen feature network phi by name.
 
     Args:
-        name: ``"vgg19"`` (needs ``weights``), ``"vgg19_random"`` or ``"texture"`` (``weights`` must be None).
-        weights: local torchvision ``vgg19-*.pth`` for ``"vgg19"``.
+        name: ``"vgg19"``, ``"dino"``, ``"dinov2"`` (need ``weights``), ``"vgg19_random"`` or ``"texture"``
+            (``weights`` must be None).
+        weights: local torchvision ``vgg19-*.pth`` for ``"vgg19"``; for ``"dino"`` / ``"dinov2"`` a DINO (v1)
+            / DINOv2 ViT file (``.pth`` / ``.safetensors``, official, timm or Hugging Face layout).
         weight_low: weight of the relu3_2 tap (ref 0.33); VGG sources only.
         weight_high: weight of the relu5_4 tap (ref 1.0); VGG sources only.
 
     Returns:
-        The :class:`FeatureExtractor` (eval mode, CPU); ``out_channels`` is 768 for VGG, 36 for texture.
+        The :class:`FeatureExtractor` (eval mode, CPU); ``out_channels`` is 768 for VGG, 36 for texture,
+        the ViT width for DINO / DINOv2.
 
     Example:
         >>> build_feature_extractor("vgg19_random", None).out_channels
@@ -426,6 +470,13 @@ def build_feature_extractor(
         return VGG19Features((("relu3_2", weight_low), ("relu5_4", weight_high))).load_torchvision_weights_(
             weights
         )
+    if name in ("dino", "dinov2"):
+        if weights is None:
+            raise ValueError(
+                f"features {name!r} needs a local {name} ViT weight file (model.features_weights=PATH, "
+                ".pth or .safetensors; docs/BACKBONES.md)"
+            )
+        return ViTFeatures(load_backbone(weights, family=name))
     if weights is not None:
         raise ValueError(f"features {name!r} take no weight file, got {str(weights)!r}")
     if name == "vgg19_random":

@@ -89,7 +89,8 @@ def segmenter_from_config(config: Mapping[str, Any]) -> Segmenter:
 
     Args:
         config: ``{"arch", "num_parts", "background_channel"?, "preprocess"?, "trunk_style"?}`` (files
-            written before ``trunk_style`` was recorded get the architecture's own).
+            written before ``trunk_style`` was recorded get the architecture's own); for ``arch="vit"`` also
+            ``"backbone"`` and ``"finetune_blocks"`` (:meth:`ViTSegmenter.config`).
 
     Returns:
         A new :class:`Segmenter` with that architecture, K and preprocessing.
@@ -97,6 +98,10 @@ def segmenter_from_config(config: Mapping[str, Any]) -> Segmenter:
     missing = [k for k in ("arch", "num_parts") if k not in config]
     if missing:
         raise ValueError(f"segmenter config is missing {missing}; got keys {sorted(config)}")
+    if config["arch"] == "vit":
+        from partdisco.models.vit_segmenter import ViTSegmenter  # imports convert, which imports this module
+
+        return ViTSegmenter.from_config(config)  # type: ignore[return-value]
     preprocess = config.get("preprocess")
     return create_segmenter(
         str(config["arch"]),
