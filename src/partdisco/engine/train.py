@@ -347,7 +347,8 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
             _log_to_file(logging.ERROR, str(err))
             raise
         except Exception as err:
-            _log_to_file(logging.ERROR, f"stopped: {type(err).__name__}: {err}", exc_info=True)
+            ours = isinstance(err, (ConfigError, OSError, ValueError))  # user-facing: no traceback
+            _log_to_file(logging.ERROR, f"stopped: {type(err).__name__}: {err}", exc_info=not ours)
             raise
     finally:
         if lock is not None:
