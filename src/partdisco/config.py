@@ -24,10 +24,12 @@ from typing import Any
 import yaml
 
 PRESETS = ("synthetic", "cub", "deepfashion", "pascal_part", "folder")
+RECIPES = ("cpu",)
 DATASETS = PRESETS
 ARCHS = ("resnet18", "resnet50", "deeplab_r50_2branch")
 FEATURE_SOURCES = ("vgg19", "vgg19_random", "texture")
 PRECISIONS = ("fp32", "bf16", "fp16")
+MASK_MODES = ("auto", "ignore")
 
 
 class ConfigError(ValueError):
@@ -43,6 +45,9 @@ class DataConfig:
     image_size: int = 256  # ref: input_size 256 (square training crops)
     num_workers: int = 0  # DataLoader worker processes
     strict: bool = False  # a corrupt image is an error instead of a skipped, counted warning
+    # auto: train with the data set's masks when it has them, else mask-free (a learned background
+    # channel, docs/EXPERIMENTS.md); ignore: train mask-free even when masks exist (test masks still score)
+    masks: str = "auto"
     # Synthetic data set (generated on the fly, deterministic by seed).
     synthetic_train: int = 2000
     synthetic_test: int = 200
@@ -88,6 +93,15 @@ class LossConfig:
     feat_weight_low: float = 0.33  # ref: ref_weight1 (relu3_2)
     feat_weight_high: float = 1.0  # ref: ref_weight2 (relu5_4)
     lambda_bg: float = 10.0  # ref: vestigial lambda_bg; used only with model.background_channel=true
+    # Mask-free training (data.masks=ignore or no masks): priors that teach the background channel.
+    lambda_border: float = 100.0  # border band is background (-log p_bg)
+    border_width: float = 0.05  # band width, fraction of the shorter side
+    lambda_area: float = 100.0  # foreground fraction per image kept in [fg_area_min, fg_area_max]
+    fg_area_min: float = 0.1
+    fg_area_max: float = 0.6
+    lambda_presence: float = 10.0  # background in every image, every part somewhere in the batch
+    fg_detach: bool = False  # true: the four losses see the predicted foreground without its gradient
+    bg_as_part: bool = True  # background is one more part in L_f, L_v, L_c (else: K parts on soft fg)
     reference_positive_sampling: bool = False  # reproduce the reference's randint(1, B-1) off-by-one
     gather_negatives: bool = False  # DDP: contrast against the global batch (see engine.distributed)
     # Similarity + thin-plate-spline warp for L_e.
@@ -145,6 +159,9 @@ class EvalConfig:
     batch_size: int = 8
     max_images: int | None = None
     baseline: bool = True  # also score the k-means-on-(x, y) baseline (synthetic sanity check)
+    # folder data sets: off = score the pipeline's crops; mask / predicted = score whole images segmented
+    # as `partdisco segment` does (object crop around the mask / the predicted foreground, pasted back)
+    full_images: str = "off"
 
 
 @dataclass
@@ -162,6 +179,7 @@ class RunConfig:
     """The whole run: one sub-config per component, each receiving only its own slice."""
 
     dataset: str = "synthetic"  # preset that was loaded
+    recipe: str | None = None  # "cpu": the download-free CPU recipe (configs/recipe-cpu.yaml) over the preset
     out: str | None = None  # run folder; None = runs/<dataset>-<timestamp>
     resume: str | None = None  # run folder or checkpoint to continue from
     seed: int = 1234  # ref: random_seed
@@ -191,6 +209,7 @@ def validate_data(cfg: DataConfig) -> DataConfig:
     need(cfg.image_size >= 16, "data.image_size", f"must be >= 16 pixels, got {cfg.image_size}")
     need(cfg.cub_mask in ("gt", "sup", "none"), "data.cub_mask", "must be gt, sup or none")
     need(cfg.cub_variant in ("fg", "full"), "data.cub_variant", "must be fg or full")
+    need(cfg.masks in MASK_MODES, "data.masks", f"must be one of {MASK_MODES}, got {cfg.masks!r}")
     if cfg.name != "synthetic":
         need(
             cfg.root is not None,
@@ -234,7 +253,22 @@ def validate(cfg: RunConfig) -> RunConfig:
     need(
         cfg.optim.name in ("sgd", "adamw"), "optim.name", f"must be 'sgd' or 'adamw', got {cfg.optim.name!r}"
     )
+    need(
+        cfg.eval.full_images in ("off", "mask", "predicted"),
+        "eval.full_images",
+        f"must be off, mask or predicted, got {cfg.eval.full_images!r}",
+    )
     need(cfg.optim.lr > 0, "optim.lr", f"must be > 0, got {cfg.optim.lr}")
+    need(
+        0.0 <= cfg.loss.fg_area_min < cfg.loss.fg_area_max <= 1.0,
+        "loss.fg_area_min",
+        f"need 0 <= fg_area_min < fg_area_max <= 1, got {cfg.loss.fg_area_min}, {cfg.loss.fg_area_max}",
+    )
+    need(
+        0.0 < cfg.loss.border_width < 0.5,
+        "loss.border_width",
+        f"must be in (0, 0.5), got {cfg.loss.border_width}",
+    )
     need(cfg.loss.temperature > 0, "loss.temperature", f"must be > 0, got {cfg.loss.temperature}")
     need(
         0 < cfg.loss.scale_low <= cfg.loss.scale_high,
@@ -246,6 +280,7 @@ def validate(cfg: RunConfig) -> RunConfig:
             cfg.model.features_weights is not None,
             "model.features_weights",
             "features=vgg19 needs a local torchvision VGG19 file (vgg19-dcbb9e9d.pth); "
+            "or add recipe=cpu for the download-free CPU recipe (ResNet-18, texture features, 128 px), "
             "or use model.features=texture / vgg19_random, which need no download",
         )
     for key, path in (
@@ -385,6 +420,13 @@ def preset_path(name: str) -> Path:
     return Path(str(resources.files("partdisco") / "configs" / f"{name}.yaml"))
 
 
+def recipe_path(name: str) -> Path:
+    """Path of a shipped recipe YAML (``recipe=cpu`` -> ``configs/recipe-cpu.yaml``)."""
+    if name not in RECIPES:
+        raise ConfigError(f"recipe: unknown recipe {name!r}; choose from {RECIPES}")
+    return Path(str(resources.files("partdisco") / "configs" / f"recipe-{name}.yaml"))
+
+
 def load_config(
     preset: str | None = None,
     overrides: list[str] | None = None,
@@ -424,12 +466,19 @@ def load_config(
     preset_file = preset_path(str(preset))
     merge_dict(cfg, yaml.safe_load(preset_file.read_text()) or {}, source=str(preset_file))
     cfg.dataset = str(preset)
+    recipe = next((v for k, v in pairs if k == "recipe"), None) or file_values.get("recipe")
+    if recipe is not None and str(recipe).lower() not in ("none", "null", ""):
+        recipe_file = recipe_path(str(recipe))
+        merge_dict(cfg, yaml.safe_load(recipe_file.read_text()) or {}, source=str(recipe_file))
+        cfg.recipe = str(recipe)
     if file_values:
-        merge_dict(cfg, file_values, source=str(config_file))
+        merge_dict(cfg, {k: v for k, v in file_values.items() if k != "recipe"}, source=str(config_file))
     for key, value in pairs:
         if key == "dataset":
             if value != preset:
                 raise ConfigError(f"dataset={value!r} conflicts with preset {preset!r}")
+            continue
+        if key == "recipe":
             continue
         _set(cfg, key, value)
     return validate(cfg) if check else cfg

@@ -248,7 +248,7 @@ class TestSegmentImages:
         image = red_left_image()
         image[:, 24:] = 0  # right half black -> background channel wins
         model = RedLeftModel(background_channel=True)
-        (maps,) = segment_images(model, [image], size=32)
+        (maps,) = segment_images(model, [image], size=32, crop="none")  # whole image: no object crop
         assert maps.background == "model" and maps.probs.shape == (3, 32, 48)
         assert (maps.labels[:, :20] == 1).all() and (maps.labels[:, 28:] == 0).all()
         (none,) = segment_images(model, [image], size=32, background="none")

@@ -267,12 +267,14 @@ def _state(
     }
 
 
-def _to_device(batch: dict[str, Any], device: torch.device) -> StepInputs:
+def _to_device(batch: dict[str, Any], device: torch.device, mask_free: bool = False) -> StepInputs:
     non_blocking = device.type == "cuda"
-    return StepInputs(
-        image=batch["image"].to(device, non_blocking=non_blocking),
-        fg_mask=batch["fg_mask"].to(device, non_blocking=non_blocking),
-    )
+    image = batch["image"].to(device, non_blocking=non_blocking)
+    if mask_free:  # the loader's mask is never seen: fg_mask is only the valid region (all of the image)
+        fg_mask = torch.ones_like(image[:, :1])
+    else:
+        fg_mask = batch["fg_mask"].to(device, non_blocking=non_blocking)
+    return StepInputs(image=image, fg_mask=fg_mask)
 
 
 def prepare_run(cfg: RunConfig) -> tuple[RunConfig, Path, Path | None]:
@@ -321,8 +323,14 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
     train_set = build_dataset(cfg.data, "train", train=True)
     test_set = build_dataset(cfg.data, "test", train=False)
     log.info("data %s: %d train / %d test images", cfg.data.name, len(train_set), len(test_set))
-    if not getattr(train_set, "has_masks", True):
-        log.warning("data set has no foreground masks: training uses the whole image as foreground")
+    mask_free = cfg.data.masks == "ignore" or not getattr(train_set, "has_masks", True)
+    if mask_free:
+        why = "data.masks=ignore" if cfg.data.masks == "ignore" else "the data set has no foreground masks"
+        log.info("%s: mask-free training, the background channel is learnt from priors", why)
+        if not cfg.model.background_channel:
+            cfg.model.background_channel = True  # mask-free training needs the K + 1 output
+            if main:
+                save_config(cfg, run_dir / "config.yaml")
 
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     model = build_segmenter(cfg.model).to(device)
@@ -340,6 +348,7 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
         world_size=world,
         gather=dist_utils.all_gather_with_grad if cfg.loss.gather_negatives else None,
         rank=rank,
+        mask_free=mask_free,
     )
     optimizer = make_optimizer(model, cfg.optim)
     scaler = make_scaler(device, cfg.train.precision)
@@ -407,7 +416,7 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
                 net,
                 features_net,
                 objective,
-                _to_device(batch, device),
+                _to_device(batch, device, mask_free),
                 optimizer,
                 scaler,
                 step_generator(cfg.seed, step),
