@@ -100,7 +100,9 @@ class LossConfig:
     fg_area_min: float = 0.1
     fg_area_max: float = 0.6
     lambda_presence: float = 10.0  # background in every image, every part somewhere in the batch
+    lambda_saliency: float = 0.0  # boundary-prior saliency (colour far from the border's) as a soft target
     fg_detach: bool = False  # true: the four losses see the predicted foreground without its gradient
+    fg_contrastive_grad: bool = False  # with fg_detach: L_c's descriptors still pass gradient to the fg
     bg_as_part: bool = True  # background is one more part in L_f, L_v, L_c (else: K parts on soft fg)
     reference_positive_sampling: bool = False  # reproduce the reference's randint(1, B-1) off-by-one
     gather_negatives: bool = False  # DDP: contrast against the global batch (see engine.distributed)

@@ -72,7 +72,7 @@ def border_background_loss(
 
 
 def foreground_area_loss(fg_prob: Tensor, low: float = 0.1, high: float = 0.6) -> Tensor:
-    """Keep each image's foreground fraction ``a`` in ``[low, high]``: mean of ``relu(low - a) + relu(a - high)``.
+    """Keep each image's foreground fraction ``a`` in ``[low, high]`` (hinge on both sides).
 
     Args:
         fg_prob: (B, 1, H, W) soft foreground in [0, 1].
@@ -127,4 +127,70 @@ def presence_loss(probs: Tensor, pool: int = 3) -> Tensor:
         return background + parts
 
 
-__all__ = ["border_background_loss", "border_band", "foreground_area_loss", "presence_loss"]
+def boundary_saliency(colour: Tensor, frac: float = 0.05, pool: int = 4) -> Tensor:
+    """Boundary-prior saliency: distance of each pixel's colour to the nearest colour on the image border.
+
+    Background is what looks like the border (classic boundary-prior saliency); an object's colours are
+    far from every border colour. Computed on ``pool`` x ``pool`` average-pooled colours (cheap: one
+    ``cdist`` of (h w) pixels against the border band), upsampled bilinearly, without gradient.
+
+    Args:
+        colour: (B, C, H, W) per-pixel colour (CIE-Lab in the training step).
+        frac: border band width as a fraction of the shorter side.
+        pool: pooling window.
+
+    Returns:
+        (B, 1, H, W) non-negative distances, divided by each image's mean distance.
+
+    Example:
+        >>> x = torch.zeros(1, 3, 16, 16); x[:, :, 6:10, 6:10] = 50.0
+        >>> s = boundary_saliency(x, 0.1, pool=2)
+        >>> bool(s[0, 0, 8, 8] > s[0, 0, 0, 0])
+        True
+    """
+    _check_prob_map("colour", colour)
+    B, C, H, W = colour.shape
+    with torch.no_grad(), torch.autocast(device_type=colour.device.type, enabled=False):
+        g = torch.nn.functional.avg_pool2d(colour.float(), pool) if pool > 1 else colour.float()
+        h, w = g.shape[-2:]
+        band = border_band(h, w, max(frac, 0.5 / min(h, w) + 1e-6), g.device).flatten()  # (h w,)
+        flat = g.flatten(2).transpose(1, 2)  # (B, h w, C)
+        dist = torch.cdist(flat, flat[:, band]).amin(dim=2).view(B, 1, h, w)  # (B, 1, h, w)
+        dist = dist / dist.mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
+        return torch.nn.functional.interpolate(dist, size=(H, W), mode="bilinear", align_corners=False)
+
+
+def saliency_loss(fg_prob: Tensor, saliency: Tensor, fg_fraction: float, sharpness: float = 10.0) -> Tensor:
+    """Cross-entropy of the predicted foreground against a soft target from :func:`boundary_saliency`.
+
+    The target is ``sigmoid(sharpness (s / q - 1))`` with ``q`` each image's ``1 - fg_fraction`` quantile
+    of the saliency ``s``: about ``fg_fraction`` of each image's most salient pixels are foreground.
+
+    Args:
+        fg_prob: (B, 1, H, W) predicted foreground probability.
+        saliency: (B, 1, H, W) from :func:`boundary_saliency` (no gradient).
+        fg_fraction: expected foreground share, in (0, 1).
+        sharpness: slope of the soft threshold.
+
+    Returns:
+        Scalar loss.
+    """
+    _check_prob_map("fg_prob", fg_prob, 1)
+    if not 0.0 < fg_fraction < 1.0:
+        raise ValueError(f"fg_fraction must be in (0, 1), got {fg_fraction}")
+    with torch.autocast(device_type=fg_prob.device.type, enabled=False):
+        s = saliency.float().flatten(1)  # (B, H W)
+        q = torch.quantile(s, 1.0 - fg_fraction, dim=1, keepdim=True).clamp_min(1e-6)  # (B, 1)
+        target = torch.sigmoid(sharpness * (s / q - 1.0)).view_as(fg_prob)
+        p = fg_prob.float().clamp(LOG_EPS, 1 - LOG_EPS)
+        return -(target * p.log() + (1 - target) * (1 - p).log()).mean()
+
+
+__all__ = [
+    "border_background_loss",
+    "border_band",
+    "boundary_saliency",
+    "foreground_area_loss",
+    "presence_loss",
+    "saliency_loss",
+]

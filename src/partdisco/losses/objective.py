@@ -8,7 +8,13 @@ import torch
 from torch import Tensor
 
 from partdisco.config import LossConfig
-from partdisco.losses.foreground import border_background_loss, foreground_area_loss, presence_loss
+from partdisco.losses.foreground import (
+    border_background_loss,
+    boundary_saliency,
+    foreground_area_loss,
+    presence_loss,
+    saliency_loss,
+)
 from partdisco.losses.functional import (
     background_bce,
     contrastive_infonce,
@@ -112,12 +118,14 @@ class Objective:
             B, K = probs.shape[:2]
         elif self.mask_free:
             assert bg_prob is not None
-            fg_pred = 1.0 - bg_prob  # (B, 1, H, W) predicted soft foreground
-            if cfg.fg_detach:
-                fg_pred = fg_pred.detach()
-            fg_mask = fg_pred * valid_mask
+            fg_pred = (1.0 - bg_prob) * valid_mask  # (B, 1, H, W) predicted soft foreground
+            fg_mask = fg_pred.detach() if cfg.fg_detach else fg_pred
+            # the contrastive term may still move the foreground: "the object is what images share"
+            fg_contrast = fg_pred if cfg.fg_contrastive_grad else fg_mask
 
         part_descriptors, feat_variance = part_feature_statistics(probs, fg_mask, features)  # (B, K, C), (B,)
+        if self.mask_free and not cfg.bg_as_part and fg_contrast is not fg_mask:
+            part_descriptors, _ = part_feature_statistics(probs, fg_contrast, features)  # (B, K, C)
         feat = feat_variance.sum() * self.world_size  # ref: summed over the batch
         color = within_part_variance(probs, fg_mask, lab).mean()  # ref: averaged over the batch
         if self.gather is not None and self.world_size > 1:
@@ -149,6 +157,10 @@ class Objective:
                 1.0 - bg_prob, cfg.fg_area_min, cfg.fg_area_max
             )
             terms["presence"] = cfg.lambda_presence * presence_loss(all_probs)
+            if cfg.lambda_saliency > 0:
+                fraction = 0.5 * (cfg.fg_area_min + cfg.fg_area_max)
+                saliency = boundary_saliency(lab, cfg.border_width)
+                terms["saliency"] = cfg.lambda_saliency * saliency_loss(1.0 - bg_prob, saliency, fraction)
         elif bg_prob is not None:
             terms["bg"] = cfg.lambda_bg * background_bce(bg_prob, fg_mask)
         terms["total"] = torch.stack(list(terms.values())).sum()
