@@ -430,6 +430,7 @@ class TestSegmentFiles:
         assert (labels[:, :30] == 0).all() and (labels[:, 30:] == 2).all()
         entry = json.loads((out / "parts.json").read_text())["images"]["r"]
         assert entry["background"] == "mask" and entry["present"] == [2] and entry["area"] == [0, 32 * 18]
+        assert entry["foreground_area"] == 32 * 18
 
     def test_mask_errors(self, tiny_model, tmp_path):
         images = make_folder(tmp_path / "images")

@@ -691,8 +691,9 @@ def part_entry(item: InputImage, maps: PartMaps, files: dict[str, str], with_pro
         with_probs: whether ``probs`` was written.
 
     Returns:
-        ``{"source", "height", "width", "background", "files", "present", "area", "centroid"}``: ``area[k-1]``
-        is the pixel count of part k, ``centroid[k-1]`` its (x, y) in pixels or None when absent.
+        ``{"source", "height", "width", "background", "files", "present", "area", "foreground_area",
+        "centroid"}``: ``area[k-1]`` is the pixel count of part k, ``foreground_area`` the count of
+        non-background pixels, ``centroid[k-1]`` its (x, y) in pixels or None when absent.
     """
     K = len(maps.centroids)
     area = np.bincount(maps.labels.ravel(), minlength=K + 1)[1 : K + 1]
@@ -709,6 +710,7 @@ def part_entry(item: InputImage, maps: PartMaps, files: dict[str, str], with_pro
         "files": {k: v for k, v in files.items() if k != "probs" or with_probs},
         "present": present,
         "area": [int(a) for a in area],
+        "foreground_area": int(area.sum()),  # pixels not labelled 0 (background)
         "centroid": centroid,
     }
 
@@ -746,6 +748,13 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     _write_atomic(path, lambda f: f.write(text))
 
 
+def _foreground_info(entry: dict[str, Any]) -> str:
+    if "foreground_area" not in entry:
+        return ""
+    share = 100.0 * entry["foreground_area"] / max(1, entry["width"] * entry["height"])
+    return f", foreground {share:.0f}%"
+
+
 def _write_index(out_dir: Path, data: dict[str, Any], num_parts: int) -> Path:
     cards = []
     for name in sorted(data["images"]):
@@ -761,6 +770,7 @@ def _write_index(out_dir: Path, data: dict[str, Any], num_parts: int) -> Path:
                 "info": (
                     f"{entry['width']}x{entry['height']} px, parts {present}, "
                     f"background: {entry['background']}"
+                    + _foreground_info(entry)
                 ),
             }
         )
