@@ -94,16 +94,16 @@ class LossConfig:
     feat_weight_high: float = 1.0  # ref: ref_weight2 (relu5_4)
     lambda_bg: float = 10.0  # ref: vestigial lambda_bg; used only with model.background_channel=true
     # Mask-free training (data.masks=ignore or no masks): priors that teach the background channel.
-    lambda_border: float = 100.0  # border band is background (-log p_bg)
+    lambda_border: float = 1000.0  # border band is background (-log p_bg)
     border_width: float = 0.05  # band width, fraction of the shorter side
-    lambda_area: float = 100.0  # foreground fraction per image kept in [fg_area_min, fg_area_max]
-    fg_area_min: float = 0.1
-    fg_area_max: float = 0.6
-    lambda_presence: float = 10.0  # background in every image, every part somewhere in the batch
-    lambda_saliency: float = 0.0  # boundary-prior saliency (colour far from the border's) as a soft target
-    fg_detach: bool = False  # true: the four losses see the predicted foreground without its gradient
+    lambda_area: float = 1000.0  # foreground fraction per image kept in [fg_area_min, fg_area_max]
+    fg_area_min: float = 0.05  # a prior about your photos: the object covers 5-40 % of the image
+    fg_area_max: float = 0.4
+    lambda_presence: float = 100.0  # background in every image, every part somewhere in the batch
+    lambda_saliency: float = 3000.0  # boundary-prior saliency (colour far from the border's) as soft target
+    fg_detach: bool = True  # the four losses see the predicted fg without its gradient (else it collapses)
     fg_contrastive_grad: bool = False  # with fg_detach: L_c's descriptors still pass gradient to the fg
-    bg_as_part: bool = True  # background is one more part in L_f, L_v, L_c (else: K parts on soft fg)
+    bg_as_part: bool = False  # true: background is one more part in L_f, L_v, L_c (PDiscoNet-style)
     reference_positive_sampling: bool = False  # reproduce the reference's randint(1, B-1) off-by-one
     gather_negatives: bool = False  # DDP: contrast against the global batch (see engine.distributed)
     # Similarity + thin-plate-spline warp for L_e.
