@@ -97,6 +97,28 @@ def run(work: Path, root: Path, tag: str, overrides: list[str]) -> dict[str, Any
     return result
 
 
+def make_overlays(work: Path, root: Path, out_png: Path, n: int = 5) -> None:
+    """Before / after picture: input | masks model on the whole image (before) | the same with the object
+    crop | mask-free model, whole image, no mask (label 0 = its predicted background)."""
+    from partdisco.api import load
+    from partdisco.engine.segment import segment_images
+    from partdisco.visualise import overlay, save_png
+
+    names = [line.strip() for line in (root / "test.txt").read_text().splitlines() if line.strip()][:n]
+    images = [np.asarray(Image.open(root / "images" / name).convert("RGB")) for name in names]
+    masks = [(np.asarray(Image.open(root / "masks" / name)) > 0).astype(np.float32) for name in names]
+    with_masks, mask_free = load(work / "masks" / "model.pt"), load(work / "maskfree" / "model.pt")
+    size = images[0].shape[0]
+    before = segment_images(with_masks, images, masks, size=size, crop="none")
+    after = segment_images(with_masks, images, masks, size=size, crop="object")
+    free = segment_images(mask_free, images, None, size=size, crop="auto")
+    rows = [
+        np.concatenate([img, overlay(img, b.labels), overlay(img, a.labels), overlay(img, f.labels)], axis=1)
+        for img, b, a, f in zip(images, before, after, free)
+    ]
+    save_png(out_png, np.concatenate(rows, axis=0))
+
+
 def main() -> None:
     """Write the data, train, segment, score; print JSON lines."""
     from partdisco.data.synthetic import write_folder
@@ -111,12 +133,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
     parser.add_argument("--with-masks", action="store_true", help="also train with masks for comparison")
     parser.add_argument("--only-masks", action="store_true", help="only the run with masks")
+    parser.add_argument("--overlays", type=Path, help="only write the before/after PNG from finished runs")
     parser.add_argument("overrides", nargs="*", help="extra key=value for both runs")
     args = parser.parse_args()
     root = args.work / "data"
     if not (root / "test.txt").is_file():
         total = args.images + args.test
         write_folder(root, total, image_size=args.size, test_fraction=args.test / total, progress=False)
+    if args.overlays is not None:
+        make_overlays(args.work, root, args.overlays)
+        return
     extra = [f"data.image_size={args.size}", *args.overrides]
     if args.steps is not None:
         extra.append(f"train.steps={args.steps}")

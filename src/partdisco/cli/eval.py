@@ -15,6 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "checkpoint's own config unless dataset=NAME is given. Examples:\n"
             "  partdisco eval runs/x/model.pt\n"
             "  partdisco eval model_60000.pth dataset=cub data.root=CUB_200_2011 split=test\n"
+            "  partdisco eval runs/x/model.pt eval.full_images=predicted  (whole images, as segment)\n"
             "Keys: dataset=, split= (= eval.split), and any data.* / eval.* config key."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
