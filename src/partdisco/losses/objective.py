@@ -104,13 +104,15 @@ class Objective:
 
         Returns:
             dict with ``eqv``, ``feat``, ``color``, ``contrastive`` (each already weighted), ``bg`` when the
-            model has a background channel, and ``total``; every entry is a scalar tensor.
+            model has a background channel trained from masks, ``fg_border``, ``fg_area``, ``presence``
+            (and ``saliency`` when weighted) in mask-free mode, and ``total``; every entry is a scalar.
         """
         cfg = self.cfg
         probs, bg_prob = part_probabilities(logits, self.background_channel)
         B, K = probs.shape[:2]
         terms: dict[str, Tensor] = {}
         valid_mask = fg_mask
+        fg_contrast = fg_mask  # the mask the contrastive descriptors are pooled with
         if self.mask_free and cfg.bg_as_part:
             # PDiscoNet-style: background is one more part in L_f, L_v, L_c, over the valid image; the part
             # channels' full-softmax probabilities are p(k | fg) * p(fg), the parts weighted by the foreground
@@ -124,7 +126,7 @@ class Objective:
             fg_contrast = fg_pred if cfg.fg_contrastive_grad else fg_mask
 
         part_descriptors, feat_variance = part_feature_statistics(probs, fg_mask, features)  # (B, K, C), (B,)
-        if self.mask_free and not cfg.bg_as_part and fg_contrast is not fg_mask:
+        if fg_contrast is not fg_mask:
             part_descriptors, _ = part_feature_statistics(probs, fg_contrast, features)  # (B, K, C)
         feat = feat_variance.sum() * self.world_size  # ref: summed over the batch
         color = within_part_variance(probs, fg_mask, lab).mean()  # ref: averaged over the batch
