@@ -116,3 +116,26 @@ def test_preset_conflict_and_unknown():
     with pytest.raises(ConfigError, match="conflicts"):
         load_config("synthetic", ["dataset=cub"])
     assert Path(preset_path("cub")).is_file()
+
+
+def test_recipe_cpu_is_download_free_and_overridable() -> None:
+    import tempfile
+
+    from partdisco.config import ConfigError, load_config
+
+    root = tempfile.mkdtemp()
+    with pytest.raises(ConfigError, match="recipe=cpu"):
+        load_config("folder", [f"data.root={root}"])
+    cfg = load_config("folder", [f"data.root={root}", "recipe=cpu", "train.steps=7"])
+    assert cfg.recipe == "cpu" and cfg.model.features == "texture" and cfg.model.arch == "resnet18"
+    assert cfg.data.image_size == 128 and cfg.train.steps == 7 and cfg.data.name == "folder"
+    with pytest.raises(ConfigError, match="unknown recipe"):
+        load_config("folder", [f"data.root={root}", "recipe=gpu"])
+
+
+def test_data_masks_mode_checked() -> None:
+    from partdisco.config import ConfigError, load_config
+
+    assert load_config("synthetic", ["data.masks=ignore"]).data.masks == "ignore"
+    with pytest.raises(ConfigError, match="data.masks"):
+        load_config("synthetic", ["data.masks=maybe"])

@@ -151,11 +151,34 @@ def evaluate_checkpoint(
     test_set = build_dataset(cfg.data, cfg.eval.split, train=False)
     first = test_set[0]
     reg_set = None
-    if regression and "keypoints" in first and cfg.eval.split != "train":
+    if regression and "keypoints" in first and cfg.eval.split != "train" and cfg.eval.full_images == "off":
         reg_set = build_dataset(cfg.data, "train", train=False)
-    metrics = evaluate(
-        model, test_set, cfg.eval, dev, regression_dataset=reg_set, baseline_dataset=None, progress=progress
-    )
+    if cfg.eval.full_images not in ("off", "mask", "predicted"):
+        raise ConfigError(f"eval.full_images: must be off, mask or predicted, got {cfg.eval.full_images!r}")
+    if cfg.eval.full_images != "off":
+        from partdisco.engine.evaluate_full import evaluate_full_images
+
+        if cfg.data.name != "folder":
+            raise ConfigError("eval.full_images: works for folder data sets only (dataset=folder)")
+        metrics = evaluate_full_images(
+            model,
+            test_set,
+            cfg.eval,
+            size=cfg.data.image_size,
+            padding=cfg.data.padding_frac,
+            mode=cfg.eval.full_images,
+            progress=progress,
+        )
+    else:
+        metrics = evaluate(
+            model,
+            test_set,
+            cfg.eval,
+            dev,
+            regression_dataset=reg_set,
+            baseline_dataset=None,
+            progress=progress,
+        )
     metrics.update(
         checkpoint=str(checkpoint),
         dataset=cfg.data.name,
@@ -362,6 +385,8 @@ def segment(
     background: str = "auto",
     batch_size: int = 8,
     device: str | None = None,
+    crop: str = "auto",
+    padding: float = 0.05,
 ) -> tuple[Any, Any]:
     """Segment images into parts; arrays in, arrays out (no files written).
 
@@ -384,6 +409,10 @@ def segment(
         batch_size: images per forward pass.
         device: ``"cpu"``, ``"cuda"``, ``"auto"``...; None keeps a Segmenter where it is (and loads a
             path on ``"auto"``). A given device moves the model there.
+        crop: object-centric inference: ``"auto"`` crops around the object (the mask, else the model's
+            predicted foreground, two passes) with ``padding``, segments the crop at ``size`` x ``size``
+            and pastes the maps back; ``"none"`` segments the whole image.
+        padding: per-side padding of the object crop (the training ``data.padding_frac``, ref 0.05).
 
     Returns:
         ``(labels, probs)``: labels uint8 (H, W), 0 = background, 1..K = parts; probs float32 (C, H, W),
@@ -423,7 +452,15 @@ def segment(
         mask_items = [_mask_to_float(m, i) for i, m in enumerate(mask_items)]
     arrays = [_image_to_rgb_uint8(image, i) for i, image in enumerate(items)]
     results = segment_images(
-        model, arrays, mask_items, size=size, background=background, batch_size=batch_size, with_probs=True
+        model,
+        arrays,
+        mask_items,
+        size=size,
+        background=background,
+        batch_size=batch_size,
+        with_probs=True,
+        crop=crop,
+        padding=padding,
     )
     labels = [r.labels for r in results]
     probs = [r.probs for r in results]

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 PRESETS = ("synthetic", "cub", "deepfashion", "pascal_part", "folder")
+RECIPES = ("cpu",)
 DATASETS = PRESETS
 ARCHS = ("resnet18", "resnet50", "deeplab_r50_2branch", "vit")
 FEATURE_SOURCES = ("vgg19", "vgg19_random", "texture", "dino", "dinov2")
@@ -40,6 +41,7 @@ MAX_IMAGE_SIZE = 2048  # training side; 8x the reference's 256, beyond it memory
 MAX_PARTS = 255  # label maps and the palette are uint8 (0 = background)
 MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds
 FLOAT32_MAX = 3.4028234663852886e38  # every float key reaches float32 tensors
+MASK_MODES = ("auto", "ignore")
 
 
 class ConfigError(ValueError):
@@ -55,6 +57,9 @@ class DataConfig:
     image_size: int = 256  # ref: input_size 256 (square training crops)
     num_workers: int = 0  # DataLoader worker processes
     strict: bool = False  # a corrupt image is an error instead of a skipped, counted warning
+    # auto: train with the data set's masks when it has them, else mask-free (a learned background
+    # channel, docs/EXPERIMENTS.md); ignore: train mask-free even when masks exist (test masks still score)
+    masks: str = "auto"
     # Synthetic data set (generated on the fly, deterministic by seed).
     synthetic_train: int = 2000
     synthetic_test: int = 200
@@ -115,6 +120,17 @@ class LossConfig:
     feat_weight_low: float = 0.33  # ref: ref_weight1 (relu3_2)
     feat_weight_high: float = 1.0  # ref: ref_weight2 (relu5_4)
     lambda_bg: float = 10.0  # ref: vestigial lambda_bg; used only with model.background_channel=true
+    # Mask-free training (data.masks=ignore or no masks): priors that teach the background channel.
+    lambda_border: float = 1000.0  # border band is background (-log p_bg)
+    border_width: float = 0.05  # band width, fraction of the shorter side
+    lambda_area: float = 1000.0  # foreground fraction per image kept in [fg_area_min, fg_area_max]
+    fg_area_min: float = 0.05  # a prior about your photos: the object covers 5-40 % of the image
+    fg_area_max: float = 0.4
+    lambda_presence: float = 100.0  # background in every image, every part somewhere in the batch
+    lambda_saliency: float = 3000.0  # boundary-prior saliency (colour far from the border's) as soft target
+    fg_detach: bool = True  # the four losses see the predicted fg without its gradient (else it collapses)
+    fg_contrastive_grad: bool = False  # with fg_detach: L_c's descriptors still pass gradient to the fg
+    bg_as_part: bool = False  # true: background is one more part in L_f, L_v, L_c (PDiscoNet-style)
     reference_positive_sampling: bool = False  # reproduce the reference's randint(1, B-1) off-by-one
     gather_negatives: bool = False  # DDP: contrast against the global batch (see engine.distributed)
     # Similarity + thin-plate-spline warp for L_e.
@@ -174,6 +190,9 @@ class EvalConfig:
     batch_size: int = 8
     max_images: int | None = None
     baseline: bool = True  # also score the k-means-on-(x, y) baseline (synthetic sanity check)
+    # folder data sets: off = score the pipeline's crops; mask / predicted = score whole images segmented
+    # as `partdisco segment` does (object crop around the mask / the predicted foreground, pasted back)
+    full_images: str = "off"
 
 
 @dataclass
@@ -191,6 +210,7 @@ class RunConfig:
     """The whole run: one sub-config per component, each receiving only its own slice."""
 
     dataset: str = "synthetic"  # preset that was loaded
+    recipe: str | None = None  # "cpu": the download-free CPU recipe (configs/recipe-cpu.yaml) over the preset
     out: str | None = None  # run folder; None = runs/<dataset>-<timestamp>
     resume: str | None = None  # run folder or checkpoint to continue from
     seed: int = 1234  # ref: random_seed
@@ -230,6 +250,7 @@ def validate_data(cfg: DataConfig) -> DataConfig:
     need(cfg.cub_mask in ("gt", "sup", "none"), "data.cub_mask", "must be gt, sup or none")
     need(cfg.cub_variant in ("fg", "full"), "data.cub_variant", "must be fg or full")
     need(cfg.deepfashion_variant in ("fg", "full"), "data.deepfashion_variant", "must be fg or full")
+    need(cfg.masks in MASK_MODES, "data.masks", f"must be one of {MASK_MODES}, got {cfg.masks!r}")
     if cfg.name != "synthetic":
         need(
             cfg.root is not None,
@@ -292,7 +313,22 @@ def validate(cfg: RunConfig) -> RunConfig:
     need(
         cfg.optim.name in ("sgd", "adamw"), "optim.name", f"must be 'sgd' or 'adamw', got {cfg.optim.name!r}"
     )
+    need(
+        cfg.eval.full_images in ("off", "mask", "predicted"),
+        "eval.full_images",
+        f"must be off, mask or predicted, got {cfg.eval.full_images!r}",
+    )
     need(cfg.optim.lr > 0, "optim.lr", f"must be > 0, got {cfg.optim.lr}")
+    need(
+        0.0 <= cfg.loss.fg_area_min < cfg.loss.fg_area_max <= 1.0,
+        "loss.fg_area_min",
+        f"need 0 <= fg_area_min < fg_area_max <= 1, got {cfg.loss.fg_area_min}, {cfg.loss.fg_area_max}",
+    )
+    need(
+        0.0 < cfg.loss.border_width < 0.5,
+        "loss.border_width",
+        f"must be in (0, 0.5), got {cfg.loss.border_width}",
+    )
     need(cfg.loss.temperature > 0, "loss.temperature", f"must be > 0, got {cfg.loss.temperature}")
     need(
         0 < cfg.loss.scale_low <= cfg.loss.scale_high,
@@ -316,6 +352,7 @@ def validate(cfg: RunConfig) -> RunConfig:
             cfg.model.features_weights is not None,
             "model.features_weights",
             "features=vgg19 needs a local torchvision VGG19 file (vgg19-dcbb9e9d.pth); "
+            "or add recipe=cpu for the download-free CPU recipe (ResNet-18, texture features, 128 px), "
             "or use model.features=texture / vgg19_random, which need no download",
         )
     for key, path in (
@@ -508,6 +545,13 @@ def preset_path(name: str) -> Path:
     return Path(str(resources.files("partdisco") / "configs" / f"{name}.yaml"))
 
 
+def recipe_path(name: str) -> Path:
+    """Path of a shipped recipe YAML (``recipe=cpu`` -> ``configs/recipe-cpu.yaml``)."""
+    if name not in RECIPES:
+        raise ConfigError(f"recipe: unknown recipe {name!r}; choose from {RECIPES}")
+    return Path(str(resources.files("partdisco") / "configs" / f"recipe-{name}.yaml"))
+
+
 def load_config(
     preset: str | None = None,
     overrides: list[str] | None = None,
@@ -560,12 +604,20 @@ def load_config(
     preset_file = preset_path(str(preset))
     merge_dict(cfg, yaml.safe_load(preset_file.read_text()) or {}, source=str(preset_file))
     cfg.dataset = str(preset)
+    recipe = next((v for k, v in pairs if k == "recipe"), None) or file_values.get("recipe")
+    if recipe is not None and str(recipe).lower() not in ("none", "null", ""):
+        recipe_file = recipe_path(str(recipe))
+        merge_dict(cfg, yaml.safe_load(recipe_file.read_text()) or {}, source=str(recipe_file))
+        cfg.recipe = str(recipe)
     if file_values:
+        file_values = {k: v for k, v in file_values.items() if k != "recipe"}
         merge_dict(cfg, file_values_for_preset(file_values, str(preset)), source=str(config_file))
     for key, value in pairs:
         if key == "dataset":
             if value != preset:
                 raise ConfigError(f"dataset={value!r} conflicts with preset {preset!r}")
+            continue
+        if key == "recipe":
             continue
         _set(cfg, key, value)
     return validate(cfg) if check else cfg

@@ -248,7 +248,7 @@ class TestSegmentImages:
         image = red_left_image()
         image[:, 24:] = 0  # right half black -> background channel wins
         model = RedLeftModel(background_channel=True)
-        (maps,) = segment_images(model, [image], size=32)
+        (maps,) = segment_images(model, [image], size=32, crop="none")  # whole image: no object crop
         assert maps.background == "model" and maps.probs.shape == (3, 32, 48)
         assert (maps.labels[:, :20] == 1).all() and (maps.labels[:, 28:] == 0).all()
         (none,) = segment_images(model, [image], size=32, background="none")
@@ -430,6 +430,7 @@ class TestSegmentFiles:
         assert (labels[:, :30] == 0).all() and (labels[:, 30:] == 2).all()
         entry = json.loads((out / "parts.json").read_text())["images"]["r"]
         assert entry["background"] == "mask" and entry["present"] == [2] and entry["area"] == [0, 32 * 18]
+        assert entry["foreground_area"] == 32 * 18
 
     def test_mask_errors(self, tiny_model, tmp_path):
         images = make_folder(tmp_path / "images")

@@ -19,6 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "  partdisco eval runs/x/model.pt\n"
             "  partdisco eval model_60000.pth dataset=cub data.root=CUB_200_2011 split=test\n"
             "  partdisco eval runs/x/model.pt dataset=folder data.root=photos\n"
+            "  partdisco eval runs/x/model.pt eval.full_images=predicted  (whole images, as segment)\n"
             "Keys: dataset=, split= (= eval.split), and any data.* / eval.* config key."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,

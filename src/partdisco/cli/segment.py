@@ -58,6 +58,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-background", action="store_true", help="no background label, even from a background channel"
     )
+    p.add_argument(
+        "--crop",
+        choices=("auto", "object", "none"),
+        default="auto",
+        help="auto/object: crop around the object (the mask, else the model's predicted foreground: two "
+        "passes) with the training padding, segment at the training size, paste back; none: the whole "
+        "image (default auto)",
+    )
+    p.add_argument(
+        "--padding",
+        type=float,
+        default=None,
+        help="object crop padding per side (default: the checkpoint's data.padding_frac, else 0.05)",
+    )
     p.add_argument("--alpha", type=float, default=0.5, help="part opacity in the overlays (default 0.5)")
     p.add_argument("--overwrite", action="store_true", help="recompute images whose outputs exist")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -91,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     model = segmenter_from_checkpoint_dict(obj) if ours else segmenter_from_foreign(obj)
     model = model.to(resolve_device(args.device)).eval()
     size = inference_size(model, args.size)
+    data_cfg = (obj.get("config") or {}).get("data", {}) if ours else {}
+    padding = args.padding if args.padding is not None else float(data_cfg.get("padding_frac", 0.05))
     del obj
     out_dir = args.out
     if out_dir is None:
@@ -109,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         checkpoint=str(checkpoint.resolve()),
         progress=not args.quiet,
+        crop=args.crop,
+        padding=padding,
     )
     total = len(summary.written) + len(summary.skipped) + len(summary.failed)
     print(

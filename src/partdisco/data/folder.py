@@ -166,14 +166,15 @@ def read_keypoints_json(path: Path) -> tuple[list[str], dict[str, np.ndarray], n
     return names, table, permutation
 
 
-def _annotation_paths(folder: Path, files: list[str], what: str) -> dict[str, Path]:
-    """``<folder>/<stem>.png`` for every image; raises naming the first missing ones."""
+def _annotation_paths(folder: Path, files: list[str], what: str, hint: str = "") -> dict[str, Path]:
+    """``<folder>/<stem>.png`` for every image; raises naming the first image without one."""
     paths = {name: folder / (Path(name).stem + ".png") for name in files}
-    missing = [str(p) for p in paths.values() if not p.is_file()]
+    missing = [name for name, p in paths.items() if not p.is_file()]
     if missing:
         raise FileNotFoundError(
-            f"folder data set: {len(missing)} image(s) have no {what} in {folder}, e.g. {missing[:5]} "
-            f"(every image needs <stem>.png there, or remove the {folder.name}/ folder)"
+            f"folder data set: images/{missing[0]} has no {what} {paths[missing[0]]} "
+            f"({len(missing)} of {len(files)} images have none; every image needs <stem>.png in "
+            f"{folder}, or remove the {folder.name}/ folder{hint})"
         )
     return paths
 
@@ -188,6 +189,8 @@ class FolderDataset(SampleDataset):
         augment: draw jitter / flip.
         strict: raise on unreadable files instead of skipping.
         seed: mixed into the per-sample generators.
+        use_masks: read ``masks/`` when it exists (False: ``data.masks=ignore`` for training, the images
+            are treated as if there were no masks).
     """
 
     def __init__(
@@ -198,6 +201,7 @@ class FolderDataset(SampleDataset):
         augment: bool,
         strict: bool,
         seed: int = 0,
+        use_masks: bool = True,
     ) -> None:
         super().__init__(augment=augment, strict=strict, seed=seed)
         self.root = Path(root)
@@ -206,8 +210,15 @@ class FolderDataset(SampleDataset):
         self.size, self.padding_frac, self.jitter_frac, self.flip = (
             crop.size, crop.padding_frac, crop.jitter_frac, crop.flip,
         )  # fmt: skip
-        self.has_masks = (self.root / "masks").is_dir()
-        self.mask_paths = _annotation_paths(self.root / "masks", files, "mask") if self.has_masks else None
+        self.has_masks = use_masks and (self.root / "masks").is_dir()
+        self.mask_paths = (
+            _annotation_paths(
+                self.root / "masks", files, "mask", ", or set data.masks=ignore to train without"
+            )
+            if self.has_masks
+            else None
+        )
+        self.empty_masks: set[str] = set()  # images whose mask has no foreground pixel (reported once each)
         has_parts = (self.root / "parts").is_dir()
         self.part_paths = (
             _annotation_paths(self.root / "parts", files, "part label map") if has_parts else None
@@ -241,6 +252,20 @@ class FolderDataset(SampleDataset):
         default = np.zeros((len(self.keypoint_names), 3))
         return self.keypoints.get(name, default).copy()
 
+    def _report_empty_mask(self, name: str) -> None:
+        """An all-empty mask is an error with ``data.strict``, else a warning naming it (once per image)."""
+        assert self.mask_paths is not None
+        message = (
+            f"folder data set: mask {self.mask_paths[name]} of images/{name} is empty (no foreground pixel): "
+            "the whole image is cropped and has no foreground; fix or delete the mask, "
+            "or set data.masks=ignore"
+        )
+        if self.strict:
+            raise ValueError(message)
+        if name not in self.empty_masks:
+            self.empty_masks.add(name)
+            logger.warning(message)
+
     def load_sample(self, index: int, rng: np.random.Generator | None) -> dict[str, Any]:
         """Read image ``index`` (+ annotations) and transform it; ``rng`` drives jitter and flip."""
         name = self.files[index]
@@ -260,6 +285,7 @@ class FolderDataset(SampleDataset):
         if mask is not None:
             tight = T.mask_box(mask)
             if tight is None:
+                self._report_empty_mask(name)
                 tight = np.array([0, 0, width - 1, height - 1])
             crop_box = T.object_crop_box(tight, self.padding_frac, self.jitter_frac, rng)
             image, scale = T.crop_resize_image(image, crop_box, size)
@@ -327,10 +353,11 @@ def build(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> SampleData
         augment=train and split == "train",
         strict=cfg.strict,
         seed=seed,
+        use_masks=not (train and split == "train" and cfg.masks == "ignore"),
     )
     if train and not dataset.has_masks:
-        logger.warning(
-            "folder data set %s: no masks/ folder; training uses the whole image as foreground", root
+        logger.info(
+            "folder data set %s: no masks used; training learns the foreground (mask-free, data.masks)", root
         )
     logger.info("folder data set %s %s: %d images", root, split, len(dataset))
     return dataset

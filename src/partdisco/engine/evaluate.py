@@ -161,6 +161,52 @@ class _Accumulator:
         return out
 
 
+class _PredictedBackground:
+    """Scores of the model's own background channel against the data set's masks (mask-free models).
+
+    ``fg_iou``: IoU of the predicted foreground (background channel loses the argmax) with the mask;
+    ``px_nmi_predbg`` / ``kp_nmi_predbg`` (and ARI): the Full protocols with the background taken from the
+    model's prediction instead of the mask (the paper's Full protocol used a separately trained
+    segmenter's masks; here the model's own).
+    """
+
+    def __init__(self, k: int, num_keypoints: int, num_gt_parts: int, device: torch.device) -> None:
+        self.kp = ContingencyTable(k + 1, num_keypoints) if num_keypoints else None
+        self.px = ContingencyTable(k + 1, num_gt_parts + 1) if num_gt_parts else None
+        self.inter_union = torch.zeros(2, dtype=torch.float64, device=device)
+
+    def update(
+        self, kp_labels: torch.Tensor, px_labels: torch.Tensor, fg_mask: torch.Tensor, batch: dict[str, Any]
+    ) -> None:
+        """kp_labels / px_labels: (B, H, W) in [0, K], 0 = predicted background; fg_mask: (B, 1, H, W)."""
+        device = px_labels.device
+        pred_fg = px_labels > 0  # (B, H, W)
+        gt_fg = fg_mask[:, 0].to(device) > 0.5  # (B, H, W)
+        self.inter_union += torch.stack(
+            [(pred_fg & gt_fg).sum(), (pred_fg | gt_fg).sum()]
+        ).to(self.inter_union)
+        if self.kp is not None:
+            pred, kp_index = labels_at_keypoints(kp_labels, batch["keypoints"].to(device))
+            self.kp.update(pred, kp_index)
+        if self.px is not None:
+            self.px.update(px_labels, batch["parts"].to(device))
+
+    def results(self) -> dict[str, float]:
+        for table in (self.kp, self.px):
+            if table is not None:
+                table.all_reduce()
+        dist_utils.all_reduce_sum_(self.inter_union)
+        inter, union = self.inter_union.tolist()
+        out = {"fg_iou": 100.0 * inter / union if union > 0 else float("nan")}
+        if self.kp is not None and self.kp.count > 0:
+            s = clustering_scores(self.kp.table)
+            out.update(kp_nmi_predbg=s["nmi"], kp_ari_predbg=s["ari"])
+        if self.px is not None and self.px.count > 0:
+            s = clustering_scores(self.px.table)
+            out.update(px_nmi_predbg=s["nmi"], px_ari_predbg=s["ari"])
+        return out
+
+
 def _plain(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _plain(v) for k, v in obj.items()}
@@ -242,6 +288,10 @@ def evaluate(
     model_acc = _Accumulator(k, num_keypoints, num_gt_parts)
     base_acc = _Accumulator(k, num_keypoints, num_gt_parts) if cfg.baseline else None
     centers = fit_xy_baseline(baseline_dataset or dataset, k) if cfg.baseline else None
+    has_bg_channel = bool(getattr(model, "background_channel", False))
+    predicted_bg = (
+        _PredictedBackground(k, num_keypoints, num_gt_parts, device) if has_bg_channel and has_mask else None
+    )
 
     test_centroids: list[np.ndarray] = []
     test_keypoints: list[np.ndarray] = []
@@ -265,6 +315,10 @@ def evaluate(
             level_table.update(
                 mask_level_labels(part_logits, batch["mask_levels"].to(device)), batch["parts"].to(device)
             )
+        if predicted_bg is not None and all_logits is not None:
+            kp_pred = logits_to_labels(all_logits, (H, W), align_corners=EVAL_ALIGN)  # (B, H, W), 0 = bg
+            px_pred = logits_to_labels(all_logits, (H, W), align_corners=PIXEL_ALIGN)
+            predicted_bg.update(kp_pred, px_pred, fg_mask, batch)
         if base_acc is not None and centers is not None:
             grid = bbox_normalized_grid(batch["bbox"].to(device), (H, W))  # (B, H, W, 2)
             base_fg = assign_to_centers(grid, centers).to(device)  # (B, H, W)
@@ -297,6 +351,8 @@ def evaluate(
     if level_table is not None and level_table.count > 0:
         s = clustering_scores(level_table.table)
         results.update(px_nmi=s["nmi"], px_ari=s["ari"], full_pixels=int(s["count"]))
+    if predicted_bg is not None:
+        results.update(predicted_bg.results())
     if regression_dataset is not None and num_keypoints:  # the same on every rank (collective below)
         results.update(
             _regression_errors(
@@ -322,6 +378,11 @@ def evaluate(
         "baseline_xy_kmeans": "k-means (K clusters) on bbox-normalised (x, y) of foreground pixels",
         "full": _full_protocol_text(dataset, suffix, level_table is not None),
     }
+    if predicted_bg is not None:
+        results["protocol"]["predicted_background"] = (
+            "fg_iou: IoU of the model's predicted foreground (background channel not the argmax) with the "
+            "mask; *_predbg: the Full protocols with the model's predicted background instead of the mask"
+        )
     return results
 
 

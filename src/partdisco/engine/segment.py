@@ -37,6 +37,7 @@ from torch import nn
 
 from partdisco.data.io import IMAGE_EXTENSIONS, ImageReadError, check_same_size, read_image, read_mask
 from partdisco.data.transforms import RESIZE_ALIGN_CORNERS
+from partdisco.engine.crop import crop_input, object_crop, paste_probs
 from partdisco.engine.runfolder import require_writable_dir
 from partdisco.engine.train import TRAIN_ALIGN
 from partdisco.metrics.keypoints import part_centroids
@@ -55,6 +56,7 @@ logger = logging.getLogger(__name__)
 
 RESIZE_ALIGN = RESIZE_ALIGN_CORNERS  # image <-> processing size: pixel-area mapping (PIL convention)
 BACKGROUND_MODES = ("auto", "none", "border")
+CROP_MODES = ("auto", "object", "none")
 BORDER_RING = 0.05  # border heuristic: ring width as a fraction of the shorter side (at least 1 px)
 BORDER_SHARE = 0.5  # ... a part covering more than this share of the ring is background
 PARTS_JSON_VERSION = 1
@@ -525,11 +527,20 @@ def segment_images(
     background: str = "auto",
     batch_size: int = 8,
     with_probs: bool = True,
+    crop: str = "auto",
+    padding: float = 0.05,
 ) -> list[PartMaps]:
     """Segment in-memory images of any sizes, batching those with the same processing size.
 
     Each image's result does not depend on the batch it ran in (no padding; the model runs in eval mode,
     restored afterwards).
+
+    Object-centric inference (``crop="object"``, or ``"auto"`` when there is a foreground): the image is
+    cropped around its foreground as training crops do (box of the foreground, ``padding`` per side,
+    squared: :mod:`partdisco.engine.crop`), the crop is segmented at ``size`` x ``size`` and the
+    probabilities are pasted back at the image's size. The foreground is the mask when one is given, else
+    the model's predicted foreground from a first pass on the whole image (two passes). Without either,
+    or when it is empty, the whole image is segmented.
 
     Args:
         model: a Segmenter on its device; inputs follow its device.
@@ -541,6 +552,9 @@ def segment_images(
             unmasked pixel is a part) or ``"border"`` (:func:`border_background_parts`); a mask always wins.
         batch_size: images per forward pass, >= 1.
         with_probs: also return probabilities at image size.
+        crop: ``"auto"`` (object crop when a mask or a predicted foreground exists), ``"object"`` (the
+            same) or ``"none"`` (always the whole image, shorter side resized to ``size``).
+        padding: per-side padding of the object crop (the checkpoint's ``data.padding_frac``).
 
     Returns:
         One :class:`PartMaps` per image, in input order.
@@ -557,6 +571,10 @@ def segment_images(
     """
     _check_background(background)
     size = inference_size(model, size)
+    if crop not in CROP_MODES:
+        raise ValueError(f"crop must be one of {CROP_MODES}, got {crop!r}")
+    if not 0.0 <= padding < 1.0:
+        raise ValueError(f"padding must be in [0, 1), got {padding}")
     if size < 1 or batch_size < 1:
         raise ValueError(f"size and batch_size must be >= 1, got size={size}, batch_size={batch_size}")
     num_parts, background_channel = int(model.num_parts), bool(model.background_channel)
@@ -581,8 +599,11 @@ def segment_images(
                 f"image {i}: mask {tuple(mask.shape)} must have the image's size {image.shape[:2]}"
             )
     device = next(model.parameters()).device
+    object_crops = crop != "none"
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i, image in enumerate(images):
+        if object_crops and masks is not None and masks[i] is not None:
+            continue  # the mask gives the crop: no whole-image pass needed
         groups[processing_size(image.shape[0], image.shape[1], size)].append(i)
     results: list[PartMaps | None] = [None] * len(images)
     was_training = model.training
@@ -599,9 +620,62 @@ def segment_images(
                     results[i] = _postprocess(
                         probs[j], images[i].shape[:2], mask, mode, background_channel, with_probs
                     )
+        if object_crops:
+            _object_pass(
+                model, images, masks, results, size, background, batch_size, with_probs, padding, device
+            )
     finally:
         model.train(was_training)
     return [r for r in results if r is not None]
+
+
+def _object_pass(
+    model: nn.Module,
+    images: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray | None] | None,
+    results: list[PartMaps | None],
+    size: int,
+    background: str,
+    batch_size: int,
+    with_probs: bool,
+    padding: float,
+    device: torch.device,
+) -> None:
+    """Second pass of object-centric inference: replace ``results[i]`` by the crop-and-paste maps."""
+    background_channel = bool(model.background_channel)
+    jobs: list[tuple[int, np.ndarray]] = []
+    for i, image in enumerate(images):
+        mask = None if masks is None else masks[i]
+        if mask is not None:
+            fg = mask
+        elif results[i] is not None and results[i].background == "model":  # type: ignore[union-attr]
+            fg = results[i].labels > 0  # type: ignore[union-attr]
+        else:
+            continue
+        box = object_crop(fg, padding)
+        if box is None:  # an empty foreground: keep the whole-image maps
+            if mask is not None:
+                logger.warning("image %d: its mask is empty (no foreground pixel): all background", i)
+                groups_size = processing_size(image.shape[0], image.shape[1], size)
+                probs = predict_probs(model, image_to_tensor(image, groups_size, device)[None])[0]
+                mode = _background_mode(background, True, background_channel)
+                results[i] = _postprocess(probs, image.shape[:2], mask, mode, background_channel, with_probs)
+            continue
+        jobs.append((i, box))
+    outside = None
+    if background_channel:
+        outside = torch.zeros(int(model.num_parts) + 1, device=device)
+        outside[0] = 1.0  # outside the object's crop is background
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start : start + batch_size]
+        x = torch.stack([crop_input(images[i], box, size, device) for i, box in chunk])  # (B, 3, S, S)
+        probs = predict_probs(model, x)  # (B, C, S, S)
+        for j, (i, box) in enumerate(chunk):
+            H, W = images[i].shape[:2]
+            mask = None if masks is None else masks[i]
+            mode = _background_mode(background, mask is not None, background_channel)
+            pasted = paste_probs(probs[j], box, (H, W), outside if mode == "model" else None)  # (C, H, W)
+            results[i] = _postprocess(pasted, (H, W), mask, mode, background_channel, with_probs)
 
 
 # ----------------------------------------------------------------------------------------------- files
@@ -693,8 +767,9 @@ def part_entry(item: InputImage, maps: PartMaps, files: dict[str, str], with_pro
         with_probs: whether ``probs`` was written.
 
     Returns:
-        ``{"source", "height", "width", "background", "files", "present", "area", "centroid"}``: ``area[k-1]``
-        is the pixel count of part k, ``centroid[k-1]`` its (x, y) in pixels or None when absent.
+        ``{"source", "height", "width", "background", "files", "present", "area", "foreground_area",
+        "centroid"}``: ``area[k-1]`` is the pixel count of part k, ``foreground_area`` the count of
+        non-background pixels, ``centroid[k-1]`` its (x, y) in pixels or None when absent.
     """
     K = len(maps.centroids)
     area = np.bincount(maps.labels.ravel(), minlength=K + 1)[1 : K + 1]
@@ -711,6 +786,7 @@ def part_entry(item: InputImage, maps: PartMaps, files: dict[str, str], with_pro
         "files": {k: v for k, v in files.items() if k != "probs" or with_probs},
         "present": present,
         "area": [int(a) for a in area],
+        "foreground_area": int(area.sum()),  # pixels not labelled 0 (background)
         "centroid": centroid,
     }
     if maps.note:
@@ -751,6 +827,13 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     _write_atomic(path, lambda f: f.write(text))
 
 
+def _foreground_info(entry: dict[str, Any]) -> str:
+    if "foreground_area" not in entry:
+        return ""
+    share = 100.0 * entry["foreground_area"] / max(1, entry["width"] * entry["height"])
+    return f", foreground {share:.0f}%"
+
+
 def _write_index(out_dir: Path, data: dict[str, Any], num_parts: int) -> Path:
     """``index.html``, linking only to files inside ``out_dir`` (input thumbnails too): it can be moved."""
     cards = []
@@ -767,7 +850,10 @@ def _write_index(out_dir: Path, data: dict[str, Any], num_parts: int) -> Path:
                 "image": files.get("input", output_paths(".", name)["input"].as_posix()),
                 "overlay": files["overlay"],
                 "color": files["color"],
-                "info": f"{entry['width']}x{entry['height']} px, parts {present}, background: {background}",
+                "info": (
+                    f"{entry['width']}x{entry['height']} px, parts {present}, background: {background}"
+                    + _foreground_info(entry)
+                ),
             }
         )
     has_background = any(e["background"] != "none" for e in data["images"].values())
@@ -906,6 +992,8 @@ def segment_files(
     alpha: float = 0.5,
     checkpoint: str | None = None,
     progress: bool = True,
+    crop: str = "auto",
+    padding: float = 0.05,
 ) -> SegmentSummary:
     """Segment image files and write label maps, colour maps, overlays, ``parts.json`` and ``index.html``.
 
@@ -927,6 +1015,8 @@ def segment_files(
         alpha: part opacity in the overlays.
         checkpoint: checkpoint path, recorded in ``parts.json`` and compared on a rerun.
         progress: show a progress bar.
+        crop: object-centric inference, ``"auto"``, ``"object"`` or ``"none"`` (:func:`segment_images`).
+        padding: per-side padding of the object crop (the checkpoint's ``data.padding_frac``).
 
     Returns:
         A :class:`SegmentSummary`.
@@ -981,6 +1071,8 @@ def segment_files(
         "size": int(size),
         "background": background,
         "masks": None if masks_dir is None else str(Path(masks_dir).expanduser().resolve()),
+        "crop": crop,
+        "padding": float(padding),
     }
     parts_json = out / "parts.json"
     if out.exists():
@@ -1039,7 +1131,14 @@ def segment_files(
                     continue
                 loaded.append((item, image, mask))
             if loaded:
-                run = dict(size=size, background=background, batch_size=batch_size, with_probs=save_probs)
+                run = dict(
+                    size=size,
+                    background=background,
+                    batch_size=batch_size,
+                    with_probs=save_probs,
+                    crop=crop,
+                    padding=padding,
+                )
                 for (item, image, _), maps in _segment_or_skip(model, loaded, bool(mask_paths), run):
                     if isinstance(maps, str):  # could not be processed (memory): skipped by name
                         failed[str(item.path)] = summary.failed[str(item.path)] = maps

@@ -279,12 +279,14 @@ def _state(
     }
 
 
-def _to_device(batch: dict[str, Any], device: torch.device) -> StepInputs:
+def _to_device(batch: dict[str, Any], device: torch.device, mask_free: bool = False) -> StepInputs:
     non_blocking = device.type == "cuda"
-    return StepInputs(
-        image=batch["image"].to(device, non_blocking=non_blocking),
-        fg_mask=batch["fg_mask"].to(device, non_blocking=non_blocking),
-    )
+    image = batch["image"].to(device, non_blocking=non_blocking)
+    if mask_free:  # the loader's mask is never seen: fg_mask is only the valid region (all of the image)
+        fg_mask = torch.ones_like(image[:, :1])
+    else:
+        fg_mask = batch["fg_mask"].to(device, non_blocking=non_blocking)
+    return StepInputs(image=image, fg_mask=fg_mask)
 
 
 def prepare_run(cfg: RunConfig) -> tuple[RunConfig, Path, Path | None]:
@@ -411,8 +413,12 @@ def _fit_locked(
     train_set = build_dataset(cfg.data, "train", train=True, seed=cfg.seed)
     test_set = build_dataset(cfg.data, "test", train=False)
     log.info("data %s: %d train / %d test images", cfg.data.name, len(train_set), len(test_set))
-    if not getattr(train_set, "has_masks", True):
-        log.warning("data set has no foreground masks: training uses the whole image as foreground")
+    mask_free = cfg.data.masks == "ignore" or not getattr(train_set, "has_masks", True)
+    if mask_free:
+        why = "data.masks=ignore" if cfg.data.masks == "ignore" else "the data set has no foreground masks"
+        log.info("%s: mask-free training, the background channel is learnt from priors", why)
+        if not cfg.model.background_channel:
+            cfg.model.background_channel = True  # mask-free training needs the K + 1 output
     else:
         _require_foreground(train_set, cfg.data.name)
 
@@ -432,6 +438,7 @@ def _fit_locked(
         world_size=world,
         gather=dist_utils.all_gather_with_grad if cfg.loss.gather_negatives else None,
         rank=rank,
+        mask_free=mask_free,
     )
     optimizer = make_optimizer(model, cfg.optim)
     scaler = make_scaler(device, cfg.train.precision)
@@ -505,7 +512,7 @@ def _fit_locked(
                 net,
                 features_net,
                 objective,
-                _to_device(batch, device),
+                _to_device(batch, device, mask_free),
                 optimizer,
                 scaler,
                 step_generator(cfg.seed, step),

@@ -8,6 +8,13 @@ import torch
 from torch import Tensor
 
 from partdisco.config import LossConfig
+from partdisco.losses.foreground import (
+    border_background_loss,
+    boundary_saliency,
+    foreground_area_loss,
+    presence_loss,
+    saliency_loss,
+)
 from partdisco.losses.functional import (
     background_bce,
     contrastive_infonce,
@@ -46,6 +53,10 @@ class Objective:
         gather: callable all-gathering (B, K, D) descriptors from every rank *with gradients* (None: use
             only this rank's images as negatives and positives).
         rank: this rank's index (its rows in the gathered batch).
+        mask_free: learn the background channel without masks (needs ``background_channel``): the given
+            ``fg_mask`` is then only the valid (in-image) region, the four losses run on the predicted soft
+            foreground ``1 - p_bg``, L_e covers all K + 1 channels, and the priors of
+            :mod:`partdisco.losses.foreground` (border, area, presence) are added.
     """
 
     def __init__(
@@ -55,7 +66,11 @@ class Objective:
         world_size: int = 1,
         gather: Callable[[Tensor], Tensor] | None = None,
         rank: int = 0,
+        mask_free: bool = False,
     ) -> None:
+        if mask_free and not background_channel:
+            raise ValueError("mask-free training needs a background channel (model.background_channel=true)")
+        self.mask_free = mask_free
         self.cfg = cfg
         self.background_channel = background_channel
         self.world_size = world_size
@@ -89,14 +104,30 @@ class Objective:
 
         Returns:
             dict with ``eqv``, ``feat``, ``color``, ``contrastive`` (each already weighted), ``bg`` when the
-            model has a background channel, and ``total``; every entry is a scalar tensor.
+            model has a background channel trained from masks, ``fg_border``, ``fg_area``, ``presence``
+            (and ``saliency`` when weighted) in mask-free mode, and ``total``; every entry is a scalar.
         """
         cfg = self.cfg
         probs, bg_prob = part_probabilities(logits, self.background_channel)
         B, K = probs.shape[:2]
         terms: dict[str, Tensor] = {}
+        valid_mask = fg_mask
+        fg_contrast = fg_mask  # the mask the contrastive descriptors are pooled with
+        if self.mask_free and cfg.bg_as_part:
+            # PDiscoNet-style: background is one more part in L_f, L_v, L_c, over the valid image; the part
+            # channels' full-softmax probabilities are p(k | fg) * p(fg), the parts weighted by the foreground
+            probs = torch.softmax(logits.float(), dim=1)  # (B, K + 1, H, W)
+            B, K = probs.shape[:2]
+        elif self.mask_free:
+            assert bg_prob is not None
+            fg_pred = (1.0 - bg_prob) * valid_mask  # (B, 1, H, W) predicted soft foreground
+            fg_mask = fg_pred.detach() if cfg.fg_detach else fg_pred
+            # the contrastive term may still move the foreground: "the object is what images share"
+            fg_contrast = fg_pred if cfg.fg_contrastive_grad else fg_mask
 
         part_descriptors, feat_variance = part_feature_statistics(probs, fg_mask, features)  # (B, K, C), (B,)
+        if fg_contrast is not fg_mask:
+            part_descriptors, _ = part_feature_statistics(probs, fg_contrast, features)  # (B, K, C)
         feat = feat_variance.sum() * self.world_size  # ref: summed over the batch
         color = within_part_variance(probs, fg_mask, lab).mean()  # ref: averaged over the batch
         if self.gather is not None and self.world_size > 1:
@@ -112,7 +143,7 @@ class Objective:
             )
             contrastive = contrastive_infonce(part_descriptors, positives, cfg.temperature)
         pred, target = warped_logits, target_logits
-        if self.background_channel:
+        if self.background_channel and not self.mask_free:
             pred, target = warped_logits[:, 1:], target_logits[:, 1:]
         eqv = equivariance_kl(pred, target, warped_fg_mask)
 
@@ -120,7 +151,19 @@ class Objective:
         terms["feat"] = cfg.lambda_feat * feat
         terms["color"] = cfg.lambda_color * color
         terms["contrastive"] = cfg.lambda_contrastive * contrastive
-        if bg_prob is not None:
+        if self.mask_free:
+            assert bg_prob is not None
+            all_probs = torch.softmax(logits.float(), dim=1)  # (B, K + 1, H, W)
+            terms["fg_border"] = cfg.lambda_border * border_background_loss(bg_prob, cfg.border_width)
+            terms["fg_area"] = cfg.lambda_area * foreground_area_loss(
+                1.0 - bg_prob, cfg.fg_area_min, cfg.fg_area_max
+            )
+            terms["presence"] = cfg.lambda_presence * presence_loss(all_probs)
+            if cfg.lambda_saliency > 0:
+                fraction = 0.5 * (cfg.fg_area_min + cfg.fg_area_max)
+                saliency = boundary_saliency(lab, cfg.border_width)
+                terms["saliency"] = cfg.lambda_saliency * saliency_loss(1.0 - bg_prob, saliency, fraction)
+        elif bg_prob is not None:
             terms["bg"] = cfg.lambda_bg * background_bce(bg_prob, fg_mask)
         terms["total"] = torch.stack(list(terms.values())).sum()
         return terms
