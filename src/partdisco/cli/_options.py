@@ -33,6 +33,7 @@ _MEANING = {
     "log.tensorboard": "write TensorBoard logs to RUN/tensorboard",
     "log.wandb": "also log to Weights & Biases (needs pip install 'partdisco[wandb]')",
     "log.wandb_project": "Weights & Biases project name",
+    "loss.fg_area_max": "mask-free training: largest foreground fraction of an image (see loss.fg_area_min)",
 }
 
 # Allowed values of the keys that take a name (from the same tuples the validation uses).
@@ -44,7 +45,11 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "data.cub_variant": ("fg", "full"),
     "model.arch": ARCHS,
     "model.features": FEATURE_SOURCES,
-    "model.normalization": ("caffe", "imagenet"),
+    "model.normalization": ("auto", "caffe", "imagenet"),
+    "model.init_from_format": ("auto", "caffe", "torchvision"),
+    "data.masks": ("auto", "ignore"),
+    "data.deepfashion_variant": ("fg", "full"),
+    "eval.full_images": ("off", "mask", "predicted"),
     "optim.name": ("sgd", "adamw"),
     "train.precision": PRECISIONS,
     "eval.split": ("train", "test"),
@@ -56,6 +61,25 @@ def _type_name(tp: object) -> str:
     return text.replace("NoneType", "None")
 
 
+_FIELD = re.compile(r"^    (\w+):")
+
+
+def _comments_above(source: str) -> dict[str, str]:
+    """Field name -> the comment block on the lines just above it, joined into one line."""
+    found: dict[str, str] = {}
+    block: list[str] = []
+    for line in source.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            block.append(stripped.lstrip("#").strip())
+            continue
+        m = _FIELD.match(line)
+        if m and block:
+            found[m.group(1)] = " ".join(block)
+        block = []
+    return found
+
+
 def key_meanings() -> dict[str, str]:
     """One line of meaning per config key: the comment on its line in config.py, else :data:`_MEANING`."""
     meanings: dict[str, str] = {}
@@ -63,13 +87,14 @@ def key_meanings() -> dict[str, str]:
     def walk(cls: type, prefix: str) -> None:
         comments = {m.group(1): m.group(2).strip() for line in inspect.getsource(cls).splitlines()
                     if (m := _COMMENT.match(line))}  # fmt: skip
+        above = _comments_above(inspect.getsource(cls))
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             key = f"{prefix}{f.name}"
             if dataclasses.is_dataclass(hints[f.name]):
                 walk(hints[f.name], key + ".")
             else:
-                meanings[key] = comments.get(f.name) or _MEANING.get(key, "")
+                meanings[key] = comments.get(f.name) or _MEANING.get(key) or above.get(f.name, "")
 
     walk(RunConfig, "")
     return meanings
