@@ -109,11 +109,11 @@ def test_convert_onto_its_source_is_refused(checkpoint, tmp_path, capsys):
 
 def test_data_synth_never_overwrites_a_data_set(tmp_path, capsys):
     root = tmp_path / "set"
-    assert main(["data", "synth", str(root), "--n", "4", "--size", "16"]) == 0
+    assert main(["data", "synth", str(root), "--n", "10", "--size", "16", "--split", "both"]) == 0
     before = (root / "keypoints.json").read_bytes(), (root / "train.txt").read_bytes()
     capsys.readouterr()
     assert main(["data", "synth", str(root), "--n", "6", "--size", "16", "--seed", "3"]) == 2
-    assert "already holds a data set" in _one_line_error(capsys)
+    assert "already exists and is a data set" in _one_line_error(capsys)
     assert ((root / "keypoints.json").read_bytes(), (root / "train.txt").read_bytes()) == before
 
 
@@ -218,5 +218,5 @@ def test_scores_from_a_few_keypoints_are_flagged_in_the_table():
         {"kp_fg_nmi": 100.0, "keypoints_used": 1, "px_fg_nmi": 40.0, "fg_pixels": 9000}
     )
     rows = dict(line.split(None, 1) for line in table.splitlines()[1:] if not line.startswith("*"))
-    assert rows["kp_fg_nmi"].startswith("100.00 *") and rows["px_fg_nmi"].strip() == "40.00"
+    assert rows["kp_fg_nmi"].startswith("100.0 *") and rows["px_fg_nmi"].strip() == "40.0"
     assert "* kp_* from only 1 keypoint(s) (< 20): not a meaningful score" in table

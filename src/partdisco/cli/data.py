@@ -81,9 +81,6 @@ def run(args: argparse.Namespace) -> int:
         if args.n < 2:
             raise ValueError(f"--n must be >= 2, got {args.n}")
         out = Path(args.out).expanduser()
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            what = "a data set" if (out / "images").is_dir() else "not an empty folder"
-            raise ValueError(f"{out} already exists and is {what}; data synth writes only into a new folder")
         fraction = {"test": 1.0, "train": 0.0}.get(args.split, args.test_fraction)
         counts = write_folder(out, args.n, image_size=args.size, seed=args.seed, test_fraction=fraction)
         print(f"wrote {counts} to {args.out}")

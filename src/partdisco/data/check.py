@@ -274,6 +274,8 @@ def check_dataset(
             seen.add(sample_name)
             try:
                 sample = dataset.load_sample(i, None)
+            except folder.EmptyMaskError:
+                empty.append(sample_name)
             except Exception as err:  # list every bad file with its reason
                 bad.append(f"{sample_name}: {err}")
             else:

@@ -179,6 +179,10 @@ def _annotation_paths(folder: Path, files: list[str], what: str, hint: str = "")
     return paths
 
 
+class EmptyMaskError(ValueError):
+    """A mask without a foreground pixel, read with ``data.strict`` (``data check`` lists these as EMPTY)."""
+
+
 class FolderDataset(SampleDataset):
     """Images from a folder, with optional masks / part labels / keypoints (module docstring).
 
@@ -261,7 +265,7 @@ class FolderDataset(SampleDataset):
             "or set data.masks=ignore"
         )
         if self.strict:
-            raise ValueError(message)
+            raise EmptyMaskError(message)
         if name not in self.empty_masks:
             self.empty_masks.add(name)
             logger.warning(message)

@@ -1003,16 +1003,14 @@ def write_folder(
     if not 0.0 <= test_fraction <= 1.0:
         raise ValueError(f"write_folder: test_fraction must be in [0, 1], got {test_fraction}")
     root = Path(out)
-    # Never overwrite a data set: its keypoints and split lists would silently stop matching its images.
-    existing = [
-        name
-        for name in ("images", "masks", "parts", "keypoints.json", "part_names.json", "train.txt", "test.txt")
-        if (root / name).exists() and not ((root / name).is_dir() and not any((root / name).iterdir()))
-    ]
-    if existing:
+    # Never overwrite a data set (its keypoints and split lists would silently stop matching its images), nor
+    # mix generated files into a folder of other files: only a new or empty folder is written.
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        names = ("images", "masks", "parts", "keypoints.json", "part_names.json", "train.txt", "test.txt")
+        existing = [name for name in names if (root / name).exists()]
+        what = f"a data set ({', '.join(existing)})" if existing else "not an empty folder"
         raise FileExistsError(
-            f"{root} already holds a data set ({', '.join(existing)}); write the synthetic set to a new or "
-            "empty folder"
+            f"{root} already exists and is {what}; data synth writes only into a new folder"
         )
     for sub in ("images", "masks", "parts"):
         (root / sub).mkdir(parents=True, exist_ok=True)
