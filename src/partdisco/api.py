@@ -246,6 +246,13 @@ def evaluation_config(trained: RunConfig, dataset: str | None, overrides: list[s
     return cfg
 
 
+def is_training_divergence(err: BaseException) -> bool:
+    """True when ``err`` is the stop of a diverged training run (a user-facing error, not a bug)."""
+    from partdisco.engine.train import TrainingDivergedError
+
+    return isinstance(err, TrainingDivergedError)
+
+
 def export(src: str | Path, dst: str | Path, fp16: bool = False) -> Path:
     """Write a weights-only copy of a checkpoint (optionally float16) that every command loads.
 

@@ -155,7 +155,8 @@ def test_resume_lr_change_takes_effect_and_temp_files_go(run_copy):
     fit(cfg)
     assert not any(p.exists() for p in stale)
     assert [s for s, _ in step_checkpoints(run_copy)] == [2, 3]
-    groups = load_checkpoint(run_copy / "model.pt")["optimizer"]["param_groups"]
+    last = step_checkpoints(run_copy)[-1][1]  # model.pt is weights-only: the optimizer is in checkpoints/
+    groups = load_checkpoint(last)["optimizer"]["param_groups"]
     assert [g["base_lr"] for g in groups] == [0.003, pytest.approx(0.003 * cfg.optim.head_lr_mult)]
     saved = (run_copy / "config.yaml").read_text()
     assert "lr: 0.003" in saved

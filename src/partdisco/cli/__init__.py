@@ -37,9 +37,9 @@ _OS_HINTS = {
 
 
 def _is_ours(err: BaseException) -> bool:
-    from partdisco.engine.train import TrainingDivergedError
+    from partdisco.api import is_training_divergence
 
-    return isinstance(err, TrainingDivergedError)
+    return is_training_divergence(err)
 
 
 def one_line(err: BaseException) -> str:

@@ -36,7 +36,7 @@ def object_crop(fg: np.ndarray, padding: float) -> np.ndarray | None:
     Example:
         >>> m = np.zeros((40, 40)); m[10:30, 15:25] = 1
         >>> object_crop(m, 0.05).tolist()
-        [9, 9, 30, 30]
+        [8, 9, 29, 30]
     """
     tight = T.mask_box(np.asarray(fg) > 0.5)
     if tight is None:

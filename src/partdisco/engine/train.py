@@ -360,7 +360,7 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
 def _load_resume_state(resume_ckpt: Path, cfg: RunConfig) -> dict[str, Any]:
     """The checkpoint to resume from, checked: every field present, only allowed config changes."""
     state = load_checkpoint(resume_ckpt)
-    if "optimizer" not in state:
+    if "optimizer" not in state and "scaler" not in state:  # a final model.pt or an export
         raise ConfigError(
             f"resume: {resume_ckpt} holds weights only (a final model.pt or an export); resume from the "
             f"run folder ({resume_ckpt.parent}) or one of its checkpoints/step_*.pt"
