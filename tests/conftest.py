@@ -24,6 +24,12 @@ TINY = [
 ]
 
 
+@pytest.fixture(scope="session")
+def tiny_args():
+    """The TINY overrides without ``out=``, for module- and session-scoped fixtures."""
+    return list(TINY)
+
+
 @pytest.fixture
 def tiny_overrides(tmp_path):
     """Overrides for a seconds-long synthetic run in tmp_path/run."""

@@ -23,19 +23,6 @@ from partdisco.engine.train import TrainingDivergedError, fit
 pytestmark = pytest.mark.slow
 
 
-TINY = [  # as tests/conftest.py's TINY (a module-scoped fixture cannot use the function-scoped one)
-    "data.image_size=32",
-    "data.synthetic_train=16",
-    "data.synthetic_test=8",
-    "model.arch=resnet18",
-    "model.num_parts=4",
-    "model.features=texture",
-    "train.batch_size=2",
-    "train.log_every=1",
-    "train.vis_every=1000",
-    "log.progress=false",
-    "eval.batch_size=4",
-]
 
 
 def _files(folder):
@@ -48,10 +35,10 @@ def _files(folder):
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
+def finished_run(tmp_path_factory, tiny_args):
     """A finished 2-step run (checkpoints at 1 and 2, model.pt); tests copy it before changing it."""
     out = tmp_path_factory.mktemp("finished") / "run"
-    overrides = [*TINY, "eval.baseline=false", "train.steps=2", "train.checkpoint_every=1", f"out={out}"]
+    overrides = [*tiny_args, "eval.baseline=false", "train.steps=2", "train.checkpoint_every=1", f"out={out}"]
     return fit(resolve_train_config(overrides))
 
 
