@@ -74,16 +74,19 @@ def test_naive_step_equals_train_step(monkeypatch):
         set_train_mode(model, freeze_bn=False)
     inputs = StepInputs(image=image, fg_mask=mask)
 
-    ours = train_step(
-        ours_model,
-        features_net,
-        Objective(cfg),
-        inputs,
-        make_optimizer(ours_model, OptimConfig()),
-        make_scaler(torch.device("cpu"), "fp32"),
-        step_generator(1234, 7),
-        cfg,
-    )
+    def ours_step(model):
+        return train_step(
+            model,
+            features_net,
+            Objective(cfg),
+            inputs,
+            make_optimizer(model, OptimConfig()),
+            make_scaler(torch.device("cpu"), "fp32"),
+            step_generator(1234, 7),
+            cfg,
+        )
+
+    ours = ours_step(ours_model)
 
     def naive_step(model):
         draws = naive.draw_step_randomness(B, K, step_generator(1234, 7), cfg)
@@ -116,16 +119,7 @@ def test_naive_step_equals_train_step(monkeypatch):
     monkeypatch.setattr(naive, "tps_grid_per_sample", lambda warp, size, device: warp_grid(warp, size))
     ours_model = copy.deepcopy(naive_models[1])  # fresh copies of the same initial weights
     mine, other = _capture(ours_model), _capture(naive_models[1])
-    ours = train_step(
-        ours_model,
-        features_net,
-        Objective(cfg),
-        inputs,
-        make_optimizer(ours_model, OptimConfig()),
-        make_scaler(torch.device("cpu"), "fp32"),
-        step_generator(1234, 7),
-        cfg,
-    )
+    ours = ours_step(ours_model)
     theirs = naive_step(naive_models[1])
     for key in tolerance:
         assert _rel(theirs[key], ours[key]) < 1e-5, key

@@ -393,7 +393,7 @@ def segment(
     batch_size: int = 8,
     device: str | None = None,
     crop: str = "auto",
-    padding: float = 0.05,
+    padding: float | None = None,
 ) -> tuple[Any, Any]:
     """Segment images into parts; arrays in, arrays out (no files written).
 
@@ -419,7 +419,8 @@ def segment(
         crop: object-centric inference: ``"auto"`` crops around the object (the mask, else the model's
             predicted foreground, two passes) with ``padding``, segments the crop at ``size`` x ``size``
             and pastes the maps back; ``"none"`` segments the whole image.
-        padding: per-side padding of the object crop (the training ``data.padding_frac``, ref 0.05).
+        padding: per-side padding of the object crop; None = the checkpoint's ``data.padding_frac``
+            (0.05 when unknown), as ``partdisco segment``.
 
     Returns:
         ``(labels, probs)``: labels uint8 (H, W), 0 = background, 1..K = parts; probs float32 (C, H, W),

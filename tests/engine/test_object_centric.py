@@ -149,3 +149,23 @@ def test_two_pass_crops_around_predicted_foreground() -> None:
     assert (maps.labels[44:68, 42:54] == 1).mean() > 0.9 and (maps.labels[44:68, 58:70] == 2).mean() > 0.9
     (whole,) = segment_images(model, [image], size=32, crop="none")
     assert (maps.labels > 0).sum() != (whole.labels > 0).sum() or (maps.labels != whole.labels).any()
+
+
+def test_crop_padding_defaults_to_the_training_padding(synth_folder: Path) -> None:
+    # API and CLI share one default (engine.segment.inference_padding): the checkpoint's data.padding_frac
+    from partdisco.models.convert import trained_crop_padding
+
+    root = synth_folder
+    name = sorted((root / "images").iterdir())[0].name
+    image = np.asarray(Image.open(root / "images" / name).convert("RGB"))
+    mask = (np.asarray(Image.open(root / "masks" / name)) > 0).astype(np.float32)
+    model = HueModel().eval()
+
+    def labels(padding):
+        return segment_images(model, [image], [mask], size=32, crop="object", padding=padding)[0].labels
+
+    assert trained_crop_padding({"config": {"data": {"padding_frac": 0.3}}}) == 0.3
+    model.crop_padding = 0.3
+    trained = labels(None)
+    assert np.array_equal(trained, labels(0.3))
+    assert not np.array_equal(trained, labels(0.05))

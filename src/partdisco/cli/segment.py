@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         0, also when some files were unreadable (they are listed); 1 when no image could be read.
     """
-    from partdisco.engine.segment import default_out_dir, inference_size, segment_files
+    from partdisco.engine.segment import default_out_dir, segment_files
     from partdisco.engine.train import resolve_device
     from partdisco.models.convert import (
         load_file,
@@ -104,9 +104,6 @@ def run(args: argparse.Namespace) -> int:
     ours = isinstance(obj, dict) and "format_version" in obj
     model = segmenter_from_checkpoint_dict(obj) if ours else segmenter_from_foreign(obj)
     model = model.to(resolve_device(args.device)).eval()
-    size = inference_size(model, args.size)
-    data_cfg = (obj.get("config") or {}).get("data", {}) if ours else {}
-    padding = args.padding if args.padding is not None else float(data_cfg.get("padding_frac", 0.05))
     del obj
     out_dir = args.out
     if out_dir is None:
@@ -117,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         args.inputs,
         out_dir,
         masks_dir=args.masks,
-        size=size,
+        size=args.size,  # None: the checkpoint's training size (engine.segment.inference_size)
         batch_size=args.batch_size,
         background=background,
         save_probs=args.save_probs,
@@ -126,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=str(checkpoint.resolve()),
         progress=not args.quiet,
         crop=args.crop,
-        padding=padding,
+        padding=args.padding,  # None: the checkpoint's data.padding_frac (engine.segment.inference_padding)
     )
     total = len(summary.written) + len(summary.skipped) + len(summary.failed)
     print(

@@ -65,6 +65,7 @@ MAX_PARTS = 255  # labels are stored as uint8
 BORDER_NOT_FOUND = "--background border found no part covering most of the image border: no background"
 THUMB_SIDE = 320  # longer side of the input thumbnails that index.html shows (inside --out: portable)
 DEFAULT_IMAGE_SIZE = 256  # ref: input_size 256; used only when a model does not know its training size
+DEFAULT_PADDING = 0.05  # ref: cub.py padding_frac; used only when a model does not know its training crop
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -332,6 +333,27 @@ def inference_size(model: nn.Module, size: int | None = None) -> int:
     return int(trained) if trained else DEFAULT_IMAGE_SIZE
 
 
+def inference_padding(model: nn.Module, padding: float | None = None) -> float:
+    """The object crop's padding per side: ``padding`` when given, else the model's training padding.
+
+    The one place that picks the default, as :func:`inference_size` does for the size: ``model.crop_padding``
+    (the ``data.padding_frac`` its checkpoint was trained with), else :data:`DEFAULT_PADDING`.
+
+    Example:
+        >>> from partdisco.models import create_segmenter
+        >>> seg = create_segmenter("resnet18", num_parts=3)
+        >>> inference_padding(seg), inference_padding(seg, 0.2)
+        (0.05, 0.2)
+        >>> seg.crop_padding = 0.1
+        >>> inference_padding(seg)
+        0.1
+    """
+    if padding is not None:
+        return float(padding)
+    trained = getattr(model, "crop_padding", None)
+    return float(trained) if trained is not None else DEFAULT_PADDING
+
+
 def processing_size(height: int, width: int, size: int) -> tuple[int, int]:
     """The network input size: the shorter side becomes ``size``, the aspect ratio is kept.
 
@@ -528,7 +550,7 @@ def segment_images(
     batch_size: int = 8,
     with_probs: bool = True,
     crop: str = "auto",
-    padding: float = 0.05,
+    padding: float | None = None,
 ) -> list[PartMaps]:
     """Segment in-memory images of any sizes, batching those with the same processing size.
 
@@ -554,7 +576,8 @@ def segment_images(
         with_probs: also return probabilities at image size.
         crop: ``"auto"`` (object crop when a mask or a predicted foreground exists), ``"object"`` (the
             same) or ``"none"`` (always the whole image, shorter side resized to ``size``).
-        padding: per-side padding of the object crop (the checkpoint's ``data.padding_frac``).
+        padding: per-side padding of the object crop; None = the checkpoint's ``data.padding_frac``
+            (:func:`inference_padding`).
 
     Returns:
         One :class:`PartMaps` per image, in input order.
@@ -571,6 +594,7 @@ def segment_images(
     """
     _check_background(background)
     size = inference_size(model, size)
+    padding = inference_padding(model, padding)
     if crop not in CROP_MODES:
         raise ValueError(f"crop must be one of {CROP_MODES}, got {crop!r}")
     if not 0.0 <= padding < 1.0:
@@ -993,7 +1017,7 @@ def segment_files(
     checkpoint: str | None = None,
     progress: bool = True,
     crop: str = "auto",
-    padding: float = 0.05,
+    padding: float | None = None,
 ) -> SegmentSummary:
     """Segment image files and write label maps, colour maps, overlays, ``parts.json`` and ``index.html``.
 
@@ -1016,7 +1040,8 @@ def segment_files(
         checkpoint: checkpoint path, recorded in ``parts.json`` and compared on a rerun.
         progress: show a progress bar.
         crop: object-centric inference, ``"auto"``, ``"object"`` or ``"none"`` (:func:`segment_images`).
-        padding: per-side padding of the object crop (the checkpoint's ``data.padding_frac``).
+        padding: per-side padding of the object crop; None = the checkpoint's ``data.padding_frac``
+            (:func:`inference_padding`).
 
     Returns:
         A :class:`SegmentSummary`.
@@ -1034,6 +1059,7 @@ def segment_files(
             f"background={background!r} cannot be combined with masks: masks define the background"
         )
     size = inference_size(model, size)
+    padding = inference_padding(model, padding)
     if size < 1 or batch_size < 1:
         raise ValueError(f"size and batch_size must be >= 1, got size={size}, batch_size={batch_size}")
     out = Path(out_dir).expanduser()

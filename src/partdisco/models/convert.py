@@ -512,7 +512,14 @@ def segmenter_from_checkpoint_dict(ckpt: Mapping[str, Any]) -> Segmenter:
         seg, _raw_state_dict(ckpt, "partdisco", "partdisco checkpoint"), "partdisco checkpoint"
     )
     seg.image_size = trained_image_size(ckpt)
+    seg.crop_padding = trained_crop_padding(ckpt)
     return seg
+
+
+def _trained_data_value(ckpt: Mapping[str, Any], key: str) -> Any:
+    run = ckpt.get("config")
+    data = run.get("data") if isinstance(run, Mapping) else None
+    return data.get(key) if isinstance(data, Mapping) else None
 
 
 def trained_image_size(ckpt: Mapping[str, Any]) -> int | None:
@@ -522,10 +529,21 @@ def trained_image_size(ckpt: Mapping[str, Any]) -> int | None:
         >>> trained_image_size({"config": {"data": {"image_size": 96}}}), trained_image_size({})
         (96, None)
     """
-    run = ckpt.get("config")
-    data = run.get("data") if isinstance(run, Mapping) else None
-    size = data.get("image_size") if isinstance(data, Mapping) else None
+    size = _trained_data_value(ckpt, "image_size")
     return int(size) if isinstance(size, int) and size > 0 else None
+
+
+def trained_crop_padding(ckpt: Mapping[str, Any]) -> float | None:
+    """The training crop padding stored in one of our checkpoints (``config.data.padding_frac``), or None.
+
+    Example:
+        >>> trained_crop_padding({"config": {"data": {"padding_frac": 0.1}}}), trained_crop_padding({})
+        (0.1, None)
+    """
+    padding = _trained_data_value(ckpt, "padding_frac")
+    if isinstance(padding, bool) or not isinstance(padding, (int, float)):
+        return None
+    return float(padding) if 0.0 <= padding < 1.0 else None
 
 
 def load_segmenter(path: str | os.PathLike[str], allow_pickle: bool = False) -> Segmenter:

@@ -209,6 +209,8 @@ class Segmenter(nn.Module):
             (normalisation only; it does not resize).
         image_size: the side of the square images it was trained on, when known (from our checkpoints),
             else None; :func:`partdisco.segment` and ``partdisco segment`` resize to it by default.
+        crop_padding: the training crop's padding per side (``data.padding_frac``), when known, else None;
+            the object-centric crop of :func:`partdisco.segment` and ``partdisco segment`` uses it by default.
     """
 
     def __init__(
@@ -230,9 +232,10 @@ class Segmenter(nn.Module):
         self.background_channel = bool(background_channel)
         self.out_channels = self.num_parts + int(self.background_channel)
         self.preprocess = preprocess if preprocess is not None else preprocess_for(spec.normalization)
-        # Square side of the training images when known (set when loading one of our checkpoints):
-        # inference resizes the shorter image side to it by default (engine.segment.inference_size).
+        # Square side of the training images and the training crop's padding when known (set when loading
+        # one of our checkpoints): inference uses them by default (engine.segment.inference_size / _padding).
         self.image_size: int | None = None
+        self.crop_padding: float | None = None
         for name, module in build_trunk(spec.trunk).items():
             self.add_module(name, module)  # flat names: conv1, bn1, relu, maxpool, layer1..layer4
         start, stop = spec.head_channels
