@@ -101,7 +101,7 @@ def make_overlays(work: Path, root: Path, out_png: Path, n: int = 5) -> None:
     """Before / after picture: input | masks model on the whole image (before) | the same with the object
     crop | mask-free model, whole image, no mask (label 0 = its predicted background)."""
     from partdisco.api import load
-    from partdisco.engine.segment import segment_images
+    from partdisco.engine.inference import segment_images
     from partdisco.visualise import overlay, save_png
 
     names = [line.strip() for line in (root / "test.txt").read_text().splitlines() if line.strip()][:n]

@@ -25,7 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu_model  # noqa: E402
 
-from partdisco.metrics import DEEPFASHION_EVAL_ALIGN, ContingencyTable, logits_to_labels
+from partdisco.geometry.logits import ALIGN_PIXELS
+from partdisco.metrics import ContingencyTable, logits_to_labels
 
 
 def make_chunk(
@@ -71,7 +72,7 @@ def main() -> None:
         logits, gt = logits.to(device), gt.to(device)
         sync()
         t1 = time.perf_counter()
-        labels = logits_to_labels(logits, (args.size, args.size), align_corners=DEEPFASHION_EVAL_ALIGN)
+        labels = logits_to_labels(logits, (args.size, args.size), align_corners=ALIGN_PIXELS)
         sync()
         t2 = time.perf_counter()
         table.update(labels, gt, valid=gt != 0)  # FG protocol: GT-foreground pixels only

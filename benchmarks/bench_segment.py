@@ -38,7 +38,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu_model  # noqa: E402
 
-from partdisco.engine.segment import segment_files, segment_images
+from partdisco.engine.inference import segment_images
+from partdisco.engine.segment import segment_files
 from partdisco.models import create_segmenter
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -43,19 +43,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu_model  # noqa: E402
 from naive_reference import draw_step_randomness, naive_reference_step  # noqa: E402
 
 from partdisco.config import EvalConfig, LossConfig, OptimConfig  # noqa: E402
-from partdisco.data import collate  # noqa: E402
+from partdisco.data import PartsDataset, collate  # noqa: E402
 from partdisco.data.synthetic import SyntheticParts  # noqa: E402
 from partdisco.engine.evaluate import evaluate  # noqa: E402
 from partdisco.engine.precision import autocast_ctx, make_scaler  # noqa: E402
 from partdisco.engine.train import (  # noqa: E402
+    Learner,
     StepInputs,
+    draw_step,
     make_optimizer,
     set_train_mode,
     step_generator,
@@ -115,17 +116,18 @@ def time_calls(fn: Callable[[int], Any], warmup: int, steps: int, device: torch.
 def synthetic_batch(batch: int, size: int, device: torch.device) -> StepInputs:
     """The first ``batch`` built-in synthetic training images (binary foreground masks)."""
     samples = collate([SyntheticParts(batch, size, split="train")[i] for i in range(batch)])
-    return StepInputs(image=samples["image"].to(device), fg_mask=samples["fg_mask"].to(device))
+    return StepInputs(image=samples.image.to(device), fg_mask=samples.fg_mask.to(device))
 
 
-class InMemory(Dataset):
+class InMemory(PartsDataset):
     """Pre-rendered samples, so that evaluation timing does not include rendering synthetic scenes."""
 
-    def __init__(self, source: Any, n: int) -> None:
+    def __init__(self, source: PartsDataset, n: int) -> None:
+        super().__init__()
         self.samples = [source[i] for i in range(n)]
-        self.keypoint_names = getattr(source, "keypoint_names", None)
-        self.part_names = getattr(source, "part_names", None)
-        self.has_masks = getattr(source, "has_masks", True)
+        self.keypoint_names = source.keypoint_names
+        self.part_names = source.part_names
+        self.has_masks = source.has_masks
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -148,31 +150,28 @@ def measure_train(config: str, args: argparse.Namespace, device: torch.device) -
     optimizer = make_optimizer(model, optim_cfg)
     scaler = make_scaler(device, precision)
     objective = Objective(loss_cfg, background_channel=model.background_channel)
-    net = torch.compile(model) if fast and args.compile else model
+    learner = Learner(
+        model=model,
+        features_net=features_net,
+        objective=objective,
+        optimizer=optimizer,
+        scaler=scaler,
+        net=torch.compile(model) if fast and args.compile else model,
+        precision=precision,
+        clip_grad=optim_cfg.clip_grad,
+        channels_last=fast,
+    )
     set_train_mode(model, freeze_bn=False)
     totals: list[torch.Tensor] = []
 
     def step(i: int) -> None:
-        generator = step_generator(SEED, i)
         if config == "naive":
-            draws = draw_step_randomness(args.batch, args.parts, generator, loss_cfg)
+            draws = draw_step_randomness(args.batch, args.parts, step_generator(SEED, i), loss_cfg)
             terms = naive_reference_step(
                 model, features_net, inputs, optimizer, draws, loss_cfg, clip_grad=optim_cfg.clip_grad
             )
         else:
-            terms = train_step(
-                net,
-                features_net,
-                objective,
-                inputs,
-                optimizer,
-                scaler,
-                generator,
-                loss_cfg,
-                precision=precision,
-                clip_grad=optim_cfg.clip_grad,
-                channels_last=fast,
-            )
+            terms = train_step(learner, inputs, draw_step(SEED, i, loss_cfg, args.batch))
         totals.append(terms["total"])
 
     setup_rss = peak_rss_mib()

@@ -37,7 +37,7 @@ from machine import cpu_model  # noqa: E402
 from partdisco.config import LossConfig, OptimConfig
 from partdisco.data.synthetic import SyntheticParts
 from partdisco.engine.precision import make_scaler
-from partdisco.engine.train import StepInputs, make_optimizer, set_train_mode, step_generator, train_step
+from partdisco.engine.train import Learner, StepInputs, draw_step, make_optimizer, set_train_mode, train_step
 from partdisco.losses import Objective
 from partdisco.models import build_feature_extractor
 from partdisco.models.vit import VisionTransformer, ViTSpec, random_state_dict
@@ -99,19 +99,13 @@ def train_rows(args: argparse.Namespace) -> list[str]:
         optimizer = make_optimizer(model, OptimConfig(name="adamw", lr=1e-4))
         scaler = make_scaler(torch.device("cpu"), "fp32")
         objective = Objective(loss_cfg, background_channel=False)
+        learner = Learner(
+            model=model, features_net=phi, objective=objective, optimizer=optimizer, scaler=scaler
+        )
         steps = iter(range(10_000))
 
-        def step(
-            model=model,
-            optimizer=optimizer,
-            scaler=scaler,
-            objective=objective,
-            loss_cfg=loss_cfg,
-            steps=steps,
-        ) -> None:
-            train_step(
-                model, phi, objective, inputs, optimizer, scaler, step_generator(0, next(steps)), loss_cfg
-            )
+        def step(learner=learner, loss_cfg=loss_cfg, steps=steps) -> None:
+            train_step(learner, inputs, draw_step(0, next(steps), loss_cfg, inputs.image.shape[0]))
 
         best, median = timed(step, args.repeats)
         rows.append(

@@ -10,7 +10,15 @@ import torch
 
 from partdisco.config import LossConfig, OptimConfig
 from partdisco.engine.precision import make_scaler
-from partdisco.engine.train import StepInputs, make_optimizer, set_train_mode, step_generator, train_step
+from partdisco.engine.train import (
+    Learner,
+    StepInputs,
+    draw_step,
+    make_optimizer,
+    set_train_mode,
+    step_generator,
+    train_step,
+)
 from partdisco.geometry.color import apply_color_jitter, rgb_to_lab, sample_jitter_params
 from partdisco.geometry.warps import sample_warp_params, warp_grid
 from partdisco.losses import (
@@ -75,16 +83,14 @@ def test_naive_step_equals_train_step(monkeypatch):
     inputs = StepInputs(image=image, fg_mask=mask)
 
     def ours_step(model):
-        return train_step(
-            model,
-            features_net,
-            Objective(cfg),
-            inputs,
-            make_optimizer(model, OptimConfig()),
-            make_scaler(torch.device("cpu"), "fp32"),
-            step_generator(1234, 7),
-            cfg,
+        learner = Learner(
+            model=model,
+            features_net=features_net,
+            objective=Objective(cfg),
+            optimizer=make_optimizer(model, OptimConfig()),
+            scaler=make_scaler(torch.device("cpu"), "fp32"),
         )
+        return train_step(learner, inputs, draw_step(1234, 7, cfg, B))
 
     ours = ours_step(ours_model)
 

@@ -39,7 +39,7 @@ KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
         "partdisco.cli.segment",
         "partdisco.engine.segment",
     ): "segment CLI runs the engine's folder app",
-    ("partdisco.cli.segment", "partdisco.engine.train"): "segment CLI imports resolve_device from training",
+    ("partdisco.cli.segment", "partdisco.engine.inference"): "segment CLI imports resolve_device itself",
     ("partdisco.cli.segment", "partdisco.models.convert"): "segment CLI detects checkpoint layouts itself",
     ("partdisco.cli.convert", "partdisco.models.convert"): "convert CLI has no API function to call",
     ("partdisco.cli.data", "partdisco.data.check"): "data check CLI has no API function to call",

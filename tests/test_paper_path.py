@@ -12,7 +12,15 @@ import torch
 from partdisco.config import ConfigError, LossConfig, ModelConfig, OptimConfig, load_config
 from partdisco.engine.precision import make_scaler
 from partdisco.engine.schedule import lr_factor
-from partdisco.engine.train import StepInputs, make_optimizer, set_train_mode, step_generator, train_step
+from partdisco.engine.train import (
+    Learner,
+    StepInputs,
+    draw_step,
+    make_optimizer,
+    set_train_mode,
+    step_generator,
+    train_step,
+)
 from partdisco.geometry.warps import WARP_ALIGN, warp_grid
 from partdisco.losses import Objective
 from partdisco.models import build_feature_extractor, create_segmenter
@@ -88,16 +96,14 @@ def test_warped_view_out_of_bounds_pixels_are_zero_input(arch, preprocess):
     model = create_segmenter(arch, num_parts=3, preprocess=preprocess)
     set_train_mode(model, freeze_bn=False)
     inputs_seen = _capture_inputs(model)
-    train_step(
-        model,
-        build_feature_extractor("texture", None),
-        Objective(cfg),
-        StepInputs(image=image, fg_mask=mask),
-        make_optimizer(model, OptimConfig()),
-        make_scaler(torch.device("cpu"), "fp32"),
-        step_generator(1234, 0),
-        cfg,
+    learner = Learner(
+        model=model,
+        features_net=build_feature_extractor("texture", None),
+        objective=Objective(cfg),
+        optimizer=make_optimizer(model, OptimConfig()),
+        scaler=make_scaler(torch.device("cpu"), "fp32"),
     )
+    train_step(learner, StepInputs(image=image, fg_mask=mask), draw_step(1234, 0, cfg, B))
     assert len(inputs_seen) == 2
     # replay the step's warp draw: jitter for 2B views comes first, then the B warps
     from partdisco.engine.train import sample_step_jitter, sample_step_warps

@@ -10,9 +10,15 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from partdisco.config import ConfigError, RunConfig, load_config, parse_overrides
+
+if TYPE_CHECKING:  # the heavy modules load when a function needs them: `partdisco --help` stays fast
+    import numpy as np
+
+    from partdisco.models.segmenter import Segmenter
+    from partdisco.models.vit import VisionTransformer
 
 
 def resolve_train_config(
@@ -57,11 +63,12 @@ def train(cfg: RunConfig | list[str] | None = None) -> Path:
     return fit(cfg)
 
 
-def load(path: str | Path, device: str = "cpu") -> Any:
+def load(path: str | Path, device: str = "cpu") -> Segmenter:
     """Load a segmenter from our checkpoint, a released unsup-parts checkpoint or a SCOPS state dict.
 
     Returns:
-        A ``Segmenter`` in eval mode on ``device``; ``model.preprocess`` turns RGB [0, 1] images into its
+        A ``Segmenter`` (or, for ``model.arch=vit`` checkpoints, a ``ViTSegmenter`` with the same
+        interface) in eval mode on ``device``; ``model.preprocess`` turns RGB [0, 1] images into its
         input, and ``model(x)`` returns part logits (B, K or K + 1, h, w).
     """
     from partdisco.models.convert import load_segmenter
@@ -69,7 +76,7 @@ def load(path: str | Path, device: str = "cpu") -> Any:
     return load_segmenter(path).to(device).eval()
 
 
-def load_backbone(path: str | Path, device: str = "cpu") -> Any:
+def load_backbone(path: str | Path, device: str = "cpu") -> VisionTransformer:
     """Load a local DINO (v1) or DINOv2 ViT file as a frozen feature extractor; nothing is downloaded.
 
     Args:
@@ -115,7 +122,7 @@ def evaluate_checkpoint(
     from partdisco.config import apply_overrides, config_from_dict, validate_data
     from partdisco.data import build_dataset
     from partdisco.engine.evaluate import evaluate
-    from partdisco.engine.train import resolve_device
+    from partdisco.engine.inference import resolve_device
     from partdisco.models.convert import (
         load_file,
         resolve_checkpoint_path,
@@ -183,7 +190,7 @@ def evaluate_checkpoint(
         checkpoint=str(checkpoint),
         dataset=cfg.data.name,
         split=cfg.eval.split,
-        skipped_images=list(getattr(test_set, "skipped", [])),
+        skipped_images=list(test_set.skipped),
     )
     if out_path.is_dir():
         out_path = out_path / f"metrics-{cfg.data.name}-{cfg.eval.split}.json"
@@ -384,7 +391,7 @@ def _mask_to_float(mask: Any, index: int) -> Any:
 
 
 def segment(
-    model: Any,
+    model: Segmenter | str | Path,
     images: Any,
     *,
     masks: Any = None,
@@ -394,7 +401,7 @@ def segment(
     device: str | None = None,
     crop: str = "auto",
     padding: float | None = None,
-) -> tuple[Any, Any]:
+) -> tuple[np.ndarray, np.ndarray] | tuple[list[np.ndarray], list[np.ndarray]]:
     """Segment images into parts; arrays in, arrays out (no files written).
 
     Images can be file paths, PIL images, numpy arrays (H, W), (H, W, 1|3|4) or torch tensors (C, H, W):
@@ -440,8 +447,7 @@ def segment(
     """
     import numpy as np
 
-    from partdisco.engine.segment import segment_images
-    from partdisco.engine.train import resolve_device
+    from partdisco.engine.inference import resolve_device, segment_images
 
     if isinstance(model, (str, Path)):
         model = load(model, device=str(resolve_device(device or "auto")))
@@ -471,7 +477,7 @@ def segment(
         padding=padding,
     )
     labels = [r.labels for r in results]
-    probs = [r.probs for r in results]
+    probs = [r.probs for r in results if r.probs is not None]  # with_probs=True: one per image
     if is_batch:
         return np.stack(labels), np.stack(probs)
     if is_list:

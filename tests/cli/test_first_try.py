@@ -95,7 +95,7 @@ def test_api_and_cli_segment_agree_at_the_checkpoint_size(tmp_path, capsys):
 
 
 def test_fresh_model_default_size_is_256():
-    from partdisco.engine.segment import DEFAULT_IMAGE_SIZE, inference_size
+    from partdisco.engine.inference import DEFAULT_IMAGE_SIZE, inference_size
 
     seg = create_segmenter("resnet18", 3)
     assert seg.image_size is None and inference_size(seg) == DEFAULT_IMAGE_SIZE == 256
@@ -288,9 +288,9 @@ class TestShareableOutputs:
         assert "0: background" in html and "background: mask" in html
 
     def test_border_without_border_part_says_so(self, tmp_path, capsys, monkeypatch):
-        import partdisco.engine.segment as seg_mod
+        import partdisco.engine.inference as inference_mod
 
-        monkeypatch.setattr(seg_mod, "border_background_parts", lambda labels: [])
+        monkeypatch.setattr(inference_mod, "border_background_parts", lambda labels: [])
         run = make_run(tmp_path / "run")
         photos = write_photos(tmp_path / "photos", n=2)
         out = tmp_path / "parts"
@@ -306,7 +306,7 @@ class TestShareableOutputs:
         assert "background: none (--background border found no part" in (out / "index.html").read_text()
 
     def test_border_postprocess_values(self):
-        from partdisco.engine.segment import BORDER_NOT_FOUND, _postprocess
+        from partdisco.engine.inference import BORDER_NOT_FOUND, _postprocess
 
         probs = torch.zeros(4, 8, 8)
         probs[0, :4, :4] = probs[1, :4, 4:] = probs[2, 4:, :4] = probs[3, 4:, 4:] = 1.0  # quadrants
@@ -387,7 +387,17 @@ def test_part_diagnostics_values():
 
     red = torch.zeros(3, 8, 8)
     red[0] = 1.0
-    samples = [{"image": red.clone(), "fg_mask": torch.ones(1, 8, 8)} for _ in range(3)]
+    samples = [
+        {
+            "image": red.clone(),
+            "fg_mask": torch.ones(1, 8, 8),
+            "bbox": torch.tensor([0.0, 0.0, 8.0, 8.0]),
+            "class_id": torch.tensor(0),
+            "index": torch.tensor(i),
+            "name": f"red{i}",
+        }
+        for i in range(3)
+    ]
     diag = part_diagnostics(Halves(), samples, torch.device("cpu"), batch_size=2)
     assert diag["images"] == 3
     left, right = diag["parts"]

@@ -2,10 +2,11 @@ import torch
 from torch import nn
 
 from partdisco.config import EvalConfig
+from partdisco.data import PartsDataset
 from partdisco.engine.evaluate import evaluate, iterate_batches
 
 
-class LabelImages(torch.utils.data.Dataset):
+class LabelImages(PartsDataset):
     """Images whose red channel encodes the GT part (1..3), background 0; one keypoint per part."""
 
     part_names = ["a", "b", "c"]
@@ -13,6 +14,7 @@ class LabelImages(torch.utils.data.Dataset):
     has_masks = True
 
     def __init__(self, n=6, size=12, sizes=None):
+        super().__init__()
         self.n, self.size, self.sizes = n, size, sizes
 
     def __len__(self):

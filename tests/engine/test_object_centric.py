@@ -18,7 +18,8 @@ from partdisco.data.transforms import crop_resize_labels
 from partdisco.engine.crop import crop_input, object_crop, paste_probs
 from partdisco.engine.evaluate import evaluate
 from partdisco.engine.evaluate_full import evaluate_full_images
-from partdisco.engine.segment import segment_files, segment_images
+from partdisco.engine.inference import segment_images
+from partdisco.engine.segment import segment_files
 from partdisco.metrics.clustering import clustering_scores
 
 # Colour prototypes of the synthetic creatures' parts (head red, body blue, wings green, tail purple).

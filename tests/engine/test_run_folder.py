@@ -178,12 +178,12 @@ def test_exploded_weights_stop_before_a_checkpoint_is_called_good(tiny_overrides
     real = train_mod.train_step
     calls = {"n": 0}
 
-    def poisoned(model, *args, **kwargs):
-        terms = real(model, *args, **kwargs)
+    def poisoned(learner, *args, **kwargs):
+        terms = real(learner, *args, **kwargs)
         calls["n"] += 1
         if calls["n"] == 2:  # after the last loss: the loss stays finite, one weight explodes
             with torch.no_grad():
-                next(model.parameters()).view(-1)[0] = float("inf")
+                next(learner.model.parameters()).view(-1)[0] = float("inf")
         return terms
 
     monkeypatch.setattr(train_mod, "train_step", poisoned)

@@ -11,19 +11,15 @@ from torch import nn
 
 import partdisco
 from partdisco.data.io import SizeMismatchError
-from partdisco.engine.segment import (
-    InputImage,
+from partdisco.engine.inference import (
     border_background_parts,
-    collect_images,
-    find_mask,
     image_to_tensor,
     labels_from_probs,
-    output_paths,
     predict_probs,
     processing_size,
-    segment_files,
     segment_images,
 )
+from partdisco.engine.segment import InputImage, collect_images, find_mask, output_paths, segment_files
 from partdisco.models import create_segmenter
 
 

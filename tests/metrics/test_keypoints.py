@@ -9,9 +9,8 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.preprocessing import StandardScaler
 
 import partdisco.metrics.keypoints as keypoints_module
+from partdisco.geometry.logits import ALIGN_KEYPOINTS, ALIGN_PIXELS, ALIGN_TRAIN
 from partdisco.metrics import (
-    CUB_EVAL_ALIGN,
-    DEEPFASHION_EVAL_ALIGN,
     KeypointNMI,
     KeypointRegressor,
     all_classes_protocol,
@@ -30,9 +29,11 @@ def test_doctests() -> None:
     assert result.attempted > 0 and result.failed == 0
 
 
-@pytest.mark.parametrize("align, reference", [(CUB_EVAL_ALIGN, False), (DEEPFASHION_EVAL_ALIGN, True)])
+@pytest.mark.parametrize(
+    "align, reference", [(ALIGN_KEYPOINTS, False), (ALIGN_PIXELS, True), (ALIGN_TRAIN, True)]
+)
 def test_reference_align_constants(align: bool, reference: bool) -> None:
-    """Labels made with each data set's constant are the reference notebook's interpolate + argmax."""
+    """Labels made with each protocol's constant are the reference's interpolate + argmax."""
     logits = torch.randn(2, 4, 5, 5, generator=torch.Generator().manual_seed(0))
     expected = F.interpolate(logits, size=(17, 17), mode="bilinear", align_corners=reference).argmax(1)
     other = F.interpolate(logits, size=(17, 17), mode="bilinear", align_corners=not reference).argmax(1)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import partdisco
 from partdisco.api import evaluate_checkpoint, resolve_train_config
 from partdisco.config import ModelConfig
-from partdisco.engine.segment import segment_images
+from partdisco.engine.inference import segment_images
 from partdisco.engine.train import fit
 from partdisco.models import (
     IMAGENET,

@@ -83,8 +83,8 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         0, also when some files were unreadable (they are listed); 1 when no image could be read.
     """
+    from partdisco.engine.inference import resolve_device
     from partdisco.engine.segment import default_out_dir, segment_files
-    from partdisco.engine.train import resolve_device
     from partdisco.models.convert import (
         load_file,
         resolve_checkpoint_path,

@@ -1,18 +1,15 @@
 """Data sets and batching.
 
-``build_dataset(cfg, split, train)`` returns a torch Dataset whose items are the sample dicts described in
-``docs/ARCHITECTURE.md``; ``collate`` stacks them into a batch dict.
+``build_dataset(cfg, split, train)`` returns a :class:`PartsDataset` whose items are the sample dicts
+described in ``docs/ARCHITECTURE.md``; ``collate`` stacks them into a typed :class:`Batch`.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
-
-import torch
-from torch.utils.data import Dataset
 
 from partdisco.config import DataConfig
+from partdisco.data.batch import Batch, PartsDataset, collate
 
 _BUILDERS = {
     "synthetic": "partdisco.data.synthetic",
@@ -28,7 +25,7 @@ def list_datasets() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def build_dataset(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> Dataset:
+def build_dataset(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> PartsDataset:
     """Build a data set split.
 
     Args:
@@ -38,7 +35,7 @@ def build_dataset(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> Da
         seed: the run's seed; augmentations are drawn from (seed, epoch, index) (``data/io.py``).
 
     Returns:
-        A Dataset of sample dicts.
+        A :class:`PartsDataset` of sample dicts.
 
     Raises:
         ValueError: unknown data set name.
@@ -49,35 +46,4 @@ def build_dataset(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> Da
     return module.build(cfg, split, train, seed=seed)
 
 
-def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack sample dicts into a batch dict (tensors stacked, strings listed).
-
-    Raises:
-        ValueError: samples with different keys or image sizes (name the first offending sample).
-    """
-    if not samples:
-        raise ValueError("cannot collate an empty list of samples")
-    keys = samples[0].keys()
-    batch: dict[str, Any] = {}
-    for s in samples[1:]:
-        if s.keys() != keys:
-            raise ValueError(
-                f"sample {s.get('name')!r} has keys {sorted(s)} but the first has {sorted(keys)}"
-            )
-    for key in keys:
-        values = [s[key] for s in samples]
-        if isinstance(values[0], torch.Tensor):
-            shapes = {tuple(v.shape) for v in values}
-            if len(shapes) > 1:
-                raise ValueError(
-                    f"cannot batch {key!r} of different shapes {sorted(shapes)}; use batch size 1"
-                )
-            batch[key] = torch.stack(values)
-        elif isinstance(values[0], (int, float)):
-            batch[key] = torch.tensor(values)
-        else:
-            batch[key] = values
-    return batch
-
-
-__all__ = ["build_dataset", "collate", "list_datasets"]
+__all__ = ["Batch", "PartsDataset", "build_dataset", "collate", "list_datasets"]

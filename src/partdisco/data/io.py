@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from partdisco.data.batch import PartsDataset
 
 logger = logging.getLogger(__name__)
 
@@ -305,7 +306,7 @@ def check_same_size(
         )
 
 
-class SampleDataset(torch.utils.data.Dataset):
+class SampleDataset(PartsDataset):
     """Base class of the file-backed data sets: per-sample RNG and skipping of unreadable files.
 
     Subclasses implement ``__len__``, :meth:`sample_name` and :meth:`load_sample`. ``__getitem__`` takes an
@@ -316,22 +317,15 @@ class SampleDataset(torch.utils.data.Dataset):
 
     With ``num_workers > 0`` each worker keeps its own :attr:`skipped` list; the warnings are the record.
 
+    What the data set provides (``has_masks``, ``keypoint_names``, ...) is declared as in
+    :class:`partdisco.data.batch.PartsDataset`.
+
     Attributes:
-        keypoint_names: names of the N keypoints, or None.
-        part_names: names of ground-truth labels 1..P, or None.
-        has_masks: whether ``fg_mask`` comes from annotations (False: all ones).
-        flip_permutation: keypoint row order after a horizontal flip (N ints), or None.
-        skipped: names of samples skipped because a file could not be read.
         augment: whether samples are randomly augmented (training crops / flips).
         strict: raise on an unreadable file instead of skipping it.
         seed: the run's seed, mixed into every sample's generator.
         epoch: the epoch used when the data set is indexed by a plain index (see :meth:`set_epoch`).
     """
-
-    keypoint_names: list[str] | None = None
-    part_names: list[str] | None = None
-    has_masks: bool = True
-    flip_permutation: list[int] | None = None
 
     def __init__(self, *, augment: bool, strict: bool, seed: int = 0) -> None:
         super().__init__()
@@ -339,7 +333,6 @@ class SampleDataset(torch.utils.data.Dataset):
         self.strict = bool(strict)
         self.seed = int(seed)
         self.epoch = 0
-        self.skipped: list[str] = []
         self._bad: set[int] = set()
 
     def __len__(self) -> int:  # pragma: no cover - abstract

@@ -81,6 +81,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from partdisco.config import DataConfig
+from partdisco.data.batch import PartsDataset
 
 logger = logging.getLogger(__name__)
 
@@ -852,7 +853,7 @@ def sample_name(split: str, index: int) -> str:
 # Dataset
 
 
-class SyntheticParts(torch.utils.data.Dataset):
+class SyntheticParts(PartsDataset):
     """The procedural creatures as a map-style data set (the ``synthetic`` entry of ``build_dataset``).
 
     Args:
@@ -890,6 +891,7 @@ class SyntheticParts(torch.utils.data.Dataset):
             raise ValueError(f"synthetic data: image_size must be >= 16 pixels, got {image_size}")
         _split_id(split)
         _check_num_parts(num_parts)
+        super().__init__()
         self.n = int(n)
         self.image_size = int(image_size)
         self.split = split
@@ -898,7 +900,6 @@ class SyntheticParts(torch.utils.data.Dataset):
         self.part_names: list[str] = part_names_for(num_parts)
         self.keypoint_names: list[str] = keypoint_names_for(num_parts)
         self.flip_permutation: list[int] = flip_permutation_for(num_parts)
-        self.skipped: list[str] = []
         self._cache: dict[int, dict[str, np.ndarray]] | None = {} if cache else None
 
     def __len__(self) -> int:

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from partdisco.engine.evaluate import iterate_batches
-from partdisco.engine.train import predict_labels
+from partdisco.engine.inference import predict_labels
 from partdisco.geometry.color import rgb_to_lab
 from partdisco.models import Segmenter
 
@@ -55,8 +55,8 @@ def part_diagnostics(
     positions: list[list[torch.Tensor]] = [[] for _ in range(K)]
     n = 0
     for batch in iterate_batches(dataset, batch_size, max_images):
-        image = batch["image"].to(device)  # (B, 3, H, W)
-        fg = batch["fg_mask"].to(device)  # (B, 1, H, W)
+        image = batch.image.to(device)  # (B, 3, H, W)
+        fg = batch.fg_mask.to(device)  # (B, 1, H, W)
         labels = predict_labels(model, image, fg)  # (B, H, W), 0 = background
         lab = rgb_to_lab(image)  # (B, 3, H, W)
         B, H, W = labels.shape

@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch.utils.data import Dataset
 
 from partdisco.config import EvalConfig
-from partdisco.data import collate
+from partdisco.data import Batch, PartsDataset, collate
 from partdisco.engine import distributed as dist_utils
+from partdisco.engine.inference import network_logits
+from partdisco.geometry.logits import ALIGN_KEYPOINTS, ALIGN_PIXELS, upsample_logits
 from partdisco.metrics.baselines import assign_to_centers, bbox_normalized_grid, kmeans
 from partdisco.metrics.clustering import ContingencyTable, clustering_scores
 from partdisco.metrics.keypoints import (
@@ -44,13 +44,11 @@ from partdisco.metrics.keypoints import (
 from partdisco.metrics.matching import hungarian_miou
 
 log = logging.getLogger("partdisco.evaluate")
-EVAL_ALIGN = False  # ref: CUB eval notebook upsamples with align_corners=False (keypoints, regression)
-PIXEL_ALIGN = True  # ref: DeepFashion eval notebook upsamples with align_corners=True (pixel protocol)
 
 
 def iterate_batches(
-    dataset: Dataset, batch_size: int, max_images: int | None = None
-) -> Iterator[dict[str, Any]]:
+    dataset: PartsDataset, batch_size: int, max_images: int | None = None
+) -> Iterator[Batch]:
     """Batches of consecutive samples of equal image size, sharded over ranks (rank r takes r::world)."""
     n = len(dataset)  # type: ignore[arg-type]
     if max_images is not None:
@@ -92,8 +90,8 @@ def _fg_and_full_labels(
 
 
 def _part_logits(model: torch.nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    logits = model(model.preprocess(image)).float()  # (B, K(+1), h, w)
-    if getattr(model, "background_channel", False):
+    logits = network_logits(model, image)  # (B, K(+1), h, w)
+    if model.background_channel:
         return logits[:, 1:], logits
     return logits, None
 
@@ -111,17 +109,20 @@ class _Accumulator:
         self,
         fg_labels: torch.Tensor,
         full_labels: torch.Tensor | None,
-        batch: dict[str, Any],
+        keypoints: torch.Tensor | None,
+        parts: torch.Tensor | None,
         pixel_labels: tuple[torch.Tensor, torch.Tensor | None] | None = None,
     ) -> None:
         """Count one batch.
 
         fg_labels: (B, H, W) in [0, K); full_labels: (B, H, W) in [0, K] with 0 = background (keypoint
-        protocol); pixel_labels: the same pair for the pixel protocol when it upsamples differently.
+        protocol); keypoints: (B, N, 3) when keypoints are scored; parts: (B, H, W) GT labels when pixels
+        are scored; pixel_labels: the (fg, full) pair for the pixel protocol when it upsamples differently.
         """
         device = fg_labels.device
         if self.kp_fg is not None:
-            kps = batch["keypoints"].to(device)
+            assert keypoints is not None
+            kps = keypoints.to(device)
             pred, kp_index = labels_at_keypoints(fg_labels, kps)
             self.kp_fg.update(pred, kp_index)
             if full_labels is not None and self.kp_full is not None:
@@ -130,7 +131,8 @@ class _Accumulator:
         if self.px_fg is not None and self.px_full is not None:
             if pixel_labels is not None:
                 fg_labels, full_labels = pixel_labels
-            gt = batch["parts"].to(device)
+            assert parts is not None
+            gt = parts.to(device)
             self.px_fg.update(fg_labels, gt)
             if full_labels is not None:
                 self.px_full.update(full_labels, gt)
@@ -176,7 +178,7 @@ class _PredictedBackground:
         self.inter_union = torch.zeros(2, dtype=torch.float64, device=device)
 
     def update(
-        self, kp_labels: torch.Tensor, px_labels: torch.Tensor, fg_mask: torch.Tensor, batch: dict[str, Any]
+        self, kp_labels: torch.Tensor, px_labels: torch.Tensor, fg_mask: torch.Tensor, batch: Batch
     ) -> None:
         """kp_labels / px_labels: (B, H, W) in [0, K], 0 = predicted background; fg_mask: (B, 1, H, W)."""
         device = px_labels.device
@@ -186,10 +188,10 @@ class _PredictedBackground:
             [(pred_fg & gt_fg).sum(), (pred_fg | gt_fg).sum()]
         ).to(self.inter_union)
         if self.kp is not None:
-            pred, kp_index = labels_at_keypoints(kp_labels, batch["keypoints"].to(device))
+            pred, kp_index = labels_at_keypoints(kp_labels, batch.keypoints.to(device))
             self.kp.update(pred, kp_index)
         if self.px is not None:
-            self.px.update(px_labels, batch["parts"].to(device))
+            self.px.update(px_labels, batch.parts.to(device))
 
     def results(self) -> dict[str, float]:
         for table in (self.kp, self.px):
@@ -221,7 +223,7 @@ def _plain(obj: Any) -> Any:
 
 @torch.no_grad()
 def fit_xy_baseline(
-    dataset: Dataset, k: int, seed: int = 0, images: int = 200, per_image: int = 256
+    dataset: PartsDataset, k: int, seed: int = 0, images: int = 200, per_image: int = 256
 ) -> torch.Tensor:
     """k-means centres of bbox-normalised foreground pixel positions, sampled from a data set split."""
     gen = torch.Generator().manual_seed(seed)
@@ -245,12 +247,12 @@ def fit_xy_baseline(
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
-    dataset: Dataset,
+    dataset: PartsDataset,
     cfg: EvalConfig,
     device: torch.device,
     *,
-    regression_dataset: Dataset | None = None,
-    baseline_dataset: Dataset | None = None,
+    regression_dataset: PartsDataset | None = None,
+    baseline_dataset: PartsDataset | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a segmenter on a data set split.
@@ -274,21 +276,21 @@ def evaluate(
     k = int(model.num_parts)
     first = dataset[0]
     num_keypoints = int(first["keypoints"].shape[0]) if "keypoints" in first else 0
-    part_names = getattr(dataset, "part_names", None)
+    part_names = dataset.part_names
     num_gt_parts = len(part_names) if "parts" in first and part_names else 0
     if "parts" in first and not num_gt_parts:
         num_gt_parts = int(max(int(dataset[i]["parts"].max()) for i in range(min(len(dataset), 50))))  # type: ignore[arg-type]
-    has_mask = bool(getattr(dataset, "has_masks", True))
+    has_mask = dataset.has_masks
     # DeepFashion's published Full protocol: labels = mask level * (argmax + 1) over every pixel (ref
     # get_full_nmi_ari); it replaces the pixel protocol's FG / mIoU numbers on those unpadded images
     level_table = None
-    if getattr(dataset, "full_labels", None) == "mask_levels" and num_gt_parts:
+    if dataset.full_labels == "mask_levels" and num_gt_parts:
         level_table = ContingencyTable(255 * k + 1, num_gt_parts + 1, device=device)
         num_gt_parts = 0
     model_acc = _Accumulator(k, num_keypoints, num_gt_parts)
     base_acc = _Accumulator(k, num_keypoints, num_gt_parts) if cfg.baseline else None
     centers = fit_xy_baseline(baseline_dataset or dataset, k) if cfg.baseline else None
-    has_bg_channel = bool(getattr(model, "background_channel", False))
+    has_bg_channel = bool(model.background_channel)
     predicted_bg = (
         _PredictedBackground(k, num_keypoints, num_gt_parts, device) if has_bg_channel and has_mask else None
     )
@@ -301,40 +303,40 @@ def evaluate(
     total = len(dataset) if cfg.max_images is None else min(len(dataset), cfg.max_images)  # type: ignore[arg-type]
     bar = tqdm(total=total, desc="evaluate", disable=not progress, dynamic_ncols=True, leave=False)
     for batch in iterate_batches(dataset, cfg.batch_size, cfg.max_images):
-        image = batch["image"].to(device)
-        fg_mask = batch["fg_mask"].to(device)
+        image = batch.image.to(device)
+        fg_mask = batch.fg_mask.to(device)
         H, W = image.shape[-2:]
         part_logits, all_logits = _part_logits(model, image)
         mask = fg_mask if has_mask else None
-        fg_labels, full_labels = _fg_and_full_labels(part_logits, all_logits, mask, (H, W), EVAL_ALIGN)
+        fg_labels, full_labels = _fg_and_full_labels(part_logits, all_logits, mask, (H, W), ALIGN_KEYPOINTS)
         pixel_labels = None
         if num_gt_parts:  # the pixel protocol upsamples with its own align_corners
-            pixel_labels = _fg_and_full_labels(part_logits, all_logits, mask, (H, W), PIXEL_ALIGN)
-        model_acc.update(fg_labels, full_labels, batch, pixel_labels)
+            pixel_labels = _fg_and_full_labels(part_logits, all_logits, mask, (H, W), ALIGN_PIXELS)
+        model_acc.update(fg_labels, full_labels, batch.keypoints, batch.parts, pixel_labels)
         if level_table is not None:
             level_table.update(
-                mask_level_labels(part_logits, batch["mask_levels"].to(device)), batch["parts"].to(device)
+                mask_level_labels(part_logits, batch.mask_levels.to(device)), batch.parts.to(device)
             )
         if predicted_bg is not None and all_logits is not None:
-            kp_pred = logits_to_labels(all_logits, (H, W), align_corners=EVAL_ALIGN)  # (B, H, W), 0 = bg
-            px_pred = logits_to_labels(all_logits, (H, W), align_corners=PIXEL_ALIGN)
+            kp_pred = logits_to_labels(all_logits, (H, W), align_corners=ALIGN_KEYPOINTS)  # (B, H, W), 0 = bg
+            px_pred = logits_to_labels(all_logits, (H, W), align_corners=ALIGN_PIXELS)
             predicted_bg.update(kp_pred, px_pred, fg_mask, batch)
         if base_acc is not None and centers is not None:
-            grid = bbox_normalized_grid(batch["bbox"].to(device), (H, W))  # (B, H, W, 2)
+            grid = bbox_normalized_grid(batch.bbox.to(device), (H, W))  # (B, H, W, 2)
             base_fg = assign_to_centers(grid, centers).to(device)  # (B, H, W)
             base_full = torch.where(fg_mask[:, 0] > 0, base_fg + 1, torch.zeros_like(base_fg))
-            base_acc.update(base_fg, base_full if has_mask else None, batch)
+            base_acc.update(base_fg, base_full if has_mask else None, batch.keypoints, batch.parts)
         if regression_dataset is not None and num_keypoints:
-            up = F.interpolate(part_logits, size=(H, W), mode="bilinear", align_corners=EVAL_ALIGN)
+            up = upsample_logits(part_logits, (H, W), align_corners=ALIGN_KEYPOINTS)
             cents = part_centroids(torch.softmax(up, 1), fg_mask if has_mask else None)  # (B, K, 2)
             test_centroids.append(
-                normalize_by_bbox(cents.cpu(), batch["bbox"]).reshape(len(cents), -1).numpy()
+                normalize_by_bbox(cents.cpu(), batch.bbox).reshape(len(cents), -1).numpy()
             )
-            kps = batch["keypoints"]
-            norm = normalize_by_bbox(kps[..., :2], batch["bbox"]).numpy()
+            kps = batch.keypoints
+            norm = normalize_by_bbox(kps[..., :2], batch.bbox).numpy()
             test_keypoints.append(np.concatenate([norm, kps[..., 2:].numpy()], -1))
-            test_classes.append(batch["class_id"].numpy())
-            test_indices.append(batch["index"].numpy())
+            test_classes.append(batch.class_id.numpy())
+            test_indices.append(batch.index.numpy())
         images += image.shape[0]
         bar.update(image.shape[0])
     bar.close()
@@ -345,8 +347,8 @@ def evaluate(
     counts = torch.tensor([images], dtype=torch.long, device=device)
     dist_utils.all_reduce_sum_(counts)
     results: dict[str, Any] = {"images": int(counts.item()), "num_parts": k}
-    has_full = has_mask or bool(getattr(model, "background_channel", False))
-    suffix = str(getattr(dataset, "full_metrics_suffix", ""))
+    has_full = has_mask or bool(model.background_channel)
+    suffix = dataset.full_metrics_suffix
     results.update(_suffixed(model_acc.results(part_names, has_full), suffix))
     if level_table is not None and level_table.count > 0:
         s = clustering_scores(level_table.table)
@@ -394,7 +396,7 @@ def _suffixed(metrics: dict[str, Any], suffix: str) -> dict[str, Any]:
     return {(f"{k}{suffix}" if k in FULL_KEYS else k): v for k, v in metrics.items()}
 
 
-def _full_protocol_text(dataset: Dataset, suffix: str, levels: bool) -> str:
+def _full_protocol_text(dataset: PartsDataset, suffix: str, levels: bool) -> str:
     if levels:
         return (
             "px_nmi/px_ari: the published DeepFashion Full protocol (ref get_full_nmi_ari): shorter side "
@@ -437,7 +439,7 @@ def mask_level_labels(part_logits: torch.Tensor, mask_levels: torch.Tensor) -> t
         [[[510, 1]]]
     """
     H, W = mask_levels.shape[-2:]
-    parts = logits_to_labels(part_logits, (H, W), align_corners=EVAL_ALIGN)  # (B, H, W) in [0, K)
+    parts = logits_to_labels(part_logits, (H, W), align_corners=ALIGN_KEYPOINTS)  # (B, H, W) in [0, K)
     return mask_levels[:, 0].round().long() * (parts + 1)
 
 
@@ -449,7 +451,7 @@ def _gather_in_sample_order(columns: list[list[np.ndarray]], indices: list[np.nd
 
 def _regression_errors(
     model: torch.nn.Module,
-    regression_dataset: Dataset,
+    regression_dataset: PartsDataset,
     cfg: EvalConfig,
     device: torch.device,
     has_mask: bool,
@@ -458,17 +460,17 @@ def _regression_errors(
     """Keypoint regression (§5.2): all classes, plus CUB-001/002/003 when classes 1-3 are present."""
     train_x, train_y, train_c, train_i = [], [], [], []
     for batch in iterate_batches(regression_dataset, cfg.batch_size, cfg.max_images):
-        image = batch["image"].to(device)
+        image = batch.image.to(device)
         H, W = image.shape[-2:]
         part_logits, _ = _part_logits(model, image)
-        up = F.interpolate(part_logits, size=(H, W), mode="bilinear", align_corners=EVAL_ALIGN)
-        cents = part_centroids(torch.softmax(up, 1), batch["fg_mask"].to(device) if has_mask else None)
-        train_x.append(normalize_by_bbox(cents.cpu(), batch["bbox"]).reshape(len(cents), -1).numpy())
-        kps = batch["keypoints"]
-        norm = normalize_by_bbox(kps[..., :2], batch["bbox"]).numpy()
+        up = upsample_logits(part_logits, (H, W), align_corners=ALIGN_KEYPOINTS)
+        cents = part_centroids(torch.softmax(up, 1), batch.fg_mask.to(device) if has_mask else None)
+        train_x.append(normalize_by_bbox(cents.cpu(), batch.bbox).reshape(len(cents), -1).numpy())
+        kps = batch.keypoints
+        norm = normalize_by_bbox(kps[..., :2], batch.bbox).numpy()
         train_y.append(np.concatenate([norm, kps[..., 2:].numpy()], -1))
-        train_c.append(batch["class_id"].numpy())
-        train_i.append(batch["index"].numpy())
+        train_c.append(batch.class_id.numpy())
+        train_i.append(batch.index.numpy())
     # every rank saw its share (r::world) of both splits: fit and score on all of them, in sample order, so
     # the number equals a one-process run's
     x_tr, y_tr, c_tr = _gather_in_sample_order([train_x, train_y, train_c], train_i)

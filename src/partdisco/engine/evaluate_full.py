@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from partdisco.config import EvalConfig
+from partdisco.data.folder import FolderDataset
 from partdisco.data.io import read_image, read_label_map, read_mask
 from partdisco.engine.evaluate import _Accumulator
-from partdisco.engine.segment import segment_images
+from partdisco.engine.inference import segment_images
 
 FULL_IMAGE_MODES = ("off", "mask", "predicted")
 
@@ -31,7 +32,7 @@ FULL_IMAGE_MODES = ("off", "mask", "predicted")
 @torch.no_grad()
 def evaluate_full_images(
     model: torch.nn.Module,
-    dataset: Any,
+    dataset: FolderDataset,
     cfg: EvalConfig,
     *,
     size: int,
@@ -63,22 +64,22 @@ def evaluate_full_images(
 
     if mode not in ("mask", "predicted"):
         raise ValueError(f"eval.full_images must be 'mask' or 'predicted' here, got {mode!r}")
-    if not hasattr(dataset, "files") or not hasattr(dataset, "root"):
+    if not isinstance(dataset, FolderDataset):
         raise ValueError("eval.full_images works on folder data sets only (dataset=folder data.root=DIR)")
-    mask_paths = getattr(dataset, "mask_paths", None)
+    mask_paths = dataset.mask_paths
     if mode == "mask" and mask_paths is None:
         raise ValueError(
             f"eval.full_images=mask needs {dataset.root / 'masks'}; use eval.full_images=predicted"
         )
-    if mode == "predicted" and not bool(getattr(model, "background_channel", False)):
+    if mode == "predicted" and not model.background_channel:
         raise ValueError("eval.full_images=predicted needs a model with a background channel")
-    part_paths = getattr(dataset, "part_paths", None)
+    part_paths = dataset.part_paths
     k = int(model.num_parts)
     names = list(dataset.files)
     if cfg.max_images is not None:
         names = names[: cfg.max_images]
-    num_keypoints = len(dataset.keypoint_names) if getattr(dataset, "keypoints", None) is not None else 0
-    part_names = getattr(dataset, "part_names", None)
+    num_keypoints = len(dataset.keypoint_names) if dataset.keypoint_names is not None else 0
+    part_names = dataset.part_names
     num_gt_parts = 0
     if part_paths is not None:
         num_gt_parts = (
@@ -91,7 +92,7 @@ def evaluate_full_images(
     bar = tqdm(total=len(names), desc="evaluate (full images)", disable=not progress, leave=False)
     for start in range(0, len(names), cfg.batch_size):
         chunk = names[start : start + cfg.batch_size]
-        images = [read_image(dataset.root / "images" / n) for n in chunk]
+        images = [read_image(dataset.image_dir / n) for n in chunk]
         masks = [read_mask(mask_paths[n], mode="binary") for n in chunk] if mask_paths is not None else None
         maps = segment_images(
             model,
@@ -109,13 +110,13 @@ def evaluate_full_images(
             parts = probs[1:] if model.background_channel else probs
             fg_labels = parts.argmax(0)[None]  # (1, H, W) in [0, K)
             full_labels = torch.from_numpy(result.labels.astype(np.int64))[None]  # (1, H, W), 0 = bg
-            batch: dict[str, Any] = {}
+            keypoints = parts_gt = None
             if num_keypoints:
                 kps = dataset._keypoints(name)
-                batch["keypoints"] = torch.from_numpy(np.asarray(kps, dtype=np.float32))[None]
+                keypoints = torch.from_numpy(np.asarray(kps, dtype=np.float32))[None]  # (1, N, 3)
             if part_paths is not None:
-                batch["parts"] = torch.from_numpy(read_label_map(part_paths[name]).astype(np.int64))[None]
-            acc.update(fg_labels, full_labels, batch)
+                parts_gt = torch.from_numpy(read_label_map(part_paths[name]).astype(np.int64))[None]
+            acc.update(fg_labels, full_labels, keypoints, parts_gt)
             if mode == "predicted" and masks is not None:
                 gt = masks[j] > 0.5
                 pred = result.labels > 0

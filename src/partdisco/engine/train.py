@@ -7,11 +7,15 @@ Commands:
     many GPUs (one machine):        ``torchrun --nproc_per_node 4 -m partdisco train dataset=cub ...``
     resume a killed run:            ``partdisco train resume=runs/NAME``
 
-One step (ref §1.7): two independently colour-jittered views of each clean image; logits of view 1;
-a random similarity+TPS warp T; logits of T(view 2) against softmax(T(logits of view 1)); features and Lab
-colour of the clean image; weighted losses; backward; gradient clipping; optimizer step.
-Everything random in a step is drawn from a generator seeded by (seed, step, rank), so a resumed run
-repeats the uninterrupted run.
+Reading order: :func:`fit` (run folder, lock, resume checks) -> :func:`build_run` (data, model, optimiser,
+loader, writer: everything a run holds, built once) -> :func:`train_loop` (one screen: lr, draws, step,
+logging, pictures, evaluation, checkpoints) -> :func:`finish_run` (final model, metrics, pictures).
+
+One step (ref §1.7, :func:`train_step`): two independently colour-jittered views of each clean image;
+logits of view 1; a random similarity+TPS warp T; logits of T(view 2) against softmax(T(logits of view
+1)); features and Lab colour of the clean image; weighted losses; backward; gradient clipping; optimizer
+step. Everything random in a step is drawn before it by :func:`draw_step` from a generator seeded by
+(seed, step), the same on every rank, so a resumed run repeats the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -24,13 +28,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from partdisco.config import ConfigError, LossConfig, OptimConfig, RunConfig, save_config
-from partdisco.data import build_dataset, collate
+from partdisco.data import Batch, build_dataset, collate
 from partdisco.data.samplers import ResumableBatchSampler
 from partdisco.engine import distributed as dist_utils
 from partdisco.engine.checkpoint import (
@@ -41,6 +46,9 @@ from partdisco.engine.checkpoint import (
     resolve_resume,
     save_atomic,
 )
+from partdisco.engine.diagnostics import format_diagnostics, has_label_metrics, part_diagnostics
+from partdisco.engine.evaluate import evaluate, metric_warnings
+from partdisco.engine.inference import predict_labels, resolve_device
 from partdisco.engine.monitor import MetricWriter, setup_logging
 from partdisco.engine.precision import autocast_ctx, make_scaler
 from partdisco.engine.runfolder import (
@@ -53,17 +61,22 @@ from partdisco.engine.runfolder import (
 )
 from partdisco.engine.schedule import lr_factor
 from partdisco.geometry.color import JitterParams, apply_color_jitter, rgb_to_lab, sample_jitter_params
+from partdisco.geometry.logits import ALIGN_TRAIN, upsample_logits
 from partdisco.geometry.warps import WarpParams, sample_warp_params, warp_grid, warp_image
 from partdisco.losses import Objective
+from partdisco.metrics.report import format_metrics
 from partdisco.models import Segmenter, build_feature_extractor, build_segmenter
 from partdisco.models.convert import non_finite_tensors, resolve_model_config
+from partdisco.visualise import part_grid, save_png, to_uint8_image
 
 log = logging.getLogger("partdisco.train")
-TRAIN_ALIGN = True  # ref: trainer_ours.py:79 upsamples logits with align_corners=True
 
 
 class TrainingDivergedError(RuntimeError):
     """A loss or the weights became NaN or infinite; the message names the step and the terms."""
+
+
+# ------------------------------------------------------------------------------------------------ one step
 
 
 @dataclass
@@ -73,19 +86,36 @@ class StepInputs:
     image: torch.Tensor  # (B, 3, H, W) clean RGB in [0, 1]
     fg_mask: torch.Tensor  # (B, 1, H, W)
 
+    @classmethod
+    def from_batch(cls, batch: Batch, device: torch.device, mask_free: bool = False) -> StepInputs:
+        """The batch's images and masks on ``device``; with ``mask_free`` the mask is all ones.
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> this rank's CUDA device if available, else CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", dist_utils.local_rank())
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} but CUDA is not available; use device=cpu or device=auto")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", dist_utils.local_rank())
-    return device
+        In mask-free training the loader's mask is never seen: ``fg_mask`` is only the valid region (all
+        of the image), and the objective learns the foreground from priors.
+        """
+        non_blocking = device.type == "cuda"
+        image = batch.image.to(device, non_blocking=non_blocking)
+        if mask_free:
+            fg_mask = torch.ones_like(image[:, :1])
+        else:
+            fg_mask = batch.fg_mask.to(device, non_blocking=non_blocking)
+        return cls(image=image, fg_mask=fg_mask)
+
+
+@dataclass
+class StepDraws:
+    """Everything random in one step, drawn before it (this rank's rows of the global batch).
+
+    Attributes:
+        jitter: colour jitter of the 2B views (rows 0..B-1 view 1, B..2B-1 view 2).
+        warp: the B equivariance warps.
+        generator: the step's generator, after those draws; the objective draws the contrastive
+            positives from it.
+    """
+
+    jitter: JitterParams
+    warp: WarpParams
+    generator: torch.Generator
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -123,6 +153,62 @@ def sample_step_warps(n: int, generator: torch.Generator, cfg: LossConfig) -> Wa
     )
 
 
+def draw_step(
+    seed: int, step: int, cfg: LossConfig, batch_size: int, rank: int = 0, world_size: int = 1
+) -> StepDraws:
+    """This rank's random draws for one step.
+
+    Jitter and warps are drawn for the *global* batch of ``world_size * batch_size`` images from a
+    rank-independent generator and each rank takes its slice, so a 2-rank step sees exactly what a
+    1-process step on the concatenated batch sees.
+
+    Example:
+        >>> from partdisco.config import LossConfig
+        >>> one = draw_step(1234, 0, LossConfig(), 4)
+        >>> two = draw_step(1234, 0, LossConfig(), 2, rank=1, world_size=2)
+        >>> bool(torch.equal(one.warp.slice(2, 4).angle, two.warp.angle))
+        True
+    """
+    generator = step_generator(seed, step)
+    B, G = batch_size, batch_size * world_size
+    jitter = sample_step_jitter(2 * G, generator, cfg)
+    mine = torch.arange(rank * B, (rank + 1) * B)
+    jitter = jitter.select(torch.cat([mine, mine + G]))  # view 1 rows, then view 2 rows
+    warp = sample_step_warps(G, generator, cfg).slice(rank * B, (rank + 1) * B)
+    return StepDraws(jitter=jitter, warp=warp, generator=generator)
+
+
+@dataclass
+class Learner:
+    """What a step trains and how: built once per run.
+
+    Attributes:
+        model: the segmenter itself (state dicts, ``preprocess``, parameters).
+        features_net: the frozen perceptual network phi.
+        objective: the weighted losses.
+        optimizer: with this step's learning rates already set.
+        scaler: GradScaler (enabled for fp16 only).
+        net: what runs forward: ``model`` (the default), or its DDP / ``torch.compile`` wrapper.
+        precision: fp32 | bf16 | fp16.
+        clip_grad: max total gradient norm (<= 0 disables).
+        channels_last: channels-last memory format for the network inputs.
+    """
+
+    model: nn.Module
+    features_net: nn.Module
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    net: nn.Module | None = None
+    precision: str = "fp32"
+    clip_grad: float = 5.0
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        if self.net is None:
+            self.net = self.model
+
+
 def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
     """``model.train()``, keeping BatchNorm layers in eval mode (running statistics) when ``freeze_bn``."""
     model.train()
@@ -147,41 +233,13 @@ def color_target(image: torch.Tensor, use_lab: bool) -> torch.Tensor:
     return rgb_to_lab(image) if use_lab else image.float() * 255.0 - 128.0
 
 
-def train_step(
-    model: nn.Module,
-    features_net: nn.Module,
-    objective: Objective,
-    inputs: StepInputs,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    generator: torch.Generator,
-    loss_cfg: LossConfig,
-    precision: str = "fp32",
-    clip_grad: float = 5.0,
-    channels_last: bool = False,
-    rank: int = 0,
-    world_size: int = 1,
-) -> dict[str, torch.Tensor]:
+def train_step(learner: Learner, inputs: StepInputs, draws: StepDraws) -> dict[str, torch.Tensor]:
     """One optimisation step; returns the detached loss terms (tensors, no host sync).
 
-    Random draws (jitter, warps, contrastive positives) are made for the *global* batch of
-    ``world_size * B`` images from a rank-independent generator, and each rank takes its slice, so a
-    2-rank step sees exactly what a 1-process step on the concatenated batch sees.
-
     Args:
-        model: the segmenter (possibly DDP-wrapped); its ``preprocess`` normalises inputs.
-        features_net: frozen perceptual network phi.
-        objective: weighted losses.
+        learner: the networks, losses and optimiser (:class:`Learner`).
         inputs: clean images and masks on the device.
-        optimizer: optimizer with lrs already set for this step.
-        scaler: GradScaler (enabled for fp16 only).
-        generator: CPU generator of this step's random draws.
-        loss_cfg: warp and jitter ranges.
-        precision: fp32 | bf16 | fp16.
-        clip_grad: max total gradient norm (<= 0 disables).
-        channels_last: use channels-last memory format for the network inputs.
-        rank: this process's rank.
-        world_size: number of data-parallel ranks.
+        draws: this step's random draws for this rank (:func:`draw_step`).
 
     Returns:
         Detached loss terms (``total`` included) and ``grad_norm``.
@@ -189,42 +247,36 @@ def train_step(
     image, fg_mask = inputs.image, inputs.fg_mask
     device = image.device
     B, _, H, W = image.shape
-    segmenter = model.module if hasattr(model, "module") else model
-    preprocess = segmenter.preprocess
+    preprocess = learner.model.preprocess
 
-    G = B * world_size
-    jitter = sample_step_jitter(2 * G, generator, loss_cfg)
-    mine = torch.arange(rank * B, (rank + 1) * B)
-    jitter = jitter.select(torch.cat([mine, mine + G])).to(device)  # view 1 rows, then view 2 rows
-    views = apply_color_jitter(torch.cat([image, image]), jitter)  # (2B, 3, H, W)
+    views = apply_color_jitter(torch.cat([image, image]), draws.jitter.to(device))  # (2B, 3, H, W)
     view1, view2 = views[:B], views[B:]
-    warp = sample_step_warps(G, generator, loss_cfg)
-    warp = warp.slice(rank * B, (rank + 1) * B).to(device)
+    warp = draws.warp.to(device)
     grid = warp_grid(warp, (H, W))  # (B, H, W, 2)
     warped_fg = warp_image(fg_mask, warp, grid=grid)
 
     def memory_format(x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        return x.contiguous(memory_format=torch.channels_last) if learner.channels_last else x
 
     input1 = memory_format(preprocess(view1))
     # ref: view 2 is warped after mean subtraction (lit_dataset.py normalises, trainer_ours.py warps), so the
     # zero padding brings in zero network input, i.e. the mean colour, not black
     input2 = memory_format(warp_image(preprocess(view2), warp, grid=grid))
 
+    objective = learner.objective
     with torch.no_grad():
-        with autocast_ctx(device, precision):  # the frozen network runs in bf16/fp16 too when asked
+        with autocast_ctx(device, learner.precision):  # the frozen network runs in bf16/fp16 too when asked
             # ref multiplies phi by the mask first; every loss weights by p * m anyway, which for binary
             # training masks is the same, without a masked copy of the (B, C, H, W) features
-            features = features_net(image)  # (B, C, H, W)
-        lab = color_target(image, loss_cfg.use_lab)  # (B, 3, H, W)
+            features = learner.features_net(image)  # (B, C, H, W)
+        lab = color_target(image, objective.cfg.use_lab)  # (B, 3, H, W)
 
-    with autocast_ctx(device, precision):
-        logits = model(input1)  # (B, K, h, w)
-        warped_logits = model(input2)  # (B, K, h, w)
-    logits = F.interpolate(logits.float(), size=(H, W), mode="bilinear", align_corners=TRAIN_ALIGN)
-    warped_logits = F.interpolate(
-        warped_logits.float(), size=(H, W), mode="bilinear", align_corners=TRAIN_ALIGN
-    )
+    with autocast_ctx(device, learner.precision):
+        net = learner.net if learner.net is not None else learner.model
+        logits = net(input1)  # (B, K, h, w)
+        warped_logits = net(input2)  # (B, K, h, w)
+    logits = upsample_logits(logits, (H, W), align_corners=ALIGN_TRAIN)  # (B, K, H, W) float32
+    warped_logits = upsample_logits(warped_logits, (H, W), align_corners=ALIGN_TRAIN)
     target_logits = warp_image(logits.detach(), warp, grid=grid)  # ref: warp logits, then softmax
 
     terms = objective(
@@ -235,14 +287,15 @@ def train_step(
         warped_fg_mask=warped_fg,
         features=features,
         lab=lab,
-        generator=generator,
+        generator=draws.generator,
     )
+    optimizer, scaler = learner.optimizer, learner.scaler
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(terms["total"]).backward()
     scaler.unscale_(optimizer)
-    params = [p for p in segmenter.parameters() if p.requires_grad]
-    if clip_grad > 0:
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_grad)
+    params = [p for p in learner.model.parameters() if p.requires_grad]
+    if learner.clip_grad > 0:
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, learner.clip_grad)
     else:
         grad_norm = torch.linalg.vector_norm(
             torch.stack([p.grad.norm() for p in params if p.grad is not None])
@@ -254,39 +307,63 @@ def train_step(
     return out
 
 
+# ------------------------------------------------------------------------------------------------- the run
+
+
+@dataclass
+class Run:
+    """Everything a training run holds, built once by :func:`build_run`.
+
+    Attributes:
+        cfg: the resolved run config.
+        run_dir: the run folder.
+        device: this rank's device.
+        rank: this process's rank; ``world`` the number of ranks; ``main`` whether it writes files.
+        train_set: the training split (augmented, indexed by ``(index, epoch)``).
+        test_set: the held-out split (evaluation pipeline).
+        mask_free: the foreground is learnt from priors (no masks are read).
+        learner: model, wrappers, losses, optimiser.
+        loader: yields the batches of steps ``start_step .. cfg.train.steps - 1``.
+        writer: TensorBoard / W&B (main process only).
+        vis_batch: fixed test images for the pictures.
+        start_step: the step the loader starts at (0, or the resumed checkpoint's step).
+    """
+
+    cfg: RunConfig
+    run_dir: Path
+    device: torch.device
+    rank: int
+    world: int
+    main: bool
+    train_set: Any
+    test_set: Any
+    mask_free: bool
+    learner: Learner
+    loader: DataLoader
+    writer: MetricWriter | None
+    vis_batch: Batch
+    start_step: int
+
+
 def _default_run_dir(cfg: RunConfig) -> Path:
     return Path("runs") / f"{cfg.dataset}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
 def _state(
-    model: Segmenter,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    step: int,
-    cfg: RunConfig,
-    metrics: dict[str, Any] | None = None,
+    learner: Learner, step: int, cfg: RunConfig, metrics: dict[str, Any] | None = None
 ) -> dict[str, Any]:
+    """The checkpoint dict: weights, optimiser and scaler state, config, metrics (docs/RELIABILITY.md)."""
     return {
         "format_version": FORMAT_VERSION,
         "step": step,
-        "model": model.state_dict(),
-        "model_config": model.config(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
+        "model": learner.model.state_dict(),
+        "model_config": learner.model.config(),
+        "optimizer": learner.optimizer.state_dict(),
+        "scaler": learner.scaler.state_dict(),
         "config": cfg.to_dict(),
         "metrics": metrics or {},
         "torch_version": str(torch.__version__),
     }
-
-
-def _to_device(batch: dict[str, Any], device: torch.device, mask_free: bool = False) -> StepInputs:
-    non_blocking = device.type == "cuda"
-    image = batch["image"].to(device, non_blocking=non_blocking)
-    if mask_free:  # the loader's mask is never seen: fg_mask is only the valid region (all of the image)
-        fg_mask = torch.ones_like(image[:, :1])
-    else:
-        fg_mask = batch["fg_mask"].to(device, non_blocking=non_blocking)
-    return StepInputs(image=image, fg_mask=fg_mask)
 
 
 def prepare_run(cfg: RunConfig) -> tuple[RunConfig, Path, Path | None]:
@@ -391,17 +468,18 @@ def _log_to_file(level: int, message: str, exc_info: bool = False) -> None:
                 handler.flush()
 
 
-def _fit_locked(
+def build_run(
     cfg: RunConfig,
     run_dir: Path,
     device: torch.device,
-    resume_ckpt: Path | None,
-    resume_state: dict[str, Any] | None,
-    stop_after: int | None,
-) -> Path:
-    """:func:`fit` once the run folder is locked and the resume checked."""
-    rank, world = dist_utils.rank(), dist_utils.world_size()
-    main = dist_utils.is_main()
+    resume_state: dict[str, Any] | None = None,
+    resume_ckpt: Path | None = None,
+) -> Run:
+    """Build what a run holds: data, model (resumed when asked), wrappers, optimiser, loader, writer.
+
+    Writes ``config.yaml`` (main process) once every check has passed: a refused run changes no file.
+    """
+    rank, world, main = dist_utils.rank(), dist_utils.world_size(), dist_utils.is_main()
     if device.type == "cuda":
         torch.cuda.set_device(device)
     log.info("run folder %s, device %s, %d process(es)", run_dir, device, world)
@@ -413,12 +491,11 @@ def _fit_locked(
     train_set = build_dataset(cfg.data, "train", train=True, seed=cfg.seed)
     test_set = build_dataset(cfg.data, "test", train=False)
     log.info("data %s: %d train / %d test images", cfg.data.name, len(train_set), len(test_set))
-    mask_free = cfg.data.masks == "ignore" or not getattr(train_set, "has_masks", True)
+    mask_free = cfg.data.masks == "ignore" or not train_set.has_masks
     if mask_free:
         why = "data.masks=ignore" if cfg.data.masks == "ignore" else "the data set has no foreground masks"
         log.info("%s: mask-free training, the background channel is learnt from priors", why)
-        if not cfg.model.background_channel:
-            cfg.model.background_channel = True  # mask-free training needs the K + 1 output
+        cfg.model.background_channel = True  # mask-free training needs the K + 1 output
     else:
         _require_foreground(train_set, cfg.data.name)
 
@@ -442,7 +519,6 @@ def _fit_locked(
     )
     optimizer = make_optimizer(model, cfg.optim)
     scaler = make_scaler(device, cfg.train.precision)
-
     start_step = 0
     if resume_state is not None:
         model.load_state_dict(resume_state["model"], strict=True)
@@ -453,18 +529,16 @@ def _fit_locked(
         fresh = model.param_groups(cfg.optim.lr, cfg.optim.lr * cfg.optim.head_lr_mult)
         for group, new in zip(optimizer.param_groups, fresh, strict=True):
             group["base_lr"] = new["lr"]
-        del resume_state
         log.info("resumed from %s at step %d", resume_ckpt, start_step)
     for group in optimizer.param_groups:
         group.setdefault("base_lr", group["lr"])
     if main:
-        save_config(cfg, run_dir / "config.yaml")  # after every check: a refused run changes no file
+        save_config(cfg, run_dir / "config.yaml")
 
     net: nn.Module = model
     if world > 1 and cfg.train.sync_bn and not cfg.model.freeze_bn:
         if device.type == "cuda":
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            net = model
+            model = net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         else:
             log.info("BatchNorm uses per-rank batch statistics: SyncBatchNorm needs CUDA devices")
     if world > 1:
@@ -473,10 +547,19 @@ def _fit_locked(
         )
     if cfg.train.compile:
         net = torch.compile(net)
-
-    total_steps = cfg.train.steps
+    learner = Learner(
+        model=model,
+        net=net,
+        features_net=features_net,
+        objective=objective,
+        optimizer=optimizer,
+        scaler=scaler,
+        precision=cfg.train.precision,
+        clip_grad=cfg.optim.clip_grad,
+        channels_last=cfg.train.channels_last,
+    )
     sampler = ResumableBatchSampler(
-        len(train_set), cfg.train.batch_size, total_steps, cfg.seed, start_step, rank, world
+        len(train_set), cfg.train.batch_size, cfg.train.steps, cfg.seed, start_step, rank, world
     )
     loader = DataLoader(
         train_set,  # indexed by (index, epoch): augmentations from (seed, epoch, index)
@@ -486,105 +569,116 @@ def _fit_locked(
         pin_memory=device.type == "cuda",
         persistent_workers=cfg.data.num_workers > 0,
     )
-    writer = MetricWriter(run_dir, cfg.log, cfg.to_dict()) if main else None
-    vis_batch = _fixed_batch(test_set, 8)
+    return Run(
+        cfg=cfg,
+        run_dir=run_dir,
+        device=device,
+        rank=rank,
+        world=world,
+        main=main,
+        train_set=train_set,
+        test_set=test_set,
+        mask_free=mask_free,
+        learner=learner,
+        loader=loader,
+        writer=MetricWriter(run_dir, cfg.log, cfg.to_dict()) if main else None,
+        vis_batch=_fixed_batch(test_set, 8),
+        start_step=start_step,
+    )
 
-    from tqdm.auto import tqdm
 
+def train_loop(run: Run, stop_after: int | None = None) -> tuple[int, Path | None, bool]:
+    """Train from ``run.start_step`` to ``cfg.train.steps`` (or ``stop_after`` steps of this session).
+
+    Returns:
+        The step reached, the last checkpoint written in this session (or None), and whether the loop was
+        stopped by ``stop_after`` (then the run is not finished: no final evaluation or model.pt).
+    """
+    cfg, learner, device = run.cfg, run.learner, run.device
+    total = cfg.train.steps
+    step, last_saved = run.start_step, None
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first non-finite step, no host sync
     progress = tqdm(
-        total=total_steps,
-        initial=start_step,
+        total=total,
+        initial=step,
         desc="train",
-        disable=not (main and cfg.log.progress),
+        disable=not (run.main and cfg.log.progress),
         dynamic_ncols=True,
     )
-    set_train_mode(model, cfg.model.freeze_bn)
-    step = start_step
-    last_saved: Path | None = None
-    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    set_train_mode(learner.model, cfg.model.freeze_bn)
     t0 = time.perf_counter()
-    try:
-        for batch in loader:
-            factor = lr_factor(step, cfg.optim, total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * factor
-            terms = train_step(
-                net,
-                features_net,
-                objective,
-                _to_device(batch, device, mask_free),
-                optimizer,
-                scaler,
-                step_generator(cfg.seed, step),
-                cfg.loss,
-                precision=cfg.train.precision,
-                clip_grad=cfg.optim.clip_grad,
-                channels_last=cfg.train.channels_last,
-                rank=rank,
-                world_size=world,
-            )
-            # Non-finite check without a per-step host sync: remember the first bad step on the device.
+    with progress:
+        for batch in run.loader:
+            for group in learner.optimizer.param_groups:
+                group["lr"] = group["base_lr"] * lr_factor(step, cfg.optim, total)
+            inputs = StepInputs.from_batch(batch, device, run.mask_free)
+            draws = draw_step(cfg.seed, step, cfg.loss, inputs.image.shape[0], run.rank, run.world)
+            terms = train_step(learner, inputs, draws)
             bad = ~torch.isfinite(terms["total"])
             first_bad = torch.where((first_bad < 0) & bad, torch.full_like(first_bad, step), first_bad)
             step += 1
             progress.update(1)
-            if step == start_step + ETA_AFTER_STEPS and step < total_steps:
-                _log_eta(time.perf_counter() - t0, step - start_step, total_steps - step)
-            is_last = step == total_steps
-            if step % cfg.train.log_every == 0 or is_last or step % cfg.train.checkpoint_every == 0:
+            if step == run.start_step + ETA_AFTER_STEPS and step < total:
+                _log_eta(time.perf_counter() - t0, step - run.start_step, total - step)
+            is_last, checkpoint_now = step == total, step % cfg.train.checkpoint_every == 0
+            if step % cfg.train.log_every == 0 or is_last or checkpoint_now:
                 _raise_if_diverged(first_bad, terms, last_saved)
-                values = {k: dist_utils.reduce_mean(v).item() for k, v in terms.items()}
-                values["lr"] = optimizer.param_groups[0]["lr"]
-                progress.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k != "grad_norm"})
-                if not cfg.log.progress or step % cfg.train.checkpoint_every == 0:
-                    log.info(
-                        "step %d/%d %s",
-                        step,
-                        total_steps,
-                        " ".join(f"{k}={v:.4g}" for k, v in values.items()),
-                    )
-                if writer is not None:
-                    writer.scalars(values, step, prefix="train")
-                    writer.scalars(
-                        {"steps_per_s": (step - start_step) / (time.perf_counter() - t0)}, step, "speed"
-                    )
-            if writer is not None and (step % cfg.train.vis_every == 0 or is_last):
-                writer.image("parts/test", _part_grid(model, vis_batch, device, cfg.model.freeze_bn), step)
+                _log_step(run, step, terms, progress, time.perf_counter() - t0)
+            if run.writer is not None and (step % cfg.train.vis_every == 0 or is_last):
+                run.writer.image("parts/test", _part_grid(run), step)
             if cfg.train.eval_every > 0 and step % cfg.train.eval_every == 0 and not is_last:
-                metrics = _evaluate(model, test_set, cfg, device)
-                if writer is not None:
-                    writer.scalars({k: v for k, v in metrics.items() if isinstance(v, float)}, step, "eval")
-                set_train_mode(model, cfg.model.freeze_bn)
-            if step % cfg.train.checkpoint_every == 0 or is_last:
-                _raise_if_weights_diverged(model, step, terms, last_saved)
-                if main:
-                    last_saved = save_atomic(
-                        _state(model, optimizer, scaler, step, cfg),
-                        checkpoint_dir(run_dir) / f"step_{step:07d}.pt",
+                metrics = _evaluate(run)
+                if run.writer is not None:
+                    run.writer.scalars(
+                        {k: v for k, v in metrics.items() if isinstance(v, float)}, step, "eval"
                     )
-                    prune_checkpoints(run_dir, cfg.train.keep_checkpoints)
-                dist_utils.barrier()
-            if stop_after is not None and step - start_step >= stop_after:
+                set_train_mode(learner.model, cfg.model.freeze_bn)
+            if checkpoint_now or is_last:
+                last_saved = _save_checkpoint(run, step, terms, last_saved)
+            if stop_after is not None and step - run.start_step >= stop_after:
                 log.info("stopping after %d steps as asked (step %d)", stop_after, step)
-                return run_dir
-    finally:
-        progress.close()
-        if writer is not None and step < total_steps:
-            writer.close()
+                return step, last_saved, True
+    return step, last_saved, False
 
-    # The end of a run: final model, pictures and held-out metrics (of finite weights only).
-    _raise_if_weights_diverged(model, step, None, last_saved)
-    metrics = _evaluate(model, test_set, cfg, device)
-    from partdisco.engine.diagnostics import has_label_metrics, part_diagnostics
 
+def _log_step(run: Run, step: int, terms: dict[str, torch.Tensor], progress: Any, elapsed_s: float) -> None:
+    """The one logging block: progress bar, ``train.log`` (without a bar or at checkpoints), TensorBoard."""
+    cfg = run.cfg
+    values = {k: dist_utils.reduce_mean(v).item() for k, v in terms.items()}
+    values["lr"] = run.learner.optimizer.param_groups[0]["lr"]
+    progress.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k != "grad_norm"})
+    if not cfg.log.progress or step % cfg.train.checkpoint_every == 0:
+        shown = " ".join(f"{k}={v:.4g}" for k, v in values.items())
+        log.info("step %d/%d %s", step, cfg.train.steps, shown)
+    if run.writer is not None:
+        run.writer.scalars(values, step, prefix="train")
+        run.writer.scalars({"steps_per_s": (step - run.start_step) / elapsed_s}, step, "speed")
+
+
+def _save_checkpoint(
+    run: Run, step: int, terms: dict[str, torch.Tensor], last_saved: Path | None
+) -> Path | None:
+    """Check the weights are finite, write ``checkpoints/step_*.pt`` (main process), prune; all ranks wait."""
+    _raise_if_weights_diverged(run.learner.model, step, terms, last_saved)
+    if run.main:
+        last_saved = save_atomic(
+            _state(run.learner, step, run.cfg), checkpoint_dir(run.run_dir) / f"step_{step:07d}.pt"
+        )
+        prune_checkpoints(run.run_dir, run.cfg.train.keep_checkpoints)
+    dist_utils.barrier()
+    return last_saved
+
+
+def finish_run(run: Run, step: int, last_saved: Path | None) -> None:
+    """The end of a run: held-out metrics, final ``model.pt``, ``metrics.json``, ``parts.png``, summary."""
+    cfg, model = run.cfg, run.learner.model
+    _raise_if_weights_diverged(model, step, None, last_saved)  # finite weights only
+    metrics = _evaluate(run)
     if not has_label_metrics(metrics):  # nothing to score against: describe the parts instead
         metrics["diagnostics"] = part_diagnostics(
-            model, test_set, device, cfg.eval.batch_size, cfg.eval.max_images or 200
+            model, run.test_set, run.device, cfg.eval.batch_size, cfg.eval.max_images or 200
         )
-    skipped = {
-        "train": list(getattr(train_set, "skipped", [])),
-        "test": list(getattr(test_set, "skipped", [])),
-    }
+    skipped = {"train": list(run.train_set.skipped), "test": list(run.test_set.skipped)}
     metrics["skipped_images"] = skipped
     if skipped["train"] or skipped["test"]:
         log.warning(
@@ -596,37 +690,48 @@ def _fit_locked(
             if cfg.data.num_workers
             else "",
         )
-    if main:
-        assert writer is not None
-        writer.scalars({k: v for k, v in metrics.items() if isinstance(v, float)}, step, "eval")
-        writer.close()
+    if run.main:
+        assert run.writer is not None
+        run.writer.scalars({k: v for k, v in metrics.items() if isinstance(v, float)}, step, "eval")
         # The final model is weights-only (a third of the size); the full state stays in checkpoints/.
-        final = _state(model, optimizer, scaler, step, cfg, metrics)
+        final = _state(run.learner, step, cfg, metrics)
         save_atomic(
-            {k: v for k, v in final.items() if k not in ("optimizer", "scaler")}, run_dir / "model.pt"
+            {k: v for k, v in final.items() if k not in ("optimizer", "scaler")}, run.run_dir / "model.pt"
         )
-        _write_json(run_dir / "metrics.json", metrics)
-        from partdisco.engine.evaluate import metric_warnings
-        from partdisco.visualise import save_png
-
-        save_png(run_dir / "parts.png", _part_grid(model, vis_batch, device))
-        from partdisco.metrics.report import format_metrics
-
+        _write_json(run.run_dir / "metrics.json", metrics)
+        save_png(run.run_dir / "parts.png", _part_grid(run))
         log.info("held-out metrics (x100):\n%s", format_metrics(metrics))
         if "diagnostics" in metrics:
-            from partdisco.engine.diagnostics import format_diagnostics
-
             log.info(
                 "no labels to score: unsupervised diagnostics of the parts on %d held-out images "
                 "(look at %s too):\n%s",
                 metrics["diagnostics"]["images"],
-                run_dir / "parts.png",
+                run.run_dir / "parts.png",
                 format_diagnostics(metrics["diagnostics"]),
             )
         for note in dict.fromkeys(metric_warnings(metrics).values()):
             log.warning("%s", note)
-        log.info("finished %d steps; run folder %s", step, run_dir)
+        log.info("finished %d steps; run folder %s", step, run.run_dir)
     dist_utils.barrier()
+
+
+def _fit_locked(
+    cfg: RunConfig,
+    run_dir: Path,
+    device: torch.device,
+    resume_ckpt: Path | None,
+    resume_state: dict[str, Any] | None,
+    stop_after: int | None,
+) -> Path:
+    """:func:`fit` once the run folder is locked and the resume checked: build, loop, finish."""
+    run = build_run(cfg, run_dir, device, resume_state, resume_ckpt)
+    try:
+        step, last_saved, stopped = train_loop(run, stop_after)
+        if not stopped:
+            finish_run(run, step, last_saved)
+    finally:
+        if run.writer is not None:
+            run.writer.close()
     return run_dir
 
 
@@ -758,59 +863,36 @@ def _fixed_batch(dataset: Any, n: int) -> dict[str, Any]:
     return collate(samples)
 
 
-@torch.no_grad()
-def predict_labels(
-    model: Segmenter, image: torch.Tensor, fg_mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Part labels at input resolution: 0 = background (from the mask or channel), 1..K = parts.
-
-    Args:
-        model: segmenter (eval mode is set by the caller).
-        image: (B, 3, H, W) RGB in [0, 1] on the model's device.
-        fg_mask: optional (B, 1, H, W) foreground; pixels with mask <= 0.5 become 0.
-
-    Returns:
-        (B, H, W) int64 labels.
-    """
-    H, W = image.shape[-2:]
-    logits = model(model.preprocess(image)).float()  # (B, K, h, w)
-    logits = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=TRAIN_ALIGN)
-    if model.background_channel:
-        labels = logits.argmax(1)  # channel 0 is background already
-    else:
-        labels = logits.argmax(1) + 1
-    if fg_mask is not None:
-        labels = torch.where(fg_mask[:, 0] > 0.5, labels, torch.zeros_like(labels))
-    return labels
-
-
-def _part_grid(model: Segmenter, batch: dict[str, Any], device: torch.device, freeze_bn: bool = False) -> Any:
-    from partdisco.visualise import part_grid, to_uint8_image
-
+def _part_grid(run: Run) -> np.ndarray:
+    """Input / part map / overlay of the fixed test images (train mode restored when it was on)."""
+    model, batch = run.learner.model, run.vis_batch
     was_training = model.training
     model.eval()
-    image = batch["image"].to(device)
-    labels = predict_labels(model, image, batch["fg_mask"].to(device)).cpu().numpy()
+    labels = predict_labels(model, batch.image.to(run.device), batch.fg_mask.to(run.device)).cpu().numpy()
     if was_training:
-        set_train_mode(model, freeze_bn)
-    images = [to_uint8_image(x) for x in batch["image"]]
-    return part_grid(images, list(labels))
+        set_train_mode(model, run.cfg.model.freeze_bn)
+    return part_grid([to_uint8_image(x) for x in batch.image], list(labels))
 
 
-def _evaluate(model: Segmenter, dataset: Any, cfg: RunConfig, device: torch.device) -> dict[str, Any]:
-    from partdisco.engine.evaluate import evaluate
-
-    model.eval()
-    metrics = evaluate(model, dataset, cfg.eval, device, progress=cfg.log.progress and dist_utils.is_main())
-    return metrics
+def _evaluate(run: Run) -> dict[str, Any]:
+    """Held-out metrics of the model on the test split (eval mode; the caller restores train mode)."""
+    run.learner.model.eval()
+    progress = run.cfg.log.progress and run.main
+    return evaluate(run.learner.model, run.test_set, run.cfg.eval, run.device, progress=progress)
 
 
 __all__ = [
+    "Learner",
+    "Run",
+    "StepDraws",
+    "StepInputs",
     "TrainingDivergedError",
+    "build_run",
+    "draw_step",
+    "finish_run",
     "fit",
     "make_optimizer",
-    "predict_labels",
-    "resolve_device",
     "step_generator",
+    "train_loop",
     "train_step",
 ]

@@ -13,8 +13,6 @@ from partdisco.metrics.clustering import (
     nmi_from_table,
 )
 from partdisco.metrics.keypoints import (
-    CUB_EVAL_ALIGN,
-    DEEPFASHION_EVAL_ALIGN,
     KeypointNMI,
     KeypointRegressor,
     all_classes_protocol,
@@ -27,8 +25,6 @@ from partdisco.metrics.keypoints import (
 from partdisco.metrics.matching import hungarian_miou, hungarian_miou_labels, iou_matrix
 
 __all__ = [
-    "CUB_EVAL_ALIGN",
-    "DEEPFASHION_EVAL_ALIGN",
     "ContingencyTable",
     "KeypointNMI",
     "KeypointRegressor",

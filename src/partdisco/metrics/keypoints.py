@@ -23,15 +23,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from partdisco.geometry.logits import upsample_logits
 from partdisco.metrics.clustering import ContingencyTable
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CUB_EVAL_ALIGN",
-    "DEEPFASHION_EVAL_ALIGN",
     "KeypointNMI",
     "KeypointRegressor",
     "all_classes_protocol",
@@ -42,8 +40,6 @@ __all__ = [
     "three_class_protocol",
 ]
 
-CUB_EVAL_ALIGN = False  # ref: CUB eval.ipynb get_nmi_inputs, F.interpolate(..., align_corners=False)
-DEEPFASHION_EVAL_ALIGN = True  # ref: DeepFashion eval.ipynb get_fg_nmi_ari, align_corners=True
 VISIBLE_THRESHOLD = 0.5  # ref: CUB eval.ipynb, visible = landmarks[..., 3] > 0.5
 
 
@@ -76,8 +72,8 @@ def logits_to_labels(
     Args:
         logits: float part logits (B, C, h, w).
         size: output (H, W).
-        align_corners: passed to the bilinear upsampling; ``CUB_EVAL_ALIGN`` (False) for CUB,
-            ``DEEPFASHION_EVAL_ALIGN`` (True) for DeepFashion (§5.1, §5.3).
+        align_corners: passed to :func:`partdisco.geometry.logits.upsample_logits`: ``ALIGN_KEYPOINTS``
+            (False) for the keypoint protocol, ``ALIGN_PIXELS`` (True) for the pixel protocol (§5.1, §5.3).
         fg_mask: float foreground (B, 1, H, W), any value > 0 is (partly) foreground; required for
             ``background="mask"``, not allowed otherwise.
         background: "none" or "mask".
@@ -117,11 +113,7 @@ def logits_to_labels(
             "logits_to_labels: fg_mask is only used with background='mask'; pass background='mask'"
         )
     # fp32 island: bilinear + softmax of half-precision logits would change argmax ties.
-    scores = logits.float()
-    if (h, w) != (H, W):
-        scores = F.interpolate(
-            scores, size=(H, W), mode="bilinear", align_corners=align_corners
-        )  # (B, C, H, W)
+    scores = upsample_logits(logits, (H, W), align_corners=align_corners)  # (B, C, H, W)
     if background == "mask":
         fg = fg_mask.to(device=scores.device, dtype=torch.float32)  # (B, 1, H, W)
         probs = torch.softmax(scores, dim=1)  # (B, C, H, W)
