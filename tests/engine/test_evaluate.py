@@ -75,6 +75,22 @@ def test_oracle_scores_100_with_permuted_labels():
     assert base["px_fg_nmi"] < 60  # parts are shuffled per image: position alone cannot explain them
 
 
+def test_full_protocol_is_named_by_what_the_data_set_declares():
+    """No published Full protocol (None): the data set's own masks; "" = the published CUB one."""
+    plain = evaluate(Oracle(), LabelImages(), EvalConfig(baseline=False), torch.device("cpu"))
+    assert "background from this data set's foreground mask" in plain["protocol"]["full"]
+    assert "kp_nmi" in plain and "kp_nmi_bbox_gtmask" not in plain
+    published = LabelImages()
+    published.full_metrics_suffix = ""
+    m = evaluate(Oracle(), published, EvalConfig(baseline=False), torch.device("cpu"))
+    assert "published CUB Full protocol" in m["protocol"]["full"]
+    variant = LabelImages()
+    variant.full_metrics_suffix = "_bbox_gtmask"
+    m = evaluate(Oracle(), variant, EvalConfig(baseline=False), torch.device("cpu"))
+    assert "kp_nmi_bbox_gtmask" in m and "kp_nmi" not in m
+    assert "not the published Full protocol" in m["protocol"]["full"]
+
+
 def test_constant_model_scores_zero():
     class Constant(Oracle):
         def forward(self, x):

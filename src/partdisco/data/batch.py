@@ -28,8 +28,9 @@ class PartsDataset(torch.utils.data.Dataset):
         full_labels: how the Full protocol labels pixels: None (the K + 1 labels with the mask's
             background) or ``"mask_levels"`` (DeepFashion's published protocol, samples carry
             ``mask_levels``).
-        full_metrics_suffix: appended to the Full metric names when this split is not the published
-            protocol (e.g. ``"_padded_gtmask"``); empty for the published one.
+        full_metrics_suffix: None when the data set has no published Full protocol (the Full metrics
+            use its own masks), ``""`` for the published protocol, else the suffix appended to the Full
+            metric names of a variant that is not the published one (e.g. ``"_padded_gtmask"``).
         skipped: names of samples skipped because a file could not be read (set per instance).
     """
 
@@ -38,7 +39,7 @@ class PartsDataset(torch.utils.data.Dataset):
     has_masks: bool = True
     flip_permutation: list[int] | None = None
     full_labels: str | None = None
-    full_metrics_suffix: str = ""
+    full_metrics_suffix: str | None = None
     skipped: list[str]
 
     def __init__(self) -> None:

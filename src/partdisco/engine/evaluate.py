@@ -348,7 +348,7 @@ def evaluate(
     dist_utils.all_reduce_sum_(counts)
     results: dict[str, Any] = {"images": int(counts.item()), "num_parts": k}
     has_full = has_mask or bool(model.background_channel)
-    suffix = dataset.full_metrics_suffix
+    suffix = dataset.full_metrics_suffix or ""
     results.update(_suffixed(model_acc.results(part_names, has_full), suffix))
     if level_table is not None and level_table.count > 0:
         s = clustering_scores(level_table.table)
@@ -413,7 +413,7 @@ def _full_protocol_text(dataset: PartsDataset, suffix: str, levels: bool) -> str
             f"kp_nmi{suffix}: not the published Full protocol (whole images with supervisedlabels masks: "
             "data.cub_variant=full data.cub_mask=sup); K+1 labels with this variant's images and masks"
         )
-    if hasattr(dataset, "full_metrics_suffix"):
+    if dataset.full_metrics_suffix == "":
         return "kp_nmi/kp_ari: the published CUB Full protocol (whole images, supervisedlabels masks)"
     return "kp_nmi/px_nmi: K+1 labels with the background from this data set's foreground mask"
 
