@@ -52,6 +52,13 @@ class PartsDataset(torch.utils.data.Dataset):
     def __getitem__(self, item: Any) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def load_sample(self, index: int, rng: Any = None) -> dict[str, Any]:
+        """Sample ``index`` read directly, unaugmented when ``rng`` is None (errors are not skipped).
+
+        File-backed sets override it (``data.io.SampleDataset``); the default indexes the data set.
+        """
+        return self[index]
+
 
 @dataclass
 class Batch:

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from partdisco.config import ConfigError, LossConfig, OptimConfig, RunConfig, save_config
-from partdisco.data import Batch, build_dataset, collate
+from partdisco.data import Batch, PartsDataset, build_dataset, collate
 from partdisco.data.samplers import ResumableBatchSampler
 from partdisco.engine import distributed as dist_utils
 from partdisco.engine.checkpoint import (
@@ -335,8 +335,8 @@ class Run:
     rank: int
     world: int
     main: bool
-    train_set: Any
-    test_set: Any
+    train_set: PartsDataset
+    test_set: PartsDataset
     mask_free: bool
     learner: Learner
     loader: DataLoader
@@ -804,7 +804,7 @@ def _raise_if_diverged(
 FOREGROUND_PROBES = 16  # training samples looked at before step 0
 
 
-def _require_foreground(dataset: Any, name: str) -> None:
+def _require_foreground(dataset: PartsDataset, name: str) -> None:
     """Refuse a data set whose masks hold no foreground: every loss would be 0 and the run learn nothing.
 
     Looks at up to :data:`FOREGROUND_PROBES` samples spread over the set (unaugmented); one with foreground
@@ -816,7 +816,7 @@ def _require_foreground(dataset: Any, name: str) -> None:
     looked = []
     for index in probes:
         try:
-            sample = dataset.load_sample(index, None) if hasattr(dataset, "load_sample") else dataset[index]
+            sample = dataset.load_sample(index, None)
         except Exception:  # noqa: BLE001 - unreadable files are the loader's business (skipped, counted)
             continue
         if float(sample["fg_mask"].sum()) > 0:
@@ -850,7 +850,7 @@ def _write_json(path: Path, obj: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def _fixed_batch(dataset: Any, n: int) -> dict[str, Any]:
+def _fixed_batch(dataset: PartsDataset, n: int) -> Batch:
     """The first n test images of one size, for pictures that are comparable across steps."""
     samples = []
     for i in range(min(len(dataset), 4 * n)):
