@@ -12,20 +12,27 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from partdisco.config import DataConfig
+from partdisco.config import DATASETS, DataConfig
 
-_BUILDERS = {
-    "synthetic": "partdisco.data.synthetic",
-    "cub": "partdisco.data.cub",
-    "deepfashion": "partdisco.data.deepfashion",
-    "pascal_part": "partdisco.data.pascal_part",
-    "folder": "partdisco.data.folder",
-}
+# The registry of data sets is config.DATASETS: data set NAME is the module partdisco/data/NAME.py, whose
+# build(cfg, split, train, seed) makes it (tests/test_registries.py checks every name has its module).
+_BUILDERS = {name: f"partdisco.data.{name}" for name in DATASETS}
 
 
 def list_datasets() -> list[str]:
-    """Names accepted by ``data.name``."""
+    """Names accepted by ``data.name`` (:data:`partdisco.config.DATASETS`), sorted."""
     return sorted(_BUILDERS)
+
+
+def dataset_module(name: str) -> Any:
+    """The module that builds data set ``name`` (``partdisco.data.NAME``).
+
+    Raises:
+        ValueError: ``name`` is not one of :data:`partdisco.config.DATASETS`.
+    """
+    if name not in _BUILDERS:
+        raise ValueError(f"data.name: unknown data set {name!r}; choose from {list_datasets()}")
+    return importlib.import_module(_BUILDERS[name])
 
 
 def build_dataset(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> Dataset:
@@ -43,10 +50,7 @@ def build_dataset(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> Da
     Raises:
         ValueError: unknown data set name.
     """
-    if cfg.name not in _BUILDERS:
-        raise ValueError(f"data.name: unknown data set {cfg.name!r}; choose from {list_datasets()}")
-    module = importlib.import_module(_BUILDERS[cfg.name])
-    return module.build(cfg, split, train, seed=seed)
+    return dataset_module(cfg.name).build(cfg, split, train, seed=seed)
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -80,4 +84,4 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-__all__ = ["build_dataset", "collate", "list_datasets"]
+__all__ = ["build_dataset", "collate", "dataset_module", "list_datasets"]
