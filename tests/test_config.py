@@ -139,3 +139,17 @@ def test_data_masks_mode_checked() -> None:
     assert load_config("synthetic", ["data.masks=ignore"]).data.masks == "ignore"
     with pytest.raises(ConfigError, match="data.masks"):
         load_config("synthetic", ["data.masks=maybe"])
+
+
+def test_validate_eval_is_the_one_check_of_eval_full_images() -> None:
+    from partdisco.config import EvalConfig, validate_eval
+
+    for mode in ("off", "mask", "predicted"):
+        assert validate_eval(EvalConfig(full_images=mode), data_name="folder").full_images == mode
+    with pytest.raises(ConfigError, match="eval.full_images: must be off, mask or predicted, got 'all'"):
+        validate_eval(EvalConfig(full_images="all"))
+    with pytest.raises(ConfigError, match="folder data sets only"):
+        validate_eval(EvalConfig(full_images="mask"), data_name="synthetic")
+    validate_eval(EvalConfig(full_images="mask"))  # training never scores whole images: no data set rule
+    with pytest.raises(ConfigError, match="eval.full_images"):
+        load_config("synthetic", ["model.features=texture", "eval.full_images=all"])

@@ -9,14 +9,18 @@ Example:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
-from partdisco.config import ConfigError, RunConfig, load_config, parse_overrides
+from partdisco.config import ConfigError, RunConfig, load_config, parse_overrides, split_overrides
+from partdisco.fileio import write_json
 
 if TYPE_CHECKING:  # the heavy modules load when a function needs them: `partdisco --help` stays fast
     import numpy as np
 
+    from partdisco.engine.segment import SegmentSummary
+    from partdisco.models.convert import LoadedCheckpoint
     from partdisco.models.segmenter import Segmenter
     from partdisco.models.vit import VisionTransformer
 
@@ -33,8 +37,8 @@ def resolve_train_config(
         ConfigError: unknown keys, wrong types, missing files; the message names them.
     """
     overrides = list(overrides or [])
-    pairs = parse_overrides(overrides)
-    resume = next((v for k, v in pairs if k == "resume"), None)
+    given = split_overrides(overrides, keys=("resume", "dataset"))
+    resume = given.resume
     if resume is None:
         return load_config(None, overrides, config_file=config_file)
     from partdisco.engine.checkpoint import resolve_resume
@@ -43,8 +47,7 @@ def resolve_train_config(
     saved = run_dir / "config.yaml"
     if not saved.is_file():
         raise ConfigError(f"resume: run folder {str(run_dir)!r} has no config.yaml")
-    rest = [o for o in overrides if not o.startswith("resume=") and not o.startswith("dataset=")]
-    cfg = load_config(None, rest, config_file=saved)
+    cfg = load_config(None, list(given.rest), config_file=saved)  # the run's data set: dataset= is ignored
     cfg.resume = str(resume)
     cfg.out = str(run_dir)
     return cfg
@@ -71,9 +74,36 @@ def load(path: str | Path, device: str = "cpu") -> Segmenter:
         interface) in eval mode on ``device``; ``model.preprocess`` turns RGB [0, 1] images into its
         input, and ``model(x)`` returns part logits (B, K or K + 1, h, w).
     """
+    from partdisco.engine.inference import resolve_device
     from partdisco.models.convert import load_segmenter
 
-    return load_segmenter(path).to(device).eval()
+    return load_segmenter(path).to(resolve_device(device)).eval()
+
+
+def open_checkpoint(path: str | Path, device: str = "cpu", allow_pickle: bool = False) -> LoadedCheckpoint:
+    """Read a checkpoint file (or a run folder) and recognise its layout: the one loader of every command.
+
+    Args:
+        path: our checkpoint, a released unsup-parts file, a SCOPS state dict, or a run folder (its
+            ``model.pt``).
+        device: ``"cpu"``, ``"cuda"``, ``"auto"``...: where the segmenter goes.
+        allow_pickle: allow full unpickling (only for trusted files; see ``models.convert.load_file``).
+
+    Returns:
+        A :class:`partdisco.models.convert.LoadedCheckpoint`: ``path`` (resolved), ``layout``
+        (``partdisco`` | ``unsup_parts`` | ``scops``), ``segmenter`` (eval mode, on ``device``) and
+        ``contents`` (the loaded dict; ours carry ``config``).
+
+    Raises:
+        FileNotFoundError: no such file or run folder.
+        CheckpointError: unreadable, unknown layout, or a backbone file (the message names the file).
+    """
+    from partdisco.engine.inference import resolve_device
+    from partdisco.models.convert import load_checkpoint_file
+
+    loaded = load_checkpoint_file(path, allow_pickle=allow_pickle)
+    loaded.segmenter = loaded.segmenter.to(resolve_device(device)).eval()
+    return loaded
 
 
 def load_backbone(path: str | Path, device: str = "cpu") -> VisionTransformer:
@@ -117,31 +147,21 @@ def evaluate_checkpoint(
     Returns:
         The metrics dict and the path of the JSON file.
     """
-    import json
-
-    from partdisco.config import apply_overrides, config_from_dict, validate_data
+    from partdisco.config import apply_overrides, config_from_dict, validate_data, validate_eval
     from partdisco.data import build_dataset
     from partdisco.engine.evaluate import evaluate
     from partdisco.engine.inference import resolve_device
-    from partdisco.models.convert import (
-        load_file,
-        resolve_checkpoint_path,
-        segmenter_from_checkpoint_dict,
-        segmenter_from_foreign,
-    )
+    from partdisco.models.convert import load_checkpoint_file, resolve_checkpoint_path
 
     checkpoint = resolve_checkpoint_path(checkpoint)
     out_path = _metrics_destination(checkpoint, out)  # before the work: results must have somewhere to go
-    pairs = parse_overrides(list(overrides or []))
-    dataset = next((v for k, v in pairs if k == "dataset"), None)
-    rest = [f"{k}={v}" for k, v in pairs if k not in ("dataset", "split")]
-    split = next((v for k, v in pairs if k == "split"), None)
+    given = split_overrides(list(overrides or []), keys=("dataset", "split"))
+    dataset, split, rest = given.dataset, given.split, list(given.rest)
 
-    obj = load_file(checkpoint)
-    is_ours = isinstance(obj, dict) and "format_version" in obj
-    model = segmenter_from_checkpoint_dict(obj) if is_ours else segmenter_from_foreign(obj)
-    if is_ours and obj.get("config"):
-        cfg = evaluation_config(config_from_dict(obj["config"]), dataset, rest)
+    loaded = load_checkpoint_file(checkpoint)
+    model = loaded.segmenter
+    if loaded.ours and loaded.contents.get("config"):
+        cfg = evaluation_config(config_from_dict(loaded.contents["config"]), dataset, rest)
     elif dataset is None:
         raise ConfigError(
             f"{str(checkpoint)!r} carries no data set config; say which with dataset=NAME data.root=DIR"
@@ -152,6 +172,7 @@ def evaluate_checkpoint(
     if split is not None:
         cfg.eval.split = split
     validate_data(cfg.data)
+    validate_eval(cfg.eval, data_name=cfg.data.name)
 
     dev = resolve_device(device)
     model = model.to(dev).eval()
@@ -160,13 +181,9 @@ def evaluate_checkpoint(
     reg_set = None
     if regression and "keypoints" in first and cfg.eval.split != "train" and cfg.eval.full_images == "off":
         reg_set = build_dataset(cfg.data, "train", train=False)
-    if cfg.eval.full_images not in ("off", "mask", "predicted"):
-        raise ConfigError(f"eval.full_images: must be off, mask or predicted, got {cfg.eval.full_images!r}")
     if cfg.eval.full_images != "off":
         from partdisco.engine.evaluate_full import evaluate_full_images
 
-        if cfg.data.name != "folder":
-            raise ConfigError("eval.full_images: works for folder data sets only (dataset=folder)")
         metrics = evaluate_full_images(
             model,
             test_set,
@@ -194,13 +211,9 @@ def evaluate_checkpoint(
     )
     if out_path.is_dir():
         out_path = out_path / f"metrics-{cfg.data.name}-{cfg.eval.split}.json"
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
     try:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
-        tmp.replace(out_path)
+        write_json(out_path, metrics)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         scalars = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
         raise OSError(
             err.errno, f"{err.strerror}; the metrics were {json.dumps(scalars)}", str(out_path)
@@ -242,7 +255,7 @@ def evaluation_config(trained: RunConfig, dataset: str | None, overrides: list[s
     if dataset is not None and dataset != cfg.data.name:
         if dataset not in DATASETS:
             raise ConfigError(f"dataset: unknown data set {dataset!r}; choose from {DATASETS}")
-        if not any(o.startswith("data.root=") for o in overrides):
+        if not any(key == "data.root" for key, _ in parse_overrides(overrides)):
             raise ConfigError(
                 f"dataset={dataset}: the checkpoint was trained on {cfg.data.name!r}; give data.root=DIR for "
                 f"the {dataset} folder"
@@ -273,22 +286,43 @@ def export(src: str | Path, dst: str | Path, fp16: bool = False) -> Path:
         The written path. The file keeps the model description, the training image size and, for our
         checkpoints, the run config (so ``partdisco eval`` still knows the data set); no optimizer state.
     """
-    from partdisco.models.convert import (
-        export_checkpoint,
-        load_file,
-        resolve_checkpoint_path,
-        segmenter_from_checkpoint_dict,
-        segmenter_from_foreign,
-    )
+    from partdisco.models.convert import export_checkpoint, load_checkpoint_file
 
-    path = resolve_checkpoint_path(src)
-    obj = load_file(path)
-    ours = isinstance(obj, dict) and "format_version" in obj
-    seg = segmenter_from_checkpoint_dict(obj) if ours else segmenter_from_foreign(obj)
-    extra: dict[str, Any] = {"exported_from": str(path), "weights_dtype": "float16" if fp16 else "float32"}
-    if ours:
-        extra.update({k: obj[k] for k in ("config", "step", "metrics") if k in obj})
-    return export_checkpoint(seg, dst, extra=extra, fp16=fp16)
+    loaded = load_checkpoint_file(src)
+    extra: dict[str, Any] = {
+        "exported_from": str(loaded.path),
+        "weights_dtype": "float16" if fp16 else "float32",
+    }
+    if loaded.ours:
+        extra.update({k: loaded.contents[k] for k in ("config", "step", "metrics") if k in loaded.contents})
+    return export_checkpoint(loaded.segmenter, dst, extra=extra, fp16=fp16)
+
+
+def convert(src: str | Path, dst: str | Path, allow_pickle: bool = False) -> tuple[Segmenter, Path]:
+    """Convert a released unsup-parts / SCOPS checkpoint (or ours) to our format (``partdisco convert``).
+
+    Args:
+        src: the released file.
+        dst: the output ``.pt`` file (not ``src`` itself).
+        allow_pickle: allow full unpickling of ``src`` (only for files you trust).
+
+    Returns:
+        ``(segmenter, path)``: the segmenter read from ``src`` (its ``arch``, ``num_parts`` and
+        ``background_channel`` describe what was found) and the written file, which holds it in our format
+        with ``converted_from = str(src)``.
+
+    Raises:
+        ValueError: ``dst`` is ``src``.
+        CheckpointError: ``src`` is unreadable or not a segmenter.
+    """
+    import os
+
+    from partdisco.models.convert import export_checkpoint, load_checkpoint_file
+
+    if os.path.exists(dst) and os.path.exists(src) and os.path.samefile(src, dst):
+        raise ValueError(f"convert: DST {str(dst)!r} is SRC; write the converted file to another path")
+    seg = load_checkpoint_file(src, allow_pickle=allow_pickle).segmenter
+    return seg, export_checkpoint(seg, dst, extra={"converted_from": str(src)})
 
 
 def _metrics_destination(checkpoint: Path, out: str | Path | None) -> Path:
@@ -337,7 +371,8 @@ def _image_to_rgb_uint8(image: Any, index: int) -> Any:
     """One image of :func:`segment` -> uint8 (H, W, 3) RGB (see its docstring for what is accepted)."""
     import numpy as np
 
-    from partdisco.data.io import composite_on_black, read_image
+    from partdisco.data.io import read_image
+    from partdisco.geometry.image import to_rgb_uint8
 
     if isinstance(image, (str, Path)):
         return read_image(image)
@@ -354,19 +389,7 @@ def _image_to_rgb_uint8(image: Any, index: int) -> Any:
         raise ValueError(
             f"image {index}: expected (H, W), (H, W, 1|3|4) arrays or (C, H, W) tensors, got {array.shape}"
         )
-    if array.dtype == np.bool_:
-        array = array.astype(np.float32)
-    if np.issubdtype(array.dtype, np.floating):
-        array = np.clip(np.nan_to_num(array.astype(np.float32)), 0.0, 1.0) * 255.0  # floats are [0, 1]
-    elif array.dtype == np.uint16:
-        array = array.astype(np.float32) / 257.0  # 16 bit -> 8 bit, as read_image does
-    else:
-        array = np.clip(array.astype(np.float32), 0.0, 255.0)
-    if array.shape[2] == 4:
-        array = composite_on_black(array)  # as read_image does
-    elif array.shape[2] == 1:
-        array = np.repeat(array, 3, axis=2)
-    return np.round(array).astype(np.uint8)
+    return to_rgb_uint8(array)  # the one value rule: floats [0, 1], uint16 / 257, alpha on black
 
 
 def _mask_to_float(mask: Any, index: int) -> Any:
@@ -485,12 +508,154 @@ def segment(
     return labels[0], probs[0]
 
 
+def default_out_dir(inputs: list[str]) -> Path:
+    """Where ``partdisco segment`` writes without ``--out``: ``FOLDER_parts`` next to the first input."""
+    from partdisco.engine.segment import default_out_dir as _default_out_dir
+
+    return _default_out_dir(inputs)
+
+
+def segment_files(
+    model: Segmenter,
+    inputs: list[str],
+    out_dir: str | Path,
+    *,
+    checkpoint: str | None = None,
+    masks_dir: str | Path | None = None,
+    size: int | None = None,
+    batch_size: int = 8,
+    background: str = "auto",
+    save_probs: bool = False,
+    overwrite: bool = False,
+    alpha: float = 0.5,
+    progress: bool = True,
+    crop: str = "auto",
+    padding: float | None = None,
+) -> SegmentSummary:
+    """Segment image files and write label maps, colour maps, overlays, ``parts.json`` and ``index.html``.
+
+    What ``partdisco segment`` runs (docs/SEGMENT.md); :func:`segment` is the same without files.
+
+    Args:
+        model: a Segmenter on its device (e.g. ``open_checkpoint(path, device).segmenter``).
+        inputs: image files, folders (recursive) and glob patterns.
+        out_dir: the output folder (created or reused, never wiped).
+        checkpoint: the checkpoint path, recorded in ``parts.json`` and compared on a rerun.
+        masks_dir: foreground masks named like the images; they define the background.
+        size: shorter side of the network input; None = the model's training size, else 256.
+        batch_size: images per forward pass.
+        background: ``"auto"``, ``"none"`` or ``"border"`` (``"auto"`` with masks).
+        save_probs: also write ``probs/NAME.npz``.
+        overwrite: recompute images whose outputs exist.
+        alpha: part opacity in the overlays, in [0, 1].
+        progress: show a progress bar.
+        crop: ``"auto"``, ``"object"`` or ``"none"`` (object-centric inference).
+        padding: object crop padding per side; None = the checkpoint's ``data.padding_frac``, else 0.05.
+
+    Returns:
+        The summary: ``written``, ``skipped``, ``failed`` (path -> reason), ``notes``, ``out_dir``,
+        ``index_html``.
+
+    Raises:
+        ValueError: no images, bad arguments, or an ``out_dir`` written with another model or settings.
+        FileNotFoundError: an input does not exist, or an image has no mask in ``masks_dir``.
+    """
+    from partdisco.engine.segment import segment_files as _segment_files
+
+    return _segment_files(
+        model,
+        inputs,
+        out_dir,
+        masks_dir=masks_dir,
+        size=size,
+        batch_size=batch_size,
+        background=background,
+        save_probs=save_probs,
+        overwrite=overwrite,
+        alpha=alpha,
+        checkpoint=checkpoint,
+        progress=progress,
+        crop=crop,
+        padding=padding,
+    )
+
+
+def write_synthetic(
+    out: str | Path, n: int, *, image_size: int = 128, seed: int = 0, test_fraction: float = 1.0
+) -> dict[str, int]:
+    """Write ``n`` synthetic images (masks, part maps, keypoints, split lists) as a folder data set.
+
+    ``partdisco data synth``; see ``partdisco.data.synthetic.write_folder``.
+
+    Args:
+        out: a new or empty folder.
+        n: number of images, >= 2.
+        image_size: image side in pixels.
+        seed: random seed.
+        test_fraction: share of the images listed in ``test.txt`` (1.0 = all held-out test images).
+
+    Returns:
+        Images written per split.
+
+    Raises:
+        ValueError: ``n < 2``, or ``out`` is not new or empty.
+    """
+    from partdisco.data.synthetic import write_folder
+
+    if n < 2:
+        raise ValueError(f"--n must be >= 2, got {n}")
+    return write_folder(
+        Path(out).expanduser(), n, image_size=image_size, seed=seed, test_fraction=test_fraction
+    )
+
+
+def guess_dataset(root: str | Path) -> str | None:
+    """The layout a folder looks like: ``cub``, ``deepfashion``, ``pascal_part``, ``folder``, or None."""
+    from partdisco.data.check import guess_dataset as _guess_dataset
+
+    return _guess_dataset(root)
+
+
+def check_dataset(
+    root: str | Path, dataset: str, overrides: list[str] | None = None, out: TextIO | None = None
+) -> int:
+    """Report what a data set folder holds, what is missing and what is bad (``partdisco data check``).
+
+    Args:
+        root: the data set folder.
+        dataset: its layout, a preset name (``synthetic`` checks a folder written by ``data synth``).
+        overrides: ``key=value`` config keys (``data.pascal_class=cat``, ...), type-checked as for training;
+            ``dataset=`` among them is ignored (``dataset`` decides).
+        out: where the report goes (default stdout).
+
+    Returns:
+        0 when everything required is present and every sample reads, else 1.
+    """
+    import sys
+
+    from partdisco.data.check import check_dataset as _check_dataset
+
+    name = "folder" if dataset == "synthetic" else dataset
+    # the preset's data settings, then the overrides (the folder is not validated: reporting on it is the
+    # point)
+    rest = list(split_overrides(list(overrides or []), keys=("dataset",)).rest)
+    cfg = load_config(dataset, rest, check=False)
+    return int(_check_dataset(root, name, out=out or sys.stdout, cfg=cfg.data))
+
+
 __all__ = [
+    "check_dataset",
+    "convert",
+    "default_out_dir",
     "evaluate_checkpoint",
     "export",
     "format_metrics",
+    "guess_dataset",
     "load",
+    "open_checkpoint",
     "resolve_train_config",
     "segment",
+    "segment_files",
     "train",
+    "write_synthetic",
 ]

@@ -27,21 +27,69 @@ from typing import Any
 
 import yaml
 
-PRESETS = ("synthetic", "cub", "deepfashion", "pascal_part", "folder")
-RECIPES = ("cpu",)
-DATASETS = PRESETS
+from partdisco.fileio import write_text
+
+# The named choices, listed once. Validation, `partdisco train --help` (cli/_options.py), the CLI's
+# argparse choices and error messages all read these; the implementations register against them (a data
+# set is the module data/<name>.py, an architecture is registered in models/registry.py under one of
+# ARCHS, a feature source is built by models/perceptual.py) and tests/test_registries.py checks that every
+# name has its implementation and every implementation its name. They live here, on the bottom floor,
+# because config.py validates a run before data/ or models/ are imported (and may not import them).
+DATASETS = ("synthetic", "cub", "deepfashion", "pascal_part", "folder")  # data/<name>.py each
+PRESETS = DATASETS  # one preset per data set: configs/<name>.yaml
+REFERENCE_PRESETS = ("cub", "deepfashion", "pascal_part")  # the paper's data sets, trained as the reference
 ARCHS = ("resnet18", "resnet50", "deeplab_r50_2branch", "vit")
 FEATURE_SOURCES = ("vgg19", "vgg19_random", "texture", "dino", "dinov2")
 PRECISIONS = ("fp32", "bf16", "fp16")
-REFERENCE_PRESETS = ("cub", "deepfashion", "pascal_part")  # the paper's data sets, trained as the reference
 INIT_FORMATS = ("auto", "caffe", "torchvision")  # provenance of a raw ResNet file given as model.init_from
 NORMALIZATION_CHOICES = ("auto", "caffe", "imagenet")
+MASK_MODES = ("auto", "ignore")
+OPTIMIZERS = ("sgd", "adamw")
+FULL_IMAGES = ("off", "mask", "predicted")
 RANDOM_INIT = "none"  # model.init_from=none: random backbone on purpose (kept as this string, not null)
 MAX_IMAGE_SIZE = 2048  # training side; 8x the reference's 256, beyond it memory runs out before step 1
 MAX_PARTS = 255  # label maps and the palette are uint8 (0 = background)
 MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds
 FLOAT32_MAX = 3.4028234663852886e38  # every float key reaches float32 tensors
-MASK_MODES = ("auto", "ignore")
+
+
+def _shipped_recipes() -> tuple[str, ...]:
+    """Recipe names, from the shipped ``configs/recipe-NAME.yaml`` files (the files are the registry)."""
+    folder = resources.files("partdisco") / "configs"
+    names = [entry.name for entry in folder.iterdir()]
+    return tuple(sorted(n[7:-5] for n in names if n.startswith("recipe-") and n.endswith(".yaml")))
+
+
+RECIPES = _shipped_recipes()
+
+# Allowed values per config key (and per pseudo-key), for validation and --help; ``device`` also takes
+# ``cuda:N``, checked when the device is opened.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "dataset": PRESETS,
+    "recipe": RECIPES,
+    "device": ("auto", "cpu", "cuda", "cuda:N"),
+    "data.name": DATASETS,
+    "data.cub_mask": ("gt", "sup", "none"),
+    "data.cub_variant": ("fg", "full"),
+    "model.arch": ARCHS,
+    "model.features": FEATURE_SOURCES,
+    "model.normalization": NORMALIZATION_CHOICES,
+    "model.init_from_format": INIT_FORMATS,
+    "data.masks": MASK_MODES,
+    "data.deepfashion_variant": ("fg", "full"),
+    "eval.full_images": FULL_IMAGES,
+    "optim.name": OPTIMIZERS,
+    "train.precision": PRECISIONS,
+    "eval.split": ("train", "test"),
+}
+
+# key=value words that are not plain config keys: parsed once, by split_overrides.
+PSEUDO_KEYS: dict[str, str] = {
+    "dataset": "the preset (configs/NAME.yaml) to start from; for eval, the data set to score on",
+    "recipe": "a recipe (configs/recipe-NAME.yaml) applied over the preset",
+    "resume": "train: a run folder or checkpoint to continue from (its config.yaml is the base)",
+    "split": "eval: the split to score (= eval.split)",
+}
 
 
 class ConfigError(ValueError):
@@ -233,6 +281,41 @@ def _need(ok: bool, key: str, msg: str) -> None:
         raise ConfigError(f"{key}: {msg}")
 
 
+def _or(choices: typing.Sequence[str]) -> str:
+    """``("a", "b", "c")`` -> ``"a, b or c"``, for messages."""
+    return choices[0] if len(choices) == 1 else f"{', '.join(choices[:-1])} or {choices[-1]}"
+
+
+def validate_eval(cfg: EvalConfig, data_name: str | None = None) -> EvalConfig:
+    """Check the ``eval`` slice (used by :func:`validate` and by checkpoint evaluation).
+
+    Args:
+        cfg: the ``eval`` slice.
+        data_name: the data set it will score (``data.name``); given, ``eval.full_images`` other than
+            ``off`` must be a folder data set. Training passes None: it never scores whole images.
+
+    Returns:
+        ``cfg``.
+
+    Raises:
+        ConfigError: naming the key.
+
+    Example:
+        >>> validate_eval(EvalConfig(full_images="whole"))
+        Traceback (most recent call last):
+        ...
+        partdisco.config.ConfigError: eval.full_images: must be off, mask or predicted, got 'whole'
+    """
+    _need(
+        cfg.full_images in FULL_IMAGES,
+        "eval.full_images",
+        f"must be {_or(FULL_IMAGES)}, got {cfg.full_images!r}",
+    )
+    if data_name is not None and cfg.full_images != "off":
+        _need(data_name == "folder", "eval.full_images", "works for folder data sets only (dataset=folder)")
+    return cfg
+
+
 def validate_data(cfg: DataConfig) -> DataConfig:
     """Check the ``data`` slice alone (used by evaluation, which needs no training settings)."""
     need = _need
@@ -247,9 +330,8 @@ def validate_data(cfg: DataConfig) -> DataConfig:
         "data.synthetic_seed",
         f"must be 0..2**63-1, got {cfg.synthetic_seed}",
     )
-    need(cfg.cub_mask in ("gt", "sup", "none"), "data.cub_mask", "must be gt, sup or none")
-    need(cfg.cub_variant in ("fg", "full"), "data.cub_variant", "must be fg or full")
-    need(cfg.deepfashion_variant in ("fg", "full"), "data.deepfashion_variant", "must be fg or full")
+    for key in ("data.cub_mask", "data.cub_variant", "data.deepfashion_variant"):
+        need(getattr(cfg, key[5:]) in CHOICES[key], key, f"must be {_or(CHOICES[key])}")
     need(cfg.masks in MASK_MODES, "data.masks", f"must be one of {MASK_MODES}, got {cfg.masks!r}")
     if cfg.name != "synthetic":
         need(
@@ -311,13 +393,11 @@ def validate(cfg: RunConfig) -> RunConfig:
         f"unknown precision {cfg.train.precision!r}; choose from {PRECISIONS}",
     )
     need(
-        cfg.optim.name in ("sgd", "adamw"), "optim.name", f"must be 'sgd' or 'adamw', got {cfg.optim.name!r}"
+        cfg.optim.name in OPTIMIZERS,
+        "optim.name",
+        f"must be {_or([repr(o) for o in OPTIMIZERS])}, got {cfg.optim.name!r}",
     )
-    need(
-        cfg.eval.full_images in ("off", "mask", "predicted"),
-        "eval.full_images",
-        f"must be off, mask or predicted, got {cfg.eval.full_images!r}",
-    )
+    validate_eval(cfg.eval)
     need(cfg.optim.lr > 0, "optim.lr", f"must be > 0, got {cfg.optim.lr}")
     need(
         0.0 <= cfg.loss.fg_area_min < cfg.loss.fg_area_max <= 1.0,
@@ -538,6 +618,66 @@ def parse_overrides(items: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
+@dataclass(frozen=True)
+class Overrides:
+    """``key=value`` words split into the pseudo-keys (:data:`PSEUDO_KEYS`) and the config keys.
+
+    A pseudo-key that was not asked for (or not given) is None; ``rest`` keeps every other word as it was
+    written, in order, for :func:`apply_overrides` / :func:`load_config`.
+    """
+
+    dataset: str | None = None
+    recipe: str | None = None
+    resume: str | None = None
+    split: str | None = None
+    rest: tuple[str, ...] = ()
+
+
+def split_overrides(
+    items: typing.Sequence[str], keys: typing.Iterable[str] = tuple(PSEUDO_KEYS)
+) -> Overrides:
+    """Take the pseudo-keys ``keys`` out of ``key=value`` words (the one parser of them).
+
+    ``dataset=``, ``recipe=``, ``resume=`` and ``split=`` are read here and nowhere else: by the config
+    loader, the API and the CLI.
+
+    Keys are stripped (`` dataset =cub`` is ``dataset``), values are kept as written. A pseudo-key given twice
+    with different values is an error; the same value twice is accepted. Words whose key is not in ``keys``
+    stay in ``rest`` (so ``split=`` given to ``train``, which does not take it, reaches the config and is
+    refused there as an unknown key).
+
+    Args:
+        items: the ``key=value`` words.
+        keys: which pseudo-keys to take out (a subset of :data:`PSEUDO_KEYS`).
+
+    Returns:
+        The :class:`Overrides`.
+
+    Raises:
+        ConfigError: a word without ``=``, an unknown name in ``keys``, or a pseudo-key given twice with
+            different values.
+
+    Example:
+        >>> ov = split_overrides(["dataset=cub", "model.num_parts=5", "split=test"], keys=("dataset",))
+        >>> ov.dataset, ov.split, ov.rest
+        ('cub', None, ('model.num_parts=5', 'split=test'))
+    """
+    keys = tuple(keys)
+    unknown = sorted(set(keys) - set(PSEUDO_KEYS))
+    if unknown:
+        raise ConfigError(f"not pseudo-keys: {unknown}; the pseudo-keys are {list(PSEUDO_KEYS)}")
+    found: dict[str, str] = {}
+    rest: list[str] = []
+    for item, (key, value) in zip(items, parse_overrides(list(items)), strict=True):
+        if key not in keys:
+            rest.append(item)
+        elif key in found and found[key] != value:
+            raise ConfigError(f"{key}= is given twice ({found[key]!r} and {value!r}); give it once")
+        else:
+            found[key] = value
+    return Overrides(**found, rest=tuple(rest))
+
+
 def preset_path(name: str) -> Path:
     """Path of a shipped preset YAML."""
     if name not in PRESETS:
@@ -573,7 +713,7 @@ def load_config(
     Raises:
         ConfigError: an unknown key, a wrong type or an invalid value; the message names it.
     """
-    pairs = parse_overrides(overrides or [])
+    given = split_overrides(overrides or [], keys=("dataset", "recipe"))
     file_values: dict[str, Any] = {}
     if config_file is not None:
         path = Path(config_file)
@@ -593,7 +733,7 @@ def load_config(
     if preset is None:
         file_data = file_values.get("data") if isinstance(file_values.get("data"), dict) else {}
         preset = (
-            next((v for k, v in pairs if k == "dataset"), None)
+            given.dataset
             or file_values.get("dataset")
             or file_data.get("name")  # a hand-written file may name its data set only there
             or "synthetic"
@@ -604,7 +744,9 @@ def load_config(
     preset_file = preset_path(str(preset))
     merge_dict(cfg, yaml.safe_load(preset_file.read_text()) or {}, source=str(preset_file))
     cfg.dataset = str(preset)
-    recipe = next((v for k, v in pairs if k == "recipe"), None) or file_values.get("recipe")
+    if given.dataset is not None and given.dataset != preset:
+        raise ConfigError(f"dataset={given.dataset!r} conflicts with preset {preset!r}")
+    recipe = given.recipe or file_values.get("recipe")
     if recipe is not None and str(recipe).lower() not in ("none", "null", ""):
         recipe_file = recipe_path(str(recipe))
         merge_dict(cfg, yaml.safe_load(recipe_file.read_text()) or {}, source=str(recipe_file))
@@ -612,14 +754,7 @@ def load_config(
     if file_values:
         file_values = {k: v for k, v in file_values.items() if k != "recipe"}
         merge_dict(cfg, file_values_for_preset(file_values, str(preset)), source=str(config_file))
-    for key, value in pairs:
-        if key == "dataset":
-            if value != preset:
-                raise ConfigError(f"dataset={value!r} conflicts with preset {preset!r}")
-            continue
-        if key == "recipe":
-            continue
-        _set(cfg, key, value)
+    apply_overrides(cfg, list(given.rest))
     return validate(cfg) if check else cfg
 
 
@@ -663,7 +798,4 @@ def config_from_dict(values: dict[str, Any]) -> RunConfig:
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    tmp.replace(path)
+    write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -138,14 +138,15 @@ def test_eval_refuses_an_unwritable_out_before_the_work(checkpoint, tmp_path, mo
 
 
 def test_eval_disk_full_keeps_the_metrics_in_the_message(checkpoint, tmp_path, monkeypatch, capsys):
-    real = pathlib.Path.write_text
+    for method in ("write_text", "write_bytes"):  # whichever the atomic writer (partdisco.fileio) uses
+        real = getattr(pathlib.Path, method)
 
-    def full(self, *args, **kwargs):
-        if self.name.startswith(".m.json"):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
-        return real(self, *args, **kwargs)
+        def full(self, *args, _real=real, **kwargs):
+            if self.name.startswith(".m.json"):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+            return _real(self, *args, **kwargs)
 
-    monkeypatch.setattr(pathlib.Path, "write_text", full)
+        monkeypatch.setattr(pathlib.Path, method, full)
     out = tmp_path / "m.json"
     assert main(["eval", str(checkpoint), "--quiet", "--no-regression", *TINY_EVAL, "--out", str(out)]) == 2
     err = _one_line_error(capsys)

@@ -210,8 +210,10 @@ class TestToUint8Image:
         assert out.shape == (4, 5, 3) and out.dtype == np.uint8
         np.testing.assert_array_equal(out[0, 0], [255, 128, 0])
 
-    def test_hwc_float_0_255(self):
-        out = to_uint8_image(np.full((4, 5, 3), 200.0))
+    def test_hwc_float_is_unit_range_and_0_255_needs_value_range(self):
+        # one rule for floats (geometry/image.py): [0, 1]; 8-bit-unit floats say so with value_range
+        np.testing.assert_array_equal(to_uint8_image(np.full((4, 5, 3), 200.0))[0, 0], [255, 255, 255])
+        out = to_uint8_image(np.full((4, 5, 3), 200.0), value_range=(0, 255))
         np.testing.assert_array_equal(out[0, 0], [200, 200, 200])
 
     def test_uint8_passthrough(self):
@@ -224,6 +226,8 @@ class TestToUint8Image:
         rgba = np.zeros((4, 5, 4), dtype=np.uint8)
         rgba[..., 3] = 255
         np.testing.assert_array_equal(to_uint8_image(rgba), np.zeros((4, 5, 3)))
+        rgba[..., :3], rgba[..., 3] = 200, 51  # alpha is composited on black, not dropped
+        np.testing.assert_array_equal(to_uint8_image(rgba), np.full((4, 5, 3), 40))
         out = to_uint8_image(np.array([[-5, 300]], dtype=np.int64))
         np.testing.assert_array_equal(out[0, :, 0], [0, 255])
 

@@ -7,7 +7,7 @@ import inspect
 import re
 import typing
 
-from partdisco.config import ARCHS, DATASETS, FEATURE_SOURCES, PRECISIONS, PRESETS, RunConfig, load_config
+from partdisco.config import CHOICES, PRESETS, ConfigError, RunConfig, load_config, split_overrides
 
 _COMMENT = re.compile(r"^    (\w+):[^=]*=.*?#\s*(.+)$")
 
@@ -36,24 +36,8 @@ _MEANING = {
     "loss.fg_area_max": "mask-free training: largest foreground fraction of an image (see loss.fg_area_min)",
 }
 
-# Allowed values of the keys that take a name (from the same tuples the validation uses).
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "dataset": PRESETS,
-    "device": ("auto", "cpu", "cuda", "cuda:N"),
-    "data.name": DATASETS,
-    "data.cub_mask": ("gt", "sup", "none"),
-    "data.cub_variant": ("fg", "full"),
-    "model.arch": ARCHS,
-    "model.features": FEATURE_SOURCES,
-    "model.normalization": ("auto", "caffe", "imagenet"),
-    "model.init_from_format": ("auto", "caffe", "torchvision"),
-    "data.masks": ("auto", "ignore"),
-    "data.deepfashion_variant": ("fg", "full"),
-    "eval.full_images": ("off", "mask", "predicted"),
-    "optim.name": ("sgd", "adamw"),
-    "train.precision": PRECISIONS,
-    "eval.split": ("train", "test"),
-}
+# Allowed values of the keys that take a name: config.CHOICES, the list the validation reads.
+_CHOICES = CHOICES
 
 
 def _type_name(tp: object) -> str:
@@ -102,11 +86,12 @@ def key_meanings() -> dict[str, str]:
 
 def preset_from_argv(argv: list[str]) -> str | None:
     """The ``dataset=NAME`` among command-line arguments when NAME is a preset, else None."""
-    for item in argv:
-        if item.startswith("dataset="):
-            name = item.partition("=")[2]
-            return name if name in PRESETS else None
-    return None
+    words = [a for a in argv if "=" in a and not a.startswith("-")]
+    try:
+        name = split_overrides(words, keys=("dataset",)).dataset
+    except ConfigError:  # a malformed word: the parser proper reports it; --help shows the default
+        return None
+    return name if name in PRESETS else None
 
 
 def config_keys_help(preset: str | None = None) -> str:

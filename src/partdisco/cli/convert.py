@@ -28,14 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Convert and report what was found."""
-    import os
+    from partdisco.api import convert
 
-    from partdisco.models.convert import export_checkpoint, load_segmenter
-
-    if os.path.exists(args.dst) and os.path.exists(args.src) and os.path.samefile(args.src, args.dst):
-        raise ValueError(f"convert: DST {args.dst!r} is SRC; write the converted file to another path")
-    seg = load_segmenter(args.src, allow_pickle=args.allow_pickle)
-    path = export_checkpoint(seg, args.dst, extra={"converted_from": str(args.src)})
+    seg, path = convert(args.src, args.dst, allow_pickle=args.allow_pickle)
     bg = "with" if seg.background_channel else "without"
     print(f"{args.src} -> {path}: {seg.arch}, {seg.num_parts} parts {bg} background channel")
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from partdisco.config import DATASETS
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Attach the ``data`` subcommand group."""
@@ -52,6 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="key=value",
         help="config overrides as for train (data.pascal_class=cat, data.cub_mask=sup, ...)",
     )
+
     # ROOT --dataset NAME key=value: positionals on both sides of an option need intermixed parsing, which
     # the parent parser's subcommand dispatch does not do; it calls parse_known_args, so route that (the
     # intermixed parser calls the class's own parse_known_args inside, hence the temporary removal)
@@ -66,28 +69,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     check.add_argument(
         "--dataset",
         default=None,
-        choices=["cub", "deepfashion", "pascal_part", "folder", "synthetic"],
+        choices=DATASETS,
         help="which layout to expect (default: guessed from the files in ROOT, and printed)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch ``data`` subcommands."""
+    from partdisco.api import check_dataset, guess_dataset, write_synthetic
+
     if args.data_command == "synth":
-        from pathlib import Path
-
-        from partdisco.data.synthetic import write_folder
-
-        if args.n < 2:
-            raise ValueError(f"--n must be >= 2, got {args.n}")
-        out = Path(args.out).expanduser()
         fraction = {"test": 1.0, "train": 0.0}.get(args.split, args.test_fraction)
-        counts = write_folder(out, args.n, image_size=args.size, seed=args.seed, test_fraction=fraction)
+        counts = write_synthetic(
+            args.out, args.n, image_size=args.size, seed=args.seed, test_fraction=fraction
+        )
         print(f"wrote {counts} to {args.out}")
         return 0
-    from partdisco.config import load_config
-    from partdisco.data.check import check_dataset, guess_dataset
-
     preset = args.dataset
     if preset is None:
         preset = guess_dataset(args.root)
@@ -97,8 +94,4 @@ def run(args: argparse.Namespace) -> int:
                 "DeepFashion split jsons or VOC2010/); say which with --dataset NAME"
             )
         print(f"guessed --dataset {preset} from the layout of {args.root}")
-    name = "folder" if preset == "synthetic" else preset
-    # the preset's data settings, then the overrides, type-checked like train's (the folder is not validated
-    # here: reporting on it is the point)
-    cfg = load_config(preset, [o for o in args.overrides if not o.startswith("dataset=")], check=False)
-    return int(check_dataset(args.root, name, out=sys.stdout, cfg=cfg.data))
+    return check_dataset(args.root, preset, args.overrides, out=sys.stdout)

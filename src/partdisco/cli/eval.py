@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from partdisco.config import CHOICES
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Attach the ``eval`` subcommand."""
@@ -30,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="data set / evaluation overrides")
     p.add_argument("--out", help="metrics JSON path (default: next to the checkpoint)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--device", default="auto", help=f"{' | '.join(CHOICES['device'])} (default auto)")
     p.add_argument(
         "--no-regression", action="store_true", help="skip keypoint regression (needs the train split)"
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from partdisco.config import CHOICES
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Attach the ``segment`` subcommand."""
@@ -44,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "else 256)",
     )
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--device", default="auto", help=f"{' | '.join(CHOICES['device'])} (default auto)")
     p.add_argument(
         "--save-probs", action="store_true", help="also write float16 probabilities to probs/NAME.npz"
     )
@@ -83,14 +85,7 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         0, also when some files were unreadable (they are listed); 1 when no image could be read.
     """
-    from partdisco.engine.inference import resolve_device
-    from partdisco.engine.segment import default_out_dir, segment_files
-    from partdisco.models.convert import (
-        load_file,
-        resolve_checkpoint_path,
-        segmenter_from_checkpoint_dict,
-        segmenter_from_foreign,
-    )
+    from partdisco.api import default_out_dir, open_checkpoint, segment_files
 
     if args.no_background and args.background != "auto":
         raise ValueError("--no-background and --background cannot be combined; use one")
@@ -99,18 +94,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--masks define the background; drop --no-background / --background")
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
-    checkpoint = resolve_checkpoint_path(args.checkpoint)
-    obj = load_file(checkpoint)
-    ours = isinstance(obj, dict) and "format_version" in obj
-    model = segmenter_from_checkpoint_dict(obj) if ours else segmenter_from_foreign(obj)
-    model = model.to(resolve_device(args.device)).eval()
-    del obj
+    loaded = open_checkpoint(args.checkpoint, device=args.device)
     out_dir = args.out
     if out_dir is None:
         out_dir = default_out_dir(args.inputs)
         print(f"writing to {out_dir} (no --out given: next to the inputs)")
     summary = segment_files(
-        model,
+        loaded.segmenter,
         args.inputs,
         out_dir,
         masks_dir=args.masks,
@@ -120,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         save_probs=args.save_probs,
         overwrite=args.overwrite,
         alpha=args.alpha,
-        checkpoint=str(checkpoint.resolve()),
+        checkpoint=str(loaded.path.resolve()),
         progress=not args.quiet,
         crop=args.crop,
         padding=args.padding,  # None: the checkpoint's data.padding_frac (engine.segment.inference_padding)

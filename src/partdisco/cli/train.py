@@ -43,10 +43,10 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from partdisco.api import resolve_train_config, train
-    from partdisco.config import load_config
+    from partdisco.config import load_config, split_overrides
 
     if args.print_config:
-        if any(o.startswith("resume=") for o in args.overrides):
+        if split_overrides(args.overrides, keys=("resume",)).resume is not None:
             cfg = resolve_train_config(args.overrides, config_file=args.config)
         else:
             cfg = load_config(None, args.overrides, config_file=args.config, check=False)

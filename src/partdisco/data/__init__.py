@@ -7,22 +7,30 @@ described in ``docs/ARCHITECTURE.md``; ``collate`` stacks them into a typed :cla
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 
-from partdisco.config import DataConfig
+from partdisco.config import DATASETS, DataConfig
 from partdisco.data.batch import Batch, PartsDataset, collate
 
-_BUILDERS = {
-    "synthetic": "partdisco.data.synthetic",
-    "cub": "partdisco.data.cub",
-    "deepfashion": "partdisco.data.deepfashion",
-    "pascal_part": "partdisco.data.pascal_part",
-    "folder": "partdisco.data.folder",
-}
+# The registry of data sets is config.DATASETS: data set NAME is the module partdisco/data/NAME.py, whose
+# build(cfg, split, train, seed) makes it (tests/test_registries.py checks every name has its module).
+_BUILDERS = {name: f"partdisco.data.{name}" for name in DATASETS}
 
 
 def list_datasets() -> list[str]:
-    """Names accepted by ``data.name``."""
+    """Names accepted by ``data.name`` (:data:`partdisco.config.DATASETS`), sorted."""
     return sorted(_BUILDERS)
+
+
+def dataset_module(name: str) -> ModuleType:
+    """The module that builds data set ``name`` (``partdisco.data.NAME``).
+
+    Raises:
+        ValueError: ``name`` is not one of :data:`partdisco.config.DATASETS`.
+    """
+    if name not in _BUILDERS:
+        raise ValueError(f"data.name: unknown data set {name!r}; choose from {list_datasets()}")
+    return importlib.import_module(_BUILDERS[name])
 
 
 def build_dataset(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> PartsDataset:
@@ -40,10 +48,7 @@ def build_dataset(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> Pa
     Raises:
         ValueError: unknown data set name.
     """
-    if cfg.name not in _BUILDERS:
-        raise ValueError(f"data.name: unknown data set {cfg.name!r}; choose from {list_datasets()}")
-    module = importlib.import_module(_BUILDERS[cfg.name])
-    return module.build(cfg, split, train, seed=seed)
+    return dataset_module(cfg.name).build(cfg, split, train, seed=seed)
 
 
-__all__ = ["Batch", "PartsDataset", "build_dataset", "collate", "list_datasets"]
+__all__ = ["Batch", "PartsDataset", "build_dataset", "collate", "dataset_module", "list_datasets"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -19,17 +18,10 @@ import numpy as np
 import scipy.io
 
 from partdisco.config import DATASETS, DataConfig
-from partdisco.data import cub, deepfashion, folder, pascal_part
+from partdisco.data import cub, dataset_module, deepfashion, folder, pascal_part
 from partdisco.data.io import SampleDataset
 
 logger = logging.getLogger(__name__)
-
-_BUILDERS: dict[str, Callable[..., SampleDataset]] = {
-    "cub": cub.build,
-    "deepfashion": deepfashion.build,
-    "pascal_part": pascal_part.build,
-    "folder": folder.build,
-}
 
 
 @dataclass
@@ -251,7 +243,7 @@ def check_dataset(
     datasets: list[tuple[str, SampleDataset]] = []
     for split in ("train", "test"):
         try:
-            dataset = _BUILDERS[name](cfg, split, False)
+            dataset = dataset_module(name).build(cfg, split, False)
         except Exception as err:  # report every build failure, with its message
             problems.append(f"split {split}: {type(err).__name__}: {err}")
             continue

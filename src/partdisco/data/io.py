@@ -7,7 +7,8 @@ Conventions:
     - Images are ``uint8 (H, W, 3)`` RGB. EXIF orientation is applied (``PIL.ImageOps.exif_transpose``),
       grayscale and palette images are expanded to RGB, 16-bit images are scaled to 8 bit (``v / 257``),
       and images with an alpha channel are **composited on black** (``rgb * alpha / 255``): transparent
-      regions become black instead of whatever colour the file stored under them.
+      regions become black instead of whatever colour the file stored under them. These are the rules of
+      ``geometry/image.py: to_rgb_uint8``, the one implementation (arrays given to the API follow it too).
     - Masks are ``float32 (H, W)``: ``mode="binary"`` gives ``1.0`` where the gray value is above
       ``threshold`` (any value > 0 by default; CUB ground truth uses ``threshold=254``, i.e. ``== 255``),
       ``mode="gray"`` keeps ``gray / 255`` (the reference keeps the authors' ``supervisedlabels`` masks
@@ -38,6 +39,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from partdisco.data.batch import PartsDataset
+from partdisco.geometry.image import sixteen_to_eight, to_rgb_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -120,37 +122,14 @@ def _open(path: str | os.PathLike[str], max_pixels: int | None = None) -> Image.
     return out
 
 
-def _sixteen_to_eight(array: np.ndarray) -> np.ndarray:
-    """Scale 16-bit values (0..65535) to 8 bit (0..255), rounding."""
-    array = np.clip(array.astype(np.float64), 0.0, 65535.0)
-    return np.round(array / 257.0).astype(np.uint8)
-
-
-def composite_on_black(rgba: np.ndarray) -> np.ndarray:
-    """Composite colour on black by its alpha: the one rule for alpha in files and in arrays.
-
-    Args:
-        rgba: float32 (H, W, 4), colour and alpha both in 0..255.
-
-    Returns:
-        float32 (H, W, 3) ``rgb * alpha / 255`` in 0..255, not rounded.
-
-    Example:
-        >>> composite_on_black(np.array([[[200, 100, 0, 51]]], np.float32)).tolist()
-        [[[40.0, 20.0, 0.0]]]
-    """
-    return rgba[:, :, :3] * (rgba[:, :, 3:4] / 255.0)
-
-
 def _to_rgb_uint8(img: Image.Image, path: Path) -> np.ndarray:
     """Convert any PIL mode to uint8 (H, W, 3) RGB, compositing alpha on black."""
     mode = img.mode
     if mode in _SIXTEEN_BIT_MODES:
-        gray = _sixteen_to_eight(np.asarray(img))
+        gray = sixteen_to_eight(np.asarray(img))
         return np.repeat(gray[:, :, None], 3, axis=2)
-    if mode == "F":
-        gray = np.clip(np.round(np.asarray(img, dtype=np.float64)), 0, 255).astype(np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode == "F":  # PIL's float mode is in 8-bit units (its own conversions clip it to 0..255)
+        return to_rgb_uint8(np.asarray(img, dtype=np.float32)[:, :, None], value_range=(0.0, 255.0))
     if mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
         mode = img.mode
@@ -158,7 +137,7 @@ def _to_rgb_uint8(img: Image.Image, path: Path) -> np.ndarray:
         img = img.convert("RGBA")
         mode = "RGBA"
     if mode == "RGBA":
-        return np.round(composite_on_black(np.asarray(img).astype(np.float32))).astype(np.uint8)
+        return to_rgb_uint8(np.asarray(img, dtype=np.uint8))  # alpha composited on black
     if mode != "RGB":
         try:
             img = img.convert("RGB")
@@ -198,7 +177,7 @@ def _read_gray_uint8(path: Path) -> np.ndarray:
     img = _open(path)
     mode = img.mode
     if mode in _SIXTEEN_BIT_MODES:
-        return _sixteen_to_eight(np.asarray(img))
+        return sixteen_to_eight(np.asarray(img))
     if mode == "F":
         return np.clip(np.round(np.asarray(img, dtype=np.float64)), 0, 255).astype(np.uint8)
     if mode in ("L", "P"):

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from partdisco.config import DataConfig
+from partdisco.geometry.nearest import resize_nearest  # the one nearest formula (re-exported here)
 
 IMAGE_FILL = 1.0 / 255.0  # ref: utils/image.py crop(img, bbox, bgval=1) on 0-255 images
 RESIZE_ALIGN_CORNERS = False  # cv2 INTER_LINEAR and PIL BILINEAR both sample at half-pixel centres
@@ -283,32 +284,6 @@ def resize_image(image: np.ndarray, size: tuple[int, int], antialias: bool) -> n
         )  # (1, C, h, w)
         out = tensor[0].permute(1, 2, 0).numpy()
     return out[:, :, 0] if squeeze else out
-
-
-def resize_nearest(array: np.ndarray, size: tuple[int, int], half_pixel: bool) -> np.ndarray:
-    """Nearest-neighbour resize of any array (labels, masks, images), by index arithmetic.
-
-    Args:
-        array: (H, W) or (H, W, C), any dtype.
-        size: output ``(h, w)``.
-        half_pixel: False = cv2 ``INTER_NEAREST`` (``src = floor(dst * in / out)``); True = PIL ``NEAREST``
-            (``src = floor((dst + 0.5) * in / out)``).
-
-    Returns:
-        Array of the input dtype with shape (h, w[, C]).
-
-    Example:
-        >>> resize_nearest(np.arange(4)[None], (1, 2), half_pixel=False).tolist()
-        [[0, 2]]
-        >>> resize_nearest(np.arange(4)[None], (1, 2), half_pixel=True).tolist()
-        [[1, 3]]
-    """
-    height, width = array.shape[:2]
-    out_h, out_w = size
-    shift = 0.5 if half_pixel else 0.0
-    rows = np.minimum(np.floor((np.arange(out_h) + shift) * (height / out_h)).astype(np.int64), height - 1)
-    cols = np.minimum(np.floor((np.arange(out_w) + shift) * (width / out_w)).astype(np.int64), width - 1)
-    return array[rows[:, None], cols[None, :]]
 
 
 def pad_to_size(array: np.ndarray, size: int, mode: str) -> tuple[np.ndarray, int, int]:

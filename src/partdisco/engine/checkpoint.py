@@ -3,31 +3,23 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from partdisco.models.convert import FORMAT_VERSION  # one definition of the format version
+from partdisco.fileio import save_torch
+from partdisco.models.convert import FORMAT_VERSION as FORMAT_VERSION  # re-exported for engine/train.py
+from partdisco.models.convert import check_format_version  # the one format check
 
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
 log = logging.getLogger(__name__)
 
 
 def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace`` it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    """``torch.save`` atomically: :func:`partdisco.fileio.save_torch` (kept under this name for callers)."""
+    return save_torch(obj, path)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -41,16 +33,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(
             f"checkpoint {str(path)!r} could not be read ({type(err).__name__}: {err})"
         ) from None
-    if not isinstance(ckpt, dict) or "format_version" not in ckpt or "model" not in ckpt:
-        raise ValueError(
-            f"{str(path)!r} is not a partdisco checkpoint (no format_version/model keys); "
-            "convert released files with `partdisco convert SRC DST`"
-        )
-    if ckpt["format_version"] > FORMAT_VERSION:
-        raise ValueError(
-            f"checkpoint {str(path)!r} has format {ckpt['format_version']}, newer than this partdisco "
-            f"({FORMAT_VERSION}); upgrade partdisco"
-        )
+    check_format_version(ckpt, f"checkpoint {str(path)!r}")  # CheckpointError is a ValueError
     return ckpt
 
 

@@ -35,9 +35,9 @@ from partdisco.engine.inference import (
     segment_images,
 )
 from partdisco.engine.runfolder import require_writable_dir
+from partdisco.fileio import atomic_write, write_json
 from partdisco.visualise import (
     PALETTE,
-    atomic_write,
     colorize,
     overlay,
     save_label_png,
@@ -297,12 +297,12 @@ def output_paths(out_dir: str | os.PathLike[str], name: str) -> dict[str, Path]:
     return paths
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    """Call ``write(binary_file)`` on a temp file next to ``path``, then move it onto ``path`` atomically."""
+def _write_probs(path: Path, probs16: np.ndarray, background_channel: bool) -> None:
+    """``probs/NAME.npz`` atomically (opened by us: ``np.savez`` would append ``.npz`` to the temp name)."""
 
     def to_file(tmp: str) -> None:
         with open(tmp, "wb") as f:
-            write(f)
+            np.savez_compressed(f, probs=probs16, background_channel=np.bool_(background_channel))
 
     atomic_write(path, to_file)
 
@@ -314,7 +314,7 @@ def _write_thumbnail(path: Path, image: np.ndarray) -> None:
     thumb = Image.fromarray(image)
     thumb.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BILINEAR)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, lambda f: thumb.save(f, format="JPEG", quality=85))
+    atomic_write(path, lambda tmp: thumb.save(tmp, format="JPEG", quality=85))
 
 
 def write_outputs(
@@ -342,10 +342,7 @@ def write_outputs(
         if maps.probs is None:
             raise ValueError("save_probs needs PartMaps.probs; segment with with_probs=True")
         probs16 = maps.probs.astype(np.float16)  # (C, H, W)
-        flag = np.bool_(maps.probs.shape[0] != len(maps.centroids))
-        _write_atomic(
-            paths["probs"], lambda f: np.savez_compressed(f, probs=probs16, background_channel=flag)
-        )
+        _write_probs(paths["probs"], probs16, maps.probs.shape[0] != len(maps.centroids))
     return part_entry(
         item, maps, {k: p.relative_to(out_dir).as_posix() for k, p in paths.items()}, save_probs
     )
@@ -414,11 +411,6 @@ def read_parts_json(path: Path) -> dict[str, Any] | None:
             f"{path} is not a partdisco parts.json (format_version {PARTS_JSON_VERSION}); use another --out"
         )
     return data
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    text = json.dumps(data, indent=1, sort_keys=False).encode("utf-8")
-    _write_atomic(path, lambda f: f.write(text))
 
 
 def _foreground_info(entry: dict[str, Any]) -> str:
@@ -526,7 +518,7 @@ def _merge_and_write(
         owned = data["owned_files"]
         data["owned_files"] = sorted(owned)
         try:
-            _write_json(parts_json, data)
+            write_json(parts_json, data, indent=1, sort_keys=False)
         finally:
             data["owned_files"] = owned
         if num_parts is None:

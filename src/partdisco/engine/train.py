@@ -20,7 +20,6 @@ step. Everything random in a step is drawn before it by :func:`draw_step` from a
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -39,12 +38,10 @@ from partdisco.data import Batch, PartsDataset, build_dataset, collate
 from partdisco.data.samplers import ResumableBatchSampler
 from partdisco.engine import distributed as dist_utils
 from partdisco.engine.checkpoint import (
-    FORMAT_VERSION,
     checkpoint_dir,
     load_checkpoint,
     prune_checkpoints,
     resolve_resume,
-    save_atomic,
 )
 from partdisco.engine.diagnostics import format_diagnostics, has_label_metrics, part_diagnostics
 from partdisco.engine.evaluate import evaluate, metric_warnings
@@ -60,13 +57,14 @@ from partdisco.engine.runfolder import (
     require_writable_dir,
 )
 from partdisco.engine.schedule import lr_factor
+from partdisco.fileio import save_torch, write_json
 from partdisco.geometry.color import JitterParams, apply_color_jitter, rgb_to_lab, sample_jitter_params
 from partdisco.geometry.logits import ALIGN_TRAIN, upsample_logits
 from partdisco.geometry.warps import WarpParams, sample_warp_params, warp_grid, warp_image
 from partdisco.losses import Objective
 from partdisco.metrics.report import format_metrics
 from partdisco.models import Segmenter, build_feature_extractor, build_segmenter
-from partdisco.models.convert import non_finite_tensors, resolve_model_config
+from partdisco.models.convert import checkpoint_record, non_finite_tensors, resolve_model_config
 from partdisco.visualise import part_grid, save_png, to_uint8_image
 
 log = logging.getLogger("partdisco.train")
@@ -353,17 +351,16 @@ def _state(
     learner: Learner, step: int, cfg: RunConfig, metrics: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The checkpoint dict: weights, optimiser and scaler state, config, metrics (docs/RELIABILITY.md)."""
-    return {
-        "format_version": FORMAT_VERSION,
-        "step": step,
-        "model": learner.model.state_dict(),
-        "model_config": learner.model.config(),
-        "optimizer": learner.optimizer.state_dict(),
-        "scaler": learner.scaler.state_dict(),
-        "config": cfg.to_dict(),
-        "metrics": metrics or {},
-        "torch_version": str(torch.__version__),
-    }
+    return checkpoint_record(
+        learner.model.state_dict(),
+        learner.model.config(),
+        step=step,
+        optimizer=learner.optimizer.state_dict(),
+        scaler=learner.scaler.state_dict(),
+        config=cfg.to_dict(),
+        metrics=metrics or {},
+        torch_version=str(torch.__version__),
+    )
 
 
 def prepare_run(cfg: RunConfig) -> tuple[RunConfig, Path, Path | None]:
@@ -661,7 +658,7 @@ def _save_checkpoint(
     """Check the weights are finite, write ``checkpoints/step_*.pt`` (main process), prune; all ranks wait."""
     _raise_if_weights_diverged(run.learner.model, step, terms, last_saved)
     if run.main:
-        last_saved = save_atomic(
+        last_saved = save_torch(
             _state(run.learner, step, run.cfg), checkpoint_dir(run.run_dir) / f"step_{step:07d}.pt"
         )
         prune_checkpoints(run.run_dir, run.cfg.train.keep_checkpoints)
@@ -695,10 +692,10 @@ def finish_run(run: Run, step: int, last_saved: Path | None) -> None:
         run.writer.scalars({k: v for k, v in metrics.items() if isinstance(v, float)}, step, "eval")
         # The final model is weights-only (a third of the size); the full state stays in checkpoints/.
         final = _state(run.learner, step, cfg, metrics)
-        save_atomic(
+        save_torch(
             {k: v for k, v in final.items() if k not in ("optimizer", "scaler")}, run.run_dir / "model.pt"
         )
-        _write_json(run.run_dir / "metrics.json", metrics)
+        write_json(run.run_dir / "metrics.json", metrics)
         save_png(run.run_dir / "parts.png", _part_grid(run))
         log.info("held-out metrics (x100):\n%s", format_metrics(metrics))
         if "diagnostics" in metrics:
@@ -842,12 +839,6 @@ def _raise_if_weights_diverged(
         f"non-finite weights at step {step}{shown}: {len(bad)} tensor(s), first {bad[0]}; stopped without "
         f"saving them (lower optim.lr); {kept}"
     )
-
-
-def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    tmp.replace(path)
 
 
 def _fixed_batch(dataset: PartsDataset, n: int) -> Batch:

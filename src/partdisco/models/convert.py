@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from partdisco.config import RANDOM_INIT, ModelConfig
+from partdisco.fileio import save_torch
 from partdisco.models.registry import create_segmenter, get_arch, segmenter_from_config
 from partdisco.models.segmenter import (
     CAFFE_RGB_QUIRK,
@@ -236,7 +237,7 @@ def detect_layout(obj: Any, hint: str | None = None) -> str:
     """
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"expected a dict (a state dict or a checkpoint), got {type(obj).__name__}")
-    if "format_version" in obj and "model" in obj:
+    if is_partdisco_checkpoint(obj):
         return "partdisco"
     if "model_state_dict" in obj:
         return "unsup_parts"
@@ -485,6 +486,73 @@ def _model_config_of(ckpt: Mapping[str, Any]) -> dict[str, Any]:
     )
 
 
+def is_partdisco_checkpoint(obj: Any) -> bool:
+    """True when ``obj`` (a loaded file) is ours: a dict with ``format_version`` and ``model``.
+
+    Example:
+        >>> is_partdisco_checkpoint({"format_version": 1, "model": {}}), is_partdisco_checkpoint({"iter": 1})
+        (True, False)
+    """
+    return isinstance(obj, Mapping) and "format_version" in obj and "model" in obj
+
+
+def check_format_version(ckpt: Any, what: str = "checkpoint") -> None:
+    """The one check of our checkpoint format: ours, and not written by a newer partdisco.
+
+    Args:
+        ckpt: a loaded file.
+        what: how the message names it (e.g. the file's path).
+
+    Raises:
+        CheckpointError: not our format (no ``format_version`` / ``model``), or a format newer than
+            :data:`FORMAT_VERSION`.
+
+    Example:
+        >>> check_format_version({"format_version": FORMAT_VERSION, "model": {}})
+    """
+    if not is_partdisco_checkpoint(ckpt):
+        raise CheckpointError(
+            f"{what} is not a partdisco checkpoint (no format_version/model keys); "
+            "convert released files with `partdisco convert SRC DST`"
+        )
+    version = ckpt["format_version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{what} has format_version {version!r}, newer than this partdisco reads ({FORMAT_VERSION}); "
+            "upgrade partdisco"
+        )
+
+
+def checkpoint_record(
+    model_state: Mapping[str, Any], model_config: Mapping[str, Any], **extra: Any
+) -> dict[str, Any]:
+    """The one layout of our checkpoint files: ``{"format_version", "model", "model_config", **extra}``.
+
+    Both writers use it: :func:`export_checkpoint` (weights-only files) and training (``extra`` adds
+    ``step``, ``optimizer``, ``scaler``, ``config``, ...). Write the result with
+    :func:`partdisco.fileio.save_torch`.
+
+    Args:
+        model_state: the model's ``state_dict()``.
+        model_config: the model's ``config()`` (:meth:`Segmenter.config`).
+        **extra: more entries; may not be the three reserved keys.
+
+    Returns:
+        The dict to save.
+
+    Raises:
+        ValueError: ``extra`` sets a reserved key.
+
+    Example:
+        >>> sorted(checkpoint_record({}, {"arch": "resnet18"}, step=3))
+        ['format_version', 'model', 'model_config', 'step']
+    """
+    clash = sorted(set(extra) & {"format_version", "model", "model_config"})
+    if clash:
+        raise ValueError(f"extra may not set the reserved keys {clash}")
+    return {"format_version": FORMAT_VERSION, "model": model_state, "model_config": model_config, **extra}
+
+
 def segmenter_from_checkpoint_dict(ckpt: Mapping[str, Any]) -> Segmenter:
     """Rebuild a segmenter from one of our checkpoint dicts and strict-load its weights.
 
@@ -499,14 +567,7 @@ def segmenter_from_checkpoint_dict(ckpt: Mapping[str, Any]) -> Segmenter:
         CheckpointError: not our format, or written by a newer format version.
         CheckpointMismatchError: the weights do not match the rebuilt model.
     """
-    if not isinstance(ckpt, Mapping) or "format_version" not in ckpt or "model" not in ckpt:
-        raise CheckpointError("not a partdisco checkpoint: expected a dict with 'format_version' and 'model'")
-    version = ckpt["format_version"]
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"checkpoint format_version {version!r} is newer than this partdisco reads "
-            f"({FORMAT_VERSION}); upgrade partdisco"
-        )
+    check_format_version(ckpt)
     seg = segmenter_from_config(_model_config_of(ckpt))
     load_state_dict_strict(
         seg, _raw_state_dict(ckpt, "partdisco", "partdisco checkpoint"), "partdisco checkpoint"
@@ -546,18 +607,42 @@ def trained_crop_padding(ckpt: Mapping[str, Any]) -> float | None:
     return float(padding) if 0.0 <= padding < 1.0 else None
 
 
-def load_segmenter(path: str | os.PathLike[str], allow_pickle: bool = False) -> Segmenter:
-    """Load a trained segmenter from ours, an unsup-parts or a SCOPS file, ready for inference.
+@dataclasses.dataclass
+class LoadedCheckpoint:
+    """A checkpoint file read and recognised: what :func:`load_checkpoint_file` returns.
+
+    Attributes:
+        path: the file (a run folder resolved to its ``model.pt``).
+        layout: ``"partdisco"``, ``"unsup_parts"`` or ``"scops"`` (:func:`detect_layout`).
+        segmenter: the rebuilt :class:`Segmenter`, weights loaded, in eval mode on the CPU.
+        contents: the loaded file (ours: ``config``, ``step``, ``metrics``, ...).
+    """
+
+    path: Path
+    layout: str
+    segmenter: Segmenter
+    contents: Any
+
+    @property
+    def ours(self) -> bool:
+        """True for our own format (it may carry the run config)."""
+        return self.layout == "partdisco"
+
+
+def load_checkpoint_file(path: str | os.PathLike[str], allow_pickle: bool = False) -> LoadedCheckpoint:
+    """Load a file and detect its layout: the one reader behind ``load``, ``eval``, ``segment``, ``export``.
 
     Args:
-        path: the ``.pth`` file, or a run folder (its ``model.pt``).
+        path: the ``.pth`` / ``.pt`` file, or a run folder (its ``model.pt``).
         allow_pickle: see :func:`load_file`.
 
     Returns:
-        The :class:`Segmenter` in eval mode, on the CPU.
+        The :class:`LoadedCheckpoint` (segmenter in eval mode, on the CPU).
 
     Raises:
-        CheckpointError: unreadable, unknown, or a backbone/VGG file rather than a segmenter.
+        FileNotFoundError: no such file or run folder.
+        CheckpointError: unreadable, unknown, or a backbone/VGG file rather than a segmenter; the message
+            starts with the path.
         CheckpointMismatchError: weights and architecture disagree.
     """
     path = resolve_checkpoint_path(path)
@@ -575,8 +660,28 @@ def load_segmenter(path: str | os.PathLike[str], allow_pickle: bool = False) -> 
             )
     except CheckpointError as err:
         raise type(err)(f"{str(path)!r}: {err}") from None
-    logger.info("loaded %s segmenter %s (K=%d) from %s", layout, seg.arch, seg.num_parts, path)
-    return seg.eval()
+    logger.debug("loaded %s segmenter %s (K=%d) from %s", layout, seg.arch, seg.num_parts, path)
+    return LoadedCheckpoint(path=path, layout=layout, segmenter=seg.eval(), contents=obj)
+
+
+def load_segmenter(path: str | os.PathLike[str], allow_pickle: bool = False) -> Segmenter:
+    """Load a trained segmenter from ours, an unsup-parts or a SCOPS file, ready for inference.
+
+    Args:
+        path: the ``.pth`` file, or a run folder (its ``model.pt``).
+        allow_pickle: see :func:`load_file`.
+
+    Returns:
+        The :class:`Segmenter` in eval mode, on the CPU (:func:`load_checkpoint_file`'s segmenter).
+
+    Raises:
+        CheckpointError: unreadable, unknown, or a backbone/VGG file rather than a segmenter.
+        CheckpointMismatchError: weights and architecture disagree.
+    """
+    loaded = load_checkpoint_file(path, allow_pickle=allow_pickle)
+    seg = loaded.segmenter
+    logger.info("loaded %s segmenter %s (K=%d) from %s", loaded.layout, seg.arch, seg.num_parts, loaded.path)
+    return seg
 
 
 def _check_plain(value: Any, where: str) -> None:
@@ -619,24 +724,12 @@ def export_checkpoint(
     if clash:
         raise ValueError(f"extra may not set the reserved keys {clash}")
     _check_plain(extra, "extra")
-    ckpt = {
-        "format_version": FORMAT_VERSION,
-        "model": {
-            k: v.detach().cpu().half() if fp16 and v.is_floating_point() else v.detach().cpu()
-            for k, v in seg.state_dict().items()
-        },
-        "model_config": seg.config(),
-        **extra,
+    state = {
+        k: v.detach().cpu().half() if fp16 and v.is_floating_point() else v.detach().cpu()
+        for k, v in seg.state_dict().items()
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(ckpt, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    ckpt = checkpoint_record(state, seg.config(), **extra)
+    return save_torch(ckpt, path)
 
 
 def init_provenance(path: str | os.PathLike[str], declared: str = "auto") -> tuple[str, str | None, Any]:

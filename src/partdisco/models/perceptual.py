@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from partdisco.config import FEATURE_SOURCES  # the one list of names (config.py)
 from partdisco.geometry.color import LAB_CIE, rgb_to_lab
 from partdisco.models.convert import (
     CheckpointError,
@@ -433,9 +434,6 @@ class ViTFeatures(FeatureExtractor):
         x = resize_to_patch_multiple(IMAGENET(image01), self.vit.spec.patch_size)  # (B, 3, h0 * p, w0 * p)
         tokens = self.vit(x)  # (B, C, h0, w0)
         return F.interpolate(tokens, size=(H, W), mode="bilinear", align_corners=FEATURE_ALIGN)
-
-
-FEATURE_SOURCES = ("vgg19", "vgg19_random", "texture", "dino", "dinov2")
 
 
 def build_feature_extractor(

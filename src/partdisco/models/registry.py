@@ -18,10 +18,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from partdisco.config import ARCHS
 from partdisco.models.resnet import TrunkSpec
 from partdisco.models.segmenter import ArchSpec, Preprocess, Segmenter
 
+# The names are config.ARCHS (validated before models/ is imported); ResNet-trunk architectures register
+# their ArchSpec here, "vit" is built by models/vit_segmenter.py (VIT_ARCH).
 _ARCHS: dict[str, ArchSpec] = {}
+VIT_ARCH = "vit"
 
 
 def register_arch(spec: ArchSpec) -> ArchSpec:
@@ -35,6 +39,8 @@ def register_arch(spec: ArchSpec) -> ArchSpec:
     """
     if spec.name in _ARCHS:
         raise ValueError(f"architecture {spec.name!r} is already registered")
+    if spec.name not in ARCHS:  # config.py validates model.arch against that list
+        raise ValueError(f"architecture {spec.name!r} is not in partdisco.config.ARCHS {ARCHS}; add it there")
     _ARCHS[spec.name] = spec
     return spec
 
@@ -98,7 +104,7 @@ def segmenter_from_config(config: Mapping[str, Any]) -> Segmenter:
     missing = [k for k in ("arch", "num_parts") if k not in config]
     if missing:
         raise ValueError(f"segmenter config is missing {missing}; got keys {sorted(config)}")
-    if config["arch"] == "vit":
+    if config["arch"] == VIT_ARCH:
         from partdisco.models.vit_segmenter import ViTSegmenter  # imports convert, which imports this module
 
         return ViTSegmenter.from_config(config)  # type: ignore[return-value]

@@ -185,7 +185,77 @@ class ASPPHead(nn.Module):
         return out
 
 
-class Segmenter(nn.Module):
+class PartSegmenter(nn.Module):
+    """What every part segmenter shares: K, background channel, normalisation, parameter groups, config.
+
+    :class:`Segmenter` (ResNet trunks) and
+    :class:`partdisco.models.vit_segmenter.ViTSegmenter` build on it; it registers no module, so parameter
+    names and state dicts are the subclasses' own.
+
+    Subclasses set ``arch``, a trunk and the head ``layer5``, and define :meth:`backbone_parameters` and
+    :meth:`config_extra`.
+
+    Args:
+        num_parts: K, the number of discovered parts (>= 1).
+        background_channel: add a background logit as channel 0 -> K + 1 outputs.
+        preprocess: input normalisation (RGB [0, 1] -> network input).
+    """
+
+    arch: str
+    layer5: nn.Module
+
+    def __init__(self, num_parts: int, background_channel: bool, preprocess: Preprocess) -> None:
+        super().__init__()
+        if int(num_parts) < 1:
+            raise ValueError(f"num_parts must be >= 1, got {num_parts}")
+        self.num_parts = int(num_parts)
+        self.background_channel = bool(background_channel)
+        self.out_channels = self.num_parts + int(self.background_channel)
+        self.preprocess = preprocess
+        # Square side of the training images and the training crop's padding when known (set when loading
+        # one of our checkpoints): inference uses them by default (engine.segment.inference_size / _padding).
+        self.image_size: int | None = None
+        self.crop_padding: float | None = None
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """The trunk's parameters (trainable or not), in a fixed order."""
+        raise NotImplementedError
+
+    def config_extra(self) -> dict[str, Any]:
+        """The subclass's own entries of :meth:`config` (after the shared four)."""
+        raise NotImplementedError
+
+    def param_groups(self, lr: float, head_lr: float) -> list[dict[str, Any]]:
+        """The reference's two SGD groups (deeplab_2branch.py:220-255): the trunk and the head ``layer5``.
+
+        Args:
+            lr: learning rate of the trunk.
+            head_lr: learning rate of the head ``layer5`` (10x ``lr`` in the reference).
+
+        Returns:
+            ``[{"params": trunk params with requires_grad, "lr": lr, "name": "backbone"},
+            {"params": layer5 params, "lr": head_lr, "name": "head"}]``; for ``deeplab_r50_2branch``
+            61 and 8 tensors.
+        """
+        backbone = [p for p in self.backbone_parameters() if p.requires_grad]
+        head = [p for p in self.layer5.parameters() if p.requires_grad]
+        return [
+            {"params": backbone, "lr": float(lr), "name": "backbone"},
+            {"params": head, "lr": float(head_lr), "name": "head"},
+        ]
+
+    def config(self) -> dict[str, Any]:
+        """Everything needed to rebuild this module (see ``segmenter_from_config``); plain types only."""
+        return {
+            "arch": self.arch,
+            "num_parts": self.num_parts,
+            "background_channel": self.background_channel,
+            "preprocess": self.preprocess.to_dict(),
+            **self.config_extra(),
+        }
+
+
+class Segmenter(PartSegmenter):
     """Dilated ResNet trunk + ASPP head, producing part logits at output stride 8.
 
     Build one with :func:`partdisco.models.create_segmenter` (by name) or
@@ -221,21 +291,15 @@ class Segmenter(nn.Module):
         preprocess: Preprocess | None = None,
         trunk_style: str | None = None,
     ) -> None:
-        super().__init__()
-        if int(num_parts) < 1:
-            raise ValueError(f"num_parts must be >= 1, got {num_parts}")
         if trunk_style is not None and trunk_style != spec.trunk.style:
             spec = dataclasses.replace(spec, trunk=dataclasses.replace(spec.trunk, style=trunk_style))
+        super().__init__(
+            num_parts,
+            background_channel,
+            preprocess if preprocess is not None else preprocess_for(spec.normalization),
+        )
         self.arch = spec.name
         self.spec = spec
-        self.num_parts = int(num_parts)
-        self.background_channel = bool(background_channel)
-        self.out_channels = self.num_parts + int(self.background_channel)
-        self.preprocess = preprocess if preprocess is not None else preprocess_for(spec.normalization)
-        # Square side of the training images and the training crop's padding when known (set when loading
-        # one of our checkpoints): inference uses them by default (engine.segment.inference_size / _padding).
-        self.image_size: int | None = None
-        self.crop_padding: float | None = None
         for name, module in build_trunk(spec.trunk).items():
             self.add_module(name, module)  # flat names: conv1, bn1, relu, maxpool, layer1..layer4
         start, stop = spec.head_channels
@@ -284,36 +348,13 @@ class Segmenter(nn.Module):
         style = self.spec.trunk.style
         return output_size(height, style), output_size(width, style)
 
-    def param_groups(self, lr: float, head_lr: float) -> list[dict[str, Any]]:
-        """The reference's two SGD groups (deeplab_2branch.py:220-255).
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """The trunk's parameters: ``conv1``, ``bn1``, ``layer1..4`` (not the head)."""
+        return [p for name in BACKBONE_MODULES for p in getattr(self, name).parameters()]
 
-        Args:
-            lr: learning rate of the trunk.
-            head_lr: learning rate of the head ``layer5`` (10x ``lr`` in the reference).
-
-        Returns:
-            ``[{"params": trunk params with requires_grad, "lr": lr, "name": "backbone"},
-            {"params": layer5 params, "lr": head_lr, "name": "head"}]``; for ``deeplab_r50_2branch``
-            61 and 8 tensors.
-        """
-        backbone = [
-            p for name in BACKBONE_MODULES for p in getattr(self, name).parameters() if p.requires_grad
-        ]
-        head = [p for p in self.layer5.parameters() if p.requires_grad]
-        return [
-            {"params": backbone, "lr": float(lr), "name": "backbone"},
-            {"params": head, "lr": float(head_lr), "name": "head"},
-        ]
-
-    def config(self) -> dict[str, Any]:
-        """Everything needed to rebuild this module (see ``segmenter_from_config``); plain types only."""
-        return {
-            "arch": self.arch,
-            "num_parts": self.num_parts,
-            "background_channel": self.background_channel,
-            "preprocess": self.preprocess.to_dict(),
-            "trunk_style": self.spec.trunk.style,
-        }
+    def config_extra(self) -> dict[str, Any]:
+        """``trunk_style`` (after the shared keys of :meth:`PartSegmenter.config`)."""
+        return {"trunk_style": self.spec.trunk.style}
 
     def extra_repr(self) -> str:
         """Shown by ``print(module)``."""

@@ -31,13 +31,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from partdisco.models.segmenter import IMAGENET, ASPPHead, Preprocess
+from partdisco.models.segmenter import IMAGENET, ASPPHead, PartSegmenter, Preprocess
 from partdisco.models.vit import VisionTransformer, ViTSpec, patch_multiple, resize_to_patch_multiple
 
 logger = logging.getLogger(__name__)
 
 
-class ViTSegmenter(nn.Module):
+class ViTSegmenter(PartSegmenter):
     """A ViT trunk plus the ASPP part head, producing part logits at output stride p.
 
     Args:
@@ -64,20 +64,14 @@ class ViTSegmenter(nn.Module):
         finetune_blocks: int = 0,
         preprocess: Preprocess | None = None,
     ) -> None:
-        super().__init__()
-        if int(num_parts) < 1:
-            raise ValueError(f"num_parts must be >= 1, got {num_parts}")
+        super().__init__(num_parts, background_channel, preprocess if preprocess is not None else IMAGENET)
         self.backbone = backbone if isinstance(backbone, VisionTransformer) else VisionTransformer(backbone)
         depth = self.backbone.spec.depth
         if not 0 <= int(finetune_blocks) <= depth:
             raise ValueError(
                 f"model.finetune_blocks must be between 0 and the ViT's {depth} blocks, got {finetune_blocks}"
             )
-        self.num_parts = int(num_parts)
-        self.background_channel = bool(background_channel)
-        self.out_channels = self.num_parts + int(self.background_channel)
         self.finetune_blocks = int(finetune_blocks)
-        self.preprocess = preprocess if preprocess is not None else IMAGENET
         self.layer5 = ASPPHead(self.backbone.spec.embed_dim, self.out_channels)
         first_trained = depth - self.finetune_blocks
         for name, p in self.backbone.named_parameters():
@@ -126,22 +120,13 @@ class ViTSegmenter(nn.Module):
         """Part logits (B, out_channels, h, w) of a normalised image (B, 3, H, W); h = round(H / p)."""
         return self.layer5(self.forward_features(x))
 
-    def param_groups(self, lr: float, head_lr: float) -> list[dict[str, Any]]:
-        """Two groups as the ResNet segmenter: trainable ViT parameters at ``lr``, the head at ``head_lr``."""
-        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
-        head = [p for p in self.layer5.parameters() if p.requires_grad]
-        return [
-            {"params": backbone, "lr": float(lr), "name": "backbone"},
-            {"params": head, "lr": float(head_lr), "name": "head"},
-        ]
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """The ViT's parameters (the frozen ones do not require grad, so they leave the optimiser's group)."""
+        return list(self.backbone.parameters())
 
-    def config(self) -> dict[str, Any]:
-        """Everything needed to rebuild this module, plain types only; ``backbone`` = spec + weight source."""
+    def config_extra(self) -> dict[str, Any]:
+        """``finetune_blocks`` and ``backbone`` = the ViT spec + where its weights came from."""
         return {
-            "arch": self.arch,
-            "num_parts": self.num_parts,
-            "background_channel": self.background_channel,
-            "preprocess": self.preprocess.to_dict(),
             "finetune_blocks": self.finetune_blocks,
             "backbone": {"name": self.spec.name, **self.spec.to_dict(), **dict(self.backbone.source)},
         }

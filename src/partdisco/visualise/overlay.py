@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from partdisco.geometry.image import to_rgb_uint8
+from partdisco.geometry.nearest import resize_nearest
 from partdisco.visualise.palette import NUM_COLORS, PALETTE, _as_numpy, _check_labels
 
 logger = logging.getLogger(__name__)
@@ -274,10 +276,11 @@ def draw_points(
 def to_uint8_image(x: Any, value_range: tuple[float, float] | None = None) -> np.ndarray:
     """Convert an image array or tensor to (H, W, 3) uint8 RGB.
 
-    Layout: (H, W) grey, (C, H, W) or (H, W, C) with C in {1, 3, 4} (grey is repeated, alpha dropped).
-    When both ends could be channels (e.g. (3, 5, 3)), torch tensors are read as CHW and arrays as HWC.
-    Values: uint8 is kept; other integers are clipped to 0..255; floats in [0, 1] are scaled by 255, and
-    floats with a maximum above 1 are taken as 0..255. ``value_range`` overrides this guess. NaN is read as 0.
+    Layout: (H, W) grey, (C, H, W) or (H, W, C) with C in {1, 3, 4} (grey is repeated, alpha composited on
+    black). When both ends could be channels (e.g. (3, 5, 3)), torch tensors are read as CHW and arrays as
+    HWC. Values follow the package's one rule (:func:`partdisco.geometry.image.to_rgb_uint8`): uint8 is
+    kept, uint16 is 16-bit, other integers are clipped to 0..255, floats are [0, 1] (NaN reads 0);
+    ``value_range`` maps another range (e.g. ``(0, 255)``) to black .. white.
 
     Args:
         x: image array or tensor (any device, any float dtype).
@@ -309,32 +312,15 @@ def to_uint8_image(x: Any, value_range: tuple[float, float] | None = None) -> np
             raise ValueError(_LAYOUT_ERROR.format(shape=arr.shape))
     else:
         raise ValueError(_LAYOUT_ERROR.format(shape=arr.shape))
-    channels = arr.shape[2]
-    if channels == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    elif channels == 4:
-        arr = arr[..., :3]
-    if arr.dtype == np.uint8 and value_range is None:
-        return np.ascontiguousarray(arr)
-    if arr.dtype == np.bool_:
-        arr = arr.astype(np.uint8) * 255
-    values = np.nan_to_num(arr.astype(np.float64), nan=0.0)
-    if value_range is not None:
-        low, high = float(value_range[0]), float(value_range[1])
-        if not high > low:
-            raise ValueError(f"value_range must be (low, high) with high > low, got {value_range}")
-        values = (values - low) / (high - low) * 255.0
-    elif np.issubdtype(arr.dtype, np.floating) and (values.size == 0 or values.max() <= 1.0):
-        values = values * 255.0
-    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+    return to_rgb_uint8(arr, value_range=value_range)  # (H, W, 3)
 
 
 def resize_labels(labels: Any, size: Sequence[int]) -> np.ndarray:
     """Resize a label map with nearest-neighbour sampling at pixel centres.
 
-    Output pixel i reads input pixel ``floor((i + 0.5) * h_in / H)`` (the "pixel i covers [i, i + 1)"
-    convention; equal to PIL NEAREST and torch ``mode="nearest-exact"``), so integer upscales repeat
-    each label exactly.
+    Output pixel i reads input pixel ``floor((2 i + 1) * h_in / (2 H))`` (the "pixel i covers [i, i + 1)"
+    convention, :func:`partdisco.geometry.nearest.resize_nearest`; PIL NEAREST and torch
+    ``mode="nearest-exact"`` off exact ties), so integer upscales repeat each label exactly.
 
     Args:
         labels: (h, w) integer label map (array or tensor).
@@ -358,8 +344,4 @@ def resize_labels(labels: Any, size: Sequence[int]) -> np.ndarray:
         raise ValueError(f"size must be (H, W) with positive ints, got {tuple(size)}")
     if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
         raise TypeError(f"expected integer labels (h, w), got dtype {arr.dtype}")
-    out_h, out_w = int(size[0]), int(size[1])
-    in_h, in_w = arr.shape
-    rows = np.minimum(((np.arange(out_h) + 0.5) * in_h / out_h).astype(np.int64), in_h - 1)  # (H,)
-    cols = np.minimum(((np.arange(out_w) + 0.5) * in_w / out_w).astype(np.int64), in_w - 1)  # (W,)
-    return arr[rows[:, None], cols[None, :]].astype(np.int64)  # (H, W)
+    return resize_nearest(arr, (int(size[0]), int(size[1])), half_pixel=True).astype(np.int64)  # (H, W)

@@ -9,15 +9,15 @@ from __future__ import annotations
 import html
 import logging
 import os
-import tempfile
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from partdisco.fileio import atomic_write, write_text
 from partdisco.visualise.overlay import overlay, resize_labels, to_uint8_image
 from partdisco.visualise.palette import (
     NUM_COLORS,
@@ -191,28 +191,6 @@ def part_grid(
     out[: grid.shape[0], : grid.shape[1]] = grid
     out[pad : pad + key.shape[0], grid.shape[1] : grid.shape[1] + key.shape[1]] = key
     return out
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` on a temp file next to ``path``, then ``os.replace`` it onto ``path``.
-
-    The file gets the permissions a plain ``open()`` would give it (mkstemp creates 0600 files).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def save_png(path: str | os.PathLike[str], array: Any) -> Path:
@@ -419,4 +397,4 @@ def write_contact_sheet(
         )
     # A file name that is not UTF-8 (surrogate escapes) shows with U+FFFD; its links are percent-encoded.
     text = "\n".join(lines).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return atomic_write(out_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return write_text(out_path, text)
