@@ -136,16 +136,17 @@ def keypoint_problems(dataset: SampleDataset, index: int) -> list[str]:
     Training and evaluation drop keypoints that are not finite, negative or outside the image, so a bad
     file would otherwise only show as a score computed from fewer keypoints.
     """
-    table = getattr(dataset, "keypoints", None)
-    files = getattr(dataset, "files", None)
-    if not isinstance(table, dict) or files is None or files[index] not in table:
+    if not isinstance(dataset, folder.FolderDataset):
+        return []
+    table, files = dataset.keypoints, dataset.files
+    if table is None or files[index] not in table:
         return []
     from PIL import Image
 
     rows = table[files[index]]  # (N, 3) x, y, visible in pixels of the original image
-    with Image.open(Path(dataset.root) / "images" / files[index]) as img:
+    with Image.open(dataset.image_dir / files[index]) as img:
         width, height = img.size
-    names = list(getattr(dataset, "keypoint_names", None) or [])
+    names = list(dataset.keypoint_names or [])
     found = []
     for k, (x, y, v) in enumerate(rows):
         label = f"keypoint {k}" + (f" ({names[k]})" if k < len(names) else "")
@@ -271,7 +272,7 @@ def check_dataset(
             except Exception as err:  # list every bad file with its reason
                 bad.append(f"{sample_name}: {err}")
             else:
-                if getattr(dataset, "has_masks", True) and float(sample["fg_mask"].sum()) <= 0:
+                if dataset.has_masks and float(sample["fg_mask"].sum()) <= 0:
                     empty.append(sample_name)
                 else:
                     with_fg += 1
@@ -279,7 +280,7 @@ def check_dataset(
             read += 1
             if read % 500 == 0:
                 logger.info("data check: %d samples read", read)
-        if count and not with_fg and getattr(dataset, "has_masks", True):
+        if count and not with_fg and dataset.has_masks:
             problems.append(f"split {split}: no mask has a foreground pixel (training would refuse it)")
     say(f"scan: {read} samples read, {len(bad)} unreadable or inconsistent, {len(empty)} with an empty mask")
     for line in bad:

@@ -958,7 +958,7 @@ def build(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> SyntheticP
     if split not in SPLIT_IDS:
         raise ValueError(f"synthetic data: unknown split {split!r}; choose from {sorted(SPLIT_IDS)}")
     n = cfg.synthetic_train if split == "train" else cfg.synthetic_test
-    num_parts = int(getattr(cfg, "synthetic_parts", 4))
+    num_parts = int(cfg.synthetic_parts)
     return SyntheticParts(n, cfg.image_size, split=split, seed=cfg.synthetic_seed, num_parts=num_parts)
 
 
