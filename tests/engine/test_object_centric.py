@@ -170,3 +170,23 @@ def test_crop_padding_defaults_to_the_training_padding(synth_folder: Path) -> No
     trained = labels(None)
     assert np.array_equal(trained, labels(0.3))
     assert not np.array_equal(trained, labels(0.05))
+
+
+def test_full_images_read_a_flat_folder(synth_folder: Path, tmp_path: Path) -> None:
+    """Images directly in data.root (no images/ folder) are scored like the images/ layout."""
+    import shutil
+
+    flat = tmp_path / "flat"
+    shutil.copytree(synth_folder / "images", flat)
+    for extra in ("masks", "parts"):
+        shutil.copytree(synth_folder / extra, flat / extra)
+    for split_file in ("train.txt", "test.txt", "part_names.json"):
+        if (synth_folder / split_file).exists():
+            shutil.copy(synth_folder / split_file, flat / split_file)
+    model = HueModel().eval()
+    scores = []
+    for root in (synth_folder, flat):
+        test_set = folder.build(DataConfig(name="folder", root=str(root), image_size=64), "test", train=False)
+        full = evaluate_full_images(model, test_set, EvalConfig(), size=64, padding=0.05, mode="mask")
+        scores.append(full["px_fg_nmi"])
+    assert scores[0] == pytest.approx(scores[1], abs=1e-9) and scores[0] > 20.0
