@@ -40,6 +40,14 @@ def test_end_to_end_run_folder(tiny_overrides, tmp_path):
     assert ckpt["step"] == 4 and ckpt["config"]["model"]["num_parts"] == 4
     model = load_segmenter(run / "model.pt")
     assert model.num_parts == 4 and not model.training
+    # fit hands the logger back: a later message of the same session does not land in this run's train.log
+    import logging
+
+    before = (run / "train.log").read_text()
+    assert "finished 4 steps" in before
+    logging.getLogger("partdisco.segment").warning("a message after the run")
+    assert (run / "train.log").read_text() == before
+    assert not [h for h in logging.getLogger("partdisco").handlers if getattr(h, "_partdisco", False)]
 
 
 def _state(path):

@@ -43,6 +43,21 @@ def setup_logging(run_dir: Path | None = None, main_process: bool = True, level:
     logger.propagate = False
 
 
+def teardown_logging() -> None:
+    """Undo :func:`setup_logging`: close ``train.log`` and the console handler, propagate again.
+
+    Called when :func:`partdisco.engine.train.fit` returns or fails, so that a Python session that trains
+    and then segments does not append later messages to the finished run's ``train.log`` (nor write to a
+    console stream that was swapped since).
+    """
+    logger = logging.getLogger(LOGGER_NAME)
+    for handler in list(logger.handlers):
+        if getattr(handler, "_partdisco", False):
+            logger.removeHandler(handler)
+            handler.close()
+    logger.propagate = True
+
+
 class MetricWriter:
     """Scalars and images to TensorBoard (default) and, if asked for, Weights & Biases.
 

@@ -46,7 +46,7 @@ from partdisco.engine.checkpoint import (
 from partdisco.engine.diagnostics import format_diagnostics, has_label_metrics, part_diagnostics
 from partdisco.engine.evaluate import evaluate, metric_warnings
 from partdisco.engine.inference import predict_labels, resolve_device
-from partdisco.engine.monitor import MetricWriter, setup_logging
+from partdisco.engine.monitor import MetricWriter, setup_logging, teardown_logging
 from partdisco.engine.precision import autocast_ctx, make_scaler
 from partdisco.engine.runfolder import (
     RunLock,
@@ -427,6 +427,7 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
             _log_to_file(logging.ERROR, f"stopped: {type(err).__name__}: {err}", exc_info=not ours)
             raise
     finally:
+        teardown_logging()
         if lock is not None:
             lock.release()
 
