@@ -193,6 +193,12 @@ class EvalConfig:
     # folder data sets: off = score the pipeline's crops; mask / predicted = score whole images segmented
     # as `partdisco segment` does (object crop around the mask / the predicted foreground, pasted back)
     full_images: str = "off"
+    # Models with a background channel: the predicted foreground is refined along the image's colour edges
+    # (guided filter, engine/refine.py) by `partdisco segment`, partdisco.segment() and this evaluation.
+    # Window radius as a fraction of the network input's shorter side (0 = off; 0.0625 = 8 px at 128 px)
+    # and the filter's ridge (squared RGB in 0..1; smaller follows colour edges more closely)
+    fg_refine_radius: float = 0.0625
+    fg_refine_eps: float = 0.001
 
 
 @dataclass
@@ -318,6 +324,12 @@ def validate(cfg: RunConfig) -> RunConfig:
         "eval.full_images",
         f"must be off, mask or predicted, got {cfg.eval.full_images!r}",
     )
+    need(
+        0.0 <= cfg.eval.fg_refine_radius < 0.5,
+        "eval.fg_refine_radius",
+        f"must be in [0, 0.5) (0 = off), got {cfg.eval.fg_refine_radius}",
+    )
+    need(cfg.eval.fg_refine_eps > 0, "eval.fg_refine_eps", f"must be > 0, got {cfg.eval.fg_refine_eps}")
     need(cfg.optim.lr > 0, "optim.lr", f"must be > 0, got {cfg.optim.lr}")
     need(
         0.0 <= cfg.loss.fg_area_min < cfg.loss.fg_area_max <= 1.0,

@@ -10,7 +10,9 @@ back), and the maps are scored at the image's resolution against ``parts/``, ``k
 Metric names: with ``full_images=mask`` the same keys as the default evaluation (the background is the
 mask). With ``full_images=predicted`` the background is the model's own: ``fg_iou`` (predicted foreground
 vs the mask) and the Full protocols ``px_nmi_predbg`` / ``kp_nmi_predbg`` (and ARI); the FG protocols
-(``px_fg_*``, ``kp_fg_*``, ``miou``) still score the K part labels on ground-truth foreground pixels.
+(``px_fg_*``, ``kp_fg_*``, ``miou``) still score the K part labels on ground-truth foreground pixels. The
+predicted foreground is refined as ``partdisco segment`` refines it (``eval.fg_refine_radius`` /
+``eval.fg_refine_eps``, :mod:`partdisco.engine.refine`).
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ def evaluate_full_images(
             with_probs=True,
             crop="object",
             padding=padding,
+            fg_refine=(cfg.fg_refine_radius, cfg.fg_refine_eps),
         )
         for j, (name, result) in enumerate(zip(chunk, maps)):
             assert result.probs is not None

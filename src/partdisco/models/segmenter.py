@@ -211,6 +211,8 @@ class Segmenter(nn.Module):
             else None; :func:`partdisco.segment` and ``partdisco segment`` resize to it by default.
         crop_padding: the training crop's padding per side (``data.padding_frac``), when known, else None;
             the object-centric crop of :func:`partdisco.segment` and ``partdisco segment`` uses it by default.
+        fg_refine: ``(radius, eps)`` of the predicted foreground's refinement (``eval.fg_refine_radius`` /
+            ``eval.fg_refine_eps``) when known from our checkpoints, else None (the defaults apply).
     """
 
     def __init__(
@@ -236,6 +238,7 @@ class Segmenter(nn.Module):
         # one of our checkpoints): inference uses them by default (engine.segment.inference_size / _padding).
         self.image_size: int | None = None
         self.crop_padding: float | None = None
+        self.fg_refine: tuple[float, float] | None = None
         for name, module in build_trunk(spec.trunk).items():
             self.add_module(name, module)  # flat names: conv1, bn1, relu, maxpool, layer1..layer4
         start, stop = spec.head_channels
