@@ -9,7 +9,8 @@ synth``): ``images/``, ``masks/``, ``parts/``, ``keypoints.json``, ``train.txt``
    the second segments the crop around it at the training size; no masks given), and an independent scorer
    on the written ``labels/*.png``: foreground IoU against ``masks/`` and the Full NMI with the predicted
    background against ``parts/``; plus ``partdisco eval eval.full_images=predicted`` (the same maps, also
-   the part NMI on ground-truth foreground pixels, ``px_fg_nmi``);
+   the part NMI on ground-truth foreground pixels, ``px_fg_nmi``), and once more with the colour-guided
+   refinement of the predicted foreground off (``eval.fg_refine_radius=0``: the ``*_unrefined`` keys);
 3. **with masks** (optional, ``--with-masks``): the same recipe with the masks, scored by
    ``partdisco eval eval.full_images=mask``: the reference for the "part NMI within 10 points" target.
 
@@ -18,6 +19,7 @@ Targets (issue #13): training on 2,000 images at 128 px on 2 CPU cores in <= 10 
 
     python benchmarks/bench_maskfree.py --work /tmp/mf --with-masks
     python benchmarks/bench_maskfree.py --work /tmp/mf --steps 200 --images 600   # a quicker look
+    python benchmarks/bench_maskfree.py --work /tmp/mf --score-only   # re-score the runs in /tmp/mf
 """
 
 from __future__ import annotations
@@ -53,9 +55,11 @@ def score_labels(out: Path, root: Path, names: list[str]) -> dict[str, float]:
     return {"fg_iou_segment": 100.0 * inter / max(union, 1), "px_nmi_predbg_segment": float(full["nmi"])}
 
 
-def run(work: Path, root: Path, tag: str, overrides: list[str]) -> dict[str, Any]:
-    """Train one run and score it on the whole held-out images."""
+def run(work: Path, root: Path, tag: str, overrides: list[str], score_only: bool = False) -> dict[str, Any]:
+    """Train one run (unless ``score_only``: score the run already in ``work/tag``) and score it on the
+    whole held-out images."""
     from partdisco.api import evaluate_checkpoint, load, resolve_train_config, train
+    from partdisco.engine.inference import inference_fg_refine
     from partdisco.engine.segment import segment_files
 
     run_dir = work / tag
@@ -69,12 +73,14 @@ def run(work: Path, root: Path, tag: str, overrides: list[str]) -> dict[str, Any
             *overrides,
         ]
     )
-    t0 = time.perf_counter()
-    train(cfg)
-    train_s = time.perf_counter() - t0
+    train_s = None
+    if not score_only:
+        t0 = time.perf_counter()
+        train(cfg)
+        train_s = round(time.perf_counter() - t0, 1)
     names = [line.strip() for line in (root / "test.txt").read_text().splitlines() if line.strip()]
     model = load(run_dir / "model.pt")
-    result: dict[str, Any] = {"run": tag, "train_s": round(train_s, 1), "steps": cfg.train.steps}
+    result: dict[str, Any] = {"run": tag, "train_s": train_s, "steps": cfg.train.steps}
     full_mode = "predicted" if model.background_channel else "mask"
     if model.background_channel:
         out = work / f"{tag}-segment"
@@ -94,6 +100,16 @@ def run(work: Path, root: Path, tag: str, overrides: list[str]) -> dict[str, Any
     for key in ("px_fg_nmi", "px_fg_ari", "kp_fg_nmi", "miou", "fg_iou", "px_nmi_predbg", "px_nmi"):
         if key in metrics:
             result[f"{key}_full_images"] = round(float(metrics[key]), 2)
+    if model.background_channel and inference_fg_refine(model)[0] > 0:
+        # the same maps without the colour-guided refinement of the foreground (eval.fg_refine_radius=0)
+        plain, _ = evaluate_checkpoint(
+            run_dir / "model.pt",
+            [f"eval.full_images={full_mode}", "eval.fg_refine_radius=0"],
+            progress=False,
+            out=work / f"{tag}-full-unrefined.json",
+        )
+        for key in ("fg_iou", "px_fg_nmi", "px_nmi_predbg"):
+            result[f"{key}_unrefined"] = round(float(plain[key]), 2)
     return result
 
 
@@ -134,6 +150,9 @@ def main() -> None:
     parser.add_argument("--with-masks", action="store_true", help="also train with masks for comparison")
     parser.add_argument("--only-masks", action="store_true", help="only the run with masks")
     parser.add_argument("--overlays", type=Path, help="only write the before/after PNG from finished runs")
+    parser.add_argument(
+        "--score-only", action="store_true", help="do not train: score the runs already in --work"
+    )
     parser.add_argument("overrides", nargs="*", help="extra key=value for both runs")
     args = parser.parse_args()
     root = args.work / "data"
@@ -148,9 +167,10 @@ def main() -> None:
         extra.append(f"train.steps={args.steps}")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load {os.getloadavg()}", flush=True)
     if not args.only_masks:
-        print(json.dumps(run(args.work, root, "maskfree", ["data.masks=ignore", *extra])), flush=True)
+        maskfree = run(args.work, root, "maskfree", ["data.masks=ignore", *extra], args.score_only)
+        print(json.dumps(maskfree), flush=True)
     if args.with_masks or args.only_masks:
-        print(json.dumps(run(args.work, root, "masks", extra)), flush=True)
+        print(json.dumps(run(args.work, root, "masks", extra, args.score_only)), flush=True)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Two randomly initialised segmenters (``resnet18`` and the reference ``deeplab_r50_2branch``, K = 4) on
 random 256x256 RGB images. Two numbers per row:
 
-- ``in memory``: :func:`partdisco.engine.segment.segment_images` on uint8 arrays (resize, network, logit
+- ``in memory``: :func:`partdisco.engine.inference.segment_images` on uint8 arrays (resize, network, logit
   upsampling, softmax, labels, centroids), what ``partdisco.segment()`` costs;
 - ``end to end``: :func:`partdisco.engine.segment.segment_files` on a folder of PNGs: reading, the above,
   and writing labels / colour / overlay PNGs, ``parts.json`` and ``index.html`` (what the command costs,

@@ -424,6 +424,7 @@ def segment(
     device: str | None = None,
     crop: str = "auto",
     padding: float | None = None,
+    fg_refine: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | tuple[list[np.ndarray], list[np.ndarray]]:
     """Segment images into parts; arrays in, arrays out (no files written).
 
@@ -451,6 +452,10 @@ def segment(
             and pastes the maps back; ``"none"`` segments the whole image.
         padding: per-side padding of the object crop; None = the checkpoint's ``data.padding_frac``
             (0.05 when unknown), as ``partdisco segment``.
+        fg_refine: models with a background channel: window radius (fraction of the network input's
+            shorter side) of the colour-guided refinement of the predicted foreground; 0 = off; None = the
+            checkpoint's ``eval.fg_refine_radius`` (0.0625 when unknown), as ``partdisco segment
+            --fg-refine``.
 
     Returns:
         ``(labels, probs)``: labels uint8 (H, W), 0 = background, 1..K = parts; probs float32 (C, H, W),
@@ -498,6 +503,7 @@ def segment(
         with_probs=True,
         crop=crop,
         padding=padding,
+        fg_refine=fg_refine,
     )
     labels = [r.labels for r in results]
     probs = [r.probs for r in results if r.probs is not None]  # with_probs=True: one per image

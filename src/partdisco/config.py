@@ -241,6 +241,12 @@ class EvalConfig:
     # folder data sets: off = score the pipeline's crops; mask / predicted = score whole images segmented
     # as `partdisco segment` does (object crop around the mask / the predicted foreground, pasted back)
     full_images: str = "off"
+    # Models with a background channel: the predicted foreground is refined along the image's colour edges
+    # (guided filter, engine/refine.py) by `partdisco segment`, partdisco.segment() and this evaluation.
+    # Window radius as a fraction of the network input's shorter side (0 = off; 0.0625 = 8 px at 128 px)
+    # and the filter's ridge (squared RGB in 0..1; smaller follows colour edges more closely)
+    fg_refine_radius: float = 0.0625
+    fg_refine_eps: float = 0.001
 
 
 @dataclass
@@ -311,6 +317,12 @@ def validate_eval(cfg: EvalConfig, data_name: str | None = None) -> EvalConfig:
         "eval.full_images",
         f"must be {_or(FULL_IMAGES)}, got {cfg.full_images!r}",
     )
+    _need(
+        0.0 <= cfg.fg_refine_radius < 0.5,
+        "eval.fg_refine_radius",
+        f"must be in [0, 0.5) (0 = off), got {cfg.fg_refine_radius}",
+    )
+    _need(cfg.fg_refine_eps > 0, "eval.fg_refine_eps", f"must be > 0, got {cfg.fg_refine_eps}")
     if data_name is not None and cfg.full_images != "off":
         _need(data_name == "folder", "eval.full_images", "works for folder data sets only (dataset=folder)")
     return cfg

@@ -153,7 +153,7 @@ def test_two_pass_crops_around_predicted_foreground() -> None:
 
 
 def test_crop_padding_defaults_to_the_training_padding(synth_folder: Path) -> None:
-    # API and CLI share one default (engine.segment.inference_padding): the checkpoint's data.padding_frac
+    # API and CLI share one default (engine.inference.inference_padding): the checkpoint's data.padding_frac
     from partdisco.models.convert import trained_crop_padding
 
     root = synth_folder

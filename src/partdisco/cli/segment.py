@@ -74,6 +74,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="object crop padding per side (default: the checkpoint's data.padding_frac, else 0.05)",
     )
+    p.add_argument(
+        "--fg-refine",
+        type=float,
+        default=None,
+        metavar="RADIUS",
+        help="models with a background channel: refine the predicted foreground along the image's colour "
+        "edges (guided filter) with this window radius, a fraction of the network input's side; 0 = off "
+        "(default: the checkpoint's eval.fg_refine_radius, else 0.0625)",
+    )
     p.add_argument("--alpha", type=float, default=0.5, help="part opacity in the overlays (default 0.5)")
     p.add_argument("--overwrite", action="store_true", help="recompute images whose outputs exist")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -104,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         args.inputs,
         out_dir,
         masks_dir=args.masks,
-        size=args.size,  # None: the checkpoint's training size (engine.segment.inference_size)
+        size=args.size,  # None: the checkpoint's training size (engine.inference.inference_size)
         batch_size=args.batch_size,
         background=background,
         save_probs=args.save_probs,
@@ -113,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=str(loaded.path.resolve()),
         progress=not args.quiet,
         crop=args.crop,
-        padding=args.padding,  # None: the checkpoint's data.padding_frac (engine.segment.inference_padding)
+        padding=args.padding,  # None: the checkpoint's data.padding_frac (engine.inference.inference_padding)
+        fg_refine=args.fg_refine,  # None: the checkpoint's eval.fg_refine_radius (inference_fg_refine)
     )
     total = len(summary.written) + len(summary.skipped) + len(summary.failed)
     print(

@@ -11,7 +11,10 @@
     resized to ``image_size`` (bilinear image, nearest mask), and flipped with probability 1/2
     (``split == "train"`` and ``data.flip``) with the left/right keypoint permutation
     :data:`CUB_FLIP_PERMUTATION`. Without the cachedir the official files are used instead (a warning is
-    logged; masks = ``segmentations`` == 255, coordinates taken as 0-based).
+    logged; masks = ``segmentations`` == 255, coordinates taken as 0-based). With ``data.masks=ignore``
+    (mask-free training) the training split uses neither the box nor the mask: the whole image, shorter
+    side resized to ``image_size``, centre square, as folder images without masks (docs/DATA.md); the
+    evaluation pipeline keeps its boxes and masks (they only score).
 
 ``build(cfg, split, train=False)`` (evaluation, ref ``evaluation/datasets/cub200.py`` + ``CUB eval.ipynb``):
     official split (``images.txt``, ``train_test_split.txt``: 5,994 train / 5,794 test), keypoints from
@@ -301,6 +304,9 @@ class CubCropDataset(SampleDataset):
         strict: raise on unreadable files instead of skipping.
         seed: mixed into the per-sample generators.
         keypoint_names: names of the 15 keypoints.
+        whole_image: no box, no mask (``data.masks=ignore``, mask-free training): the whole image, shorter
+            side resized to S, centre square (:func:`.transforms.centre_square`, as folder images without
+            masks); the foreground is all of it and no mask file is read.
     """
 
     has_masks = True
@@ -314,8 +320,11 @@ class CubCropDataset(SampleDataset):
         strict: bool,
         seed: int = 0,
         keypoint_names: list[str] | None = None,
+        whole_image: bool = False,
     ) -> None:
         super().__init__(augment=augment, strict=strict, seed=seed)
+        self.whole_image = whole_image
+        self.has_masks = not whole_image
         self.root = Path(root)
         self.records = records
         self.size, self.padding_frac, self.jitter_frac, self.flip = (
@@ -347,6 +356,18 @@ class CubCropDataset(SampleDataset):
         record = self.records[index]
         image_path = self.root / "images" / record.rel_path
         image_u8 = read_image(image_path)
+        if self.whole_image:  # mask-free training: neither the box nor the mask places the crop
+            image, _, keypoints, box = T.centre_square(
+                image_u8.astype(np.float32) / 255.0, self.size, None, record.keypoints
+            )
+            fg_mask = np.ones((self.size, self.size), dtype=np.float32)
+            if rng is not None and self.flip and rng.random() > 0.5:
+                image, fg_mask = T.hflip(image), T.hflip(fg_mask)
+                keypoints = T.flip_keypoints(keypoints, self.size, self.flip_permutation)
+                box = T.flip_box(box, self.size)
+            return T.make_sample(
+                image, fg_mask, box, record.class_id, index, self.sample_name(index), keypoints=keypoints
+            )
         mask = self._mask(record, image_path, image_u8.shape)
         crop_box = T.object_crop_box(record.bbox, self.padding_frac, self.jitter_frac, rng)
         image, scale = T.crop_resize_image(image_u8.astype(np.float32) / 255.0, crop_box, self.size)
@@ -540,6 +561,8 @@ def build(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> SampleData
     keypoint_names = read_keypoint_names(root)
     if train:
         augment = split == "train"
+        # mask-free training (data.masks=ignore) uses no annotation to crop: whole images (docs/DATA.md)
+        whole_image = augment and cfg.masks == "ignore"
         cmr_path = cmr_annotation_path(root, split)
         if cmr_path.is_file():
             records = load_cmr_records(cmr_path)
@@ -556,7 +579,8 @@ def build(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> SampleData
                 raise FileNotFoundError(
                     f"CUB: neither the CMR file {cmr_path} (from: {SOURCE_CMR}) nor {err}"
                 ) from None
-            _require(root / "segmentations", "segmentation masks", SOURCE_SEGMENTATIONS)
+            if not whole_image:
+                _require(root / "segmentations", "segmentation masks", SOURCE_SEGMENTATIONS)
         records = _filter_classes(records, cfg.cub_classes)
         dataset: SampleDataset = CubCropDataset(
             root,
@@ -566,6 +590,7 @@ def build(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> SampleData
             strict=cfg.strict,
             seed=seed,
             keypoint_names=keypoint_names,
+            whole_image=whole_image,
         )
     else:
         records = _filter_classes(load_official_records(root, split), cfg.cub_classes)

@@ -300,20 +300,8 @@ class FolderDataset(SampleDataset):
                 keypoints = T.scale_keypoints(T.shift_keypoints(keypoints, *origin), scale, scale)
             box = T.transform_box(T.inclusive_to_continuous(tight), origin, (scale, scale), image.shape[:2])
         else:
-            new_h, new_w = T.size_for_shorter_side(height, width, size)
-            top, left = (new_h - size) // 2, (new_w - size) // 2
-            image = T.resize_image(image, (new_h, new_w), antialias=True)[
-                top : top + size, left : left + size
-            ]
-            if parts is not None:
-                parts = T.resize_nearest(parts, (new_h, new_w), half_pixel=True)[
-                    top : top + size, left : left + size
-                ]
-            if keypoints is not None:
-                keypoints = T.scale_keypoints(keypoints, new_w / width, new_h / height)
-                keypoints = T.drop_keypoints_outside(T.shift_keypoints(keypoints, left, top), size, size)
+            image, parts, keypoints, box = T.centre_square(image, size, parts, keypoints)
             mask = np.ones((size, size), dtype=np.float32)
-            box = np.array([0.0, 0.0, size, size], dtype=np.float32)
         out_w = image.shape[1]
         if rng is not None and self.flip and rng.random() > 0.5:
             image, mask = T.hflip(image), T.hflip(mask)

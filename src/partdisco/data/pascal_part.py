@@ -16,6 +16,11 @@ As the reference (``datasets/pascal_parts.py``):
 - crop pipeline of CUB: box of the object mask, padded 5 % per side (+ ±5 % jitter and a flip for
   ``train and split == "train"``), squared, cropped (image 1/255, labels 0 outside), resized to
   ``image_size``.
+- mask-free training (``data.masks=ignore``, training split): no annotation places the crop. Each image
+  that holds a selected object is one sample (once, however many objects it holds), the whole image with
+  the shorter side resized to ``image_size`` and the centre square cut out, as folder images without
+  masks (docs/DATA.md). The selection of images itself still comes from the annotations (it defines the
+  data set); evaluation keeps the object crops.
 
 Labels: the reference paints one label per fine PASCAL-Part name (``head``, ``lfleg``, ``wheel`` ...; the
 number suffix of ``wheel_1`` is dropped). By default this module merges them into a few parts per class
@@ -370,6 +375,8 @@ class PascalPartDataset(SampleDataset):
         augment: draw jitter / flip.
         strict: raise on unreadable images instead of skipping.
         seed: mixed into the per-sample generators.
+        whole_image: mask-free training: one sample per image, the whole image (centre square,
+            :func:`.transforms.centre_square`), foreground all of it, no part labels (module docstring).
     """
 
     has_masks = True
@@ -384,9 +391,15 @@ class PascalPartDataset(SampleDataset):
         augment: bool,
         strict: bool,
         seed: int = 0,
+        whole_image: bool = False,
     ) -> None:
         super().__init__(augment=augment, strict=strict, seed=seed)
         self.root = Path(root)
+        self.whole_image = whole_image
+        self.has_masks = not whole_image
+        if whole_image:  # one sample per image
+            seen: set[str] = set()
+            objects = [o for o in objects if not (o.image_id in seen or seen.add(o.image_id))]
         self.objects = objects
         self.part_names = list(part_names)
         self.size, self.padding_frac, self.jitter_frac, self.flip = (
@@ -412,6 +425,12 @@ class PascalPartDataset(SampleDataset):
             image_u8.shape,
             obj.image_shape,
         )
+        if self.whole_image:  # mask-free training: neither the box nor the mask places the crop
+            image, _, _, box = T.centre_square(image_u8.astype(np.float32) / 255.0, self.size)
+            fg_mask = np.ones((self.size, self.size), dtype=np.float32)
+            if rng is not None and self.flip and rng.random() > 0.5:
+                image, fg_mask, box = T.hflip(image), T.hflip(fg_mask), T.flip_box(box, self.size)
+            return T.make_sample(image, fg_mask, box, 0, index, self.sample_name(index))
         crop_box = T.object_crop_box(obj.bbox, self.padding_frac, self.jitter_frac, rng)
         image, scale = T.crop_resize_image(image_u8.astype(np.float32) / 255.0, crop_box, self.size)
         labels = T.crop_resize_labels(obj.full_labels(), crop_box, self.size)
@@ -484,6 +503,8 @@ def build(
         augment=train and split == "train",
         strict=cfg.strict,
         seed=seed,
+        whole_image=train and split == "train" and cfg.masks == "ignore",
     )
-    logger.info("PASCAL-Part %s %s: %d objects", cls, split, len(dataset))
+    what = "whole images (data.masks=ignore)" if dataset.whole_image else "objects"
+    logger.info("PASCAL-Part %s %s: %d %s", cls, split, len(dataset), what)
     return dataset

@@ -543,6 +543,45 @@ def crop_resize_labels(labels: np.ndarray, crop_box: np.ndarray, size: int) -> n
     return resize_nearest(crop, (new_h, new_w), half_pixel=False)
 
 
+def centre_square(
+    image: np.ndarray,
+    size: int,
+    labels: np.ndarray | None = None,
+    keypoints: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray]:
+    """The whole-image training view without masks or boxes: shorter side resized to ``size``, centre square.
+
+    What folder images without ``masks/`` get, and CUB / PASCAL-Part training images with
+    ``data.masks=ignore`` (no annotation is used to place the crop; docs/DATA.md).
+
+    Args:
+        image: float32 (H, W, 3) in [0, 1].
+        size: output side S.
+        labels: optional (H, W) label map, resized nearest (half-pixel) with the image.
+        keypoints: optional (N, 3) ``(x, y, visible)`` in image pixels.
+
+    Returns:
+        ``(image (S, S, 3), labels (S, S) or None, keypoints or None, box)``; keypoints that leave the
+        square become invisible; ``box`` is the continuous ``(0, 0, S, S)`` (the whole view).
+
+    Example:
+        >>> kps = np.array([[20.0, 10.0, 1.0]])  # the centre of a 40 x 20 image
+        >>> img, _, kps, box = centre_square(np.zeros((20, 40, 3), np.float32), 10, None, kps)
+        >>> img.shape, kps.tolist(), box.tolist()
+        ((10, 10, 3), [[5.0, 5.0, 1.0]], [0.0, 0.0, 10.0, 10.0])
+    """
+    height, width = image.shape[:2]
+    new_h, new_w = size_for_shorter_side(height, width, size)
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    out = resize_image(image, (new_h, new_w), antialias=True)[top : top + size, left : left + size]
+    if labels is not None:
+        labels = resize_nearest(labels, (new_h, new_w), half_pixel=True)[top : top + size, left : left + size]
+    if keypoints is not None:
+        keypoints = scale_keypoints(keypoints, new_w / width, new_h / height)
+        keypoints = drop_keypoints_outside(shift_keypoints(keypoints, left, top), size, size)
+    return out, labels, keypoints, np.array([0.0, 0.0, size, size], dtype=np.float32)
+
+
 # --------------------------------------------------------------------------------------------------
 # To tensors
 

@@ -30,6 +30,7 @@ from partdisco.config import EvalConfig
 from partdisco.data import Batch, PartsDataset, collate
 from partdisco.engine import distributed as dist_utils
 from partdisco.engine.inference import network_logits
+from partdisco.engine.refine import refine_probs
 from partdisco.geometry.logits import ALIGN_KEYPOINTS, ALIGN_PIXELS, upsample_logits
 from partdisco.metrics.baselines import assign_to_centers, bbox_normalized_grid, kmeans
 from partdisco.metrics.clustering import ContingencyTable, clustering_scores
@@ -87,6 +88,26 @@ def _fg_and_full_labels(
     else:
         full = None
     return fg, full
+
+
+def predicted_background_labels(
+    all_logits: torch.Tensor,
+    image: torch.Tensor,
+    size: tuple[int, int],
+    align_corners: bool,
+    refine: tuple[float, float] = (0.0, 1.0),
+) -> torch.Tensor:
+    """Labels with the model's own background (0) from (B, K + 1, h, w) logits, as ``partdisco segment``.
+
+    Upsampled bilinearly to ``size`` and, when ``refine[0] > 0``, the foreground is refined along the colour
+    edges of ``image`` (B, 3, H, W in [0, 1]; :func:`partdisco.engine.refine.refine_probs`) before the
+    argmax over the K + 1 channels.
+    """
+    if refine[0] <= 0:
+        return logits_to_labels(all_logits, size, align_corners=align_corners)
+    up = upsample_logits(all_logits, size, align_corners=align_corners)  # (B, K + 1, H, W)
+    probs = refine_probs(torch.softmax(up, dim=1), image.float(), *refine)  # (B, K + 1, H, W)
+    return probs.argmax(dim=1)
 
 
 def _part_logits(model: torch.nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -318,8 +339,10 @@ def evaluate(
                 mask_level_labels(part_logits, batch.mask_levels.to(device)), batch.parts.to(device)
             )
         if predicted_bg is not None and all_logits is not None:
-            kp_pred = logits_to_labels(all_logits, (H, W), align_corners=ALIGN_KEYPOINTS)  # (B, H, W), 0 = bg
-            px_pred = logits_to_labels(all_logits, (H, W), align_corners=ALIGN_PIXELS)
+            refine = (cfg.fg_refine_radius, cfg.fg_refine_eps)  # as `partdisco segment` refines it
+            # labels with the predicted background (0)
+            kp_pred = predicted_background_labels(all_logits, image, (H, W), ALIGN_KEYPOINTS, refine)
+            px_pred = predicted_background_labels(all_logits, image, (H, W), ALIGN_PIXELS, refine)
             predicted_bg.update(kp_pred, px_pred, fg_mask, batch)
         if base_acc is not None and centers is not None:
             grid = bbox_normalized_grid(batch.bbox.to(device), (H, W))  # (B, H, W, 2)

@@ -1,7 +1,7 @@
 """Evaluation on whole, uncropped folder images, through the same inference as ``partdisco segment``.
 
 ``partdisco eval CKPT eval.full_images=mask|predicted`` scores what ``partdisco segment`` writes: each test
-image is read at its own size, segmented by :func:`partdisco.engine.segment.segment_images` (object crop
+image is read at its own size, segmented by :func:`partdisco.engine.inference.segment_images` (object crop
 around the mask, or around the model's predicted foreground in two passes, at the training size, pasted
 back), and the maps are scored at the image's resolution against ``parts/``, ``keypoints.json`` and
 ``masks/`` in the image's own pixels. The default evaluation instead scores the data pipeline's crops
@@ -10,7 +10,9 @@ back), and the maps are scored at the image's resolution against ``parts/``, ``k
 Metric names: with ``full_images=mask`` the same keys as the default evaluation (the background is the
 mask). With ``full_images=predicted`` the background is the model's own: ``fg_iou`` (predicted foreground
 vs the mask) and the Full protocols ``px_nmi_predbg`` / ``kp_nmi_predbg`` (and ARI); the FG protocols
-(``px_fg_*``, ``kp_fg_*``, ``miou``) still score the K part labels on ground-truth foreground pixels.
+(``px_fg_*``, ``kp_fg_*``, ``miou``) still score the K part labels on ground-truth foreground pixels. The
+predicted foreground is refined as ``partdisco segment`` refines it (``eval.fg_refine_radius`` /
+``eval.fg_refine_eps``, :mod:`partdisco.engine.refine`).
 """
 
 from __future__ import annotations
@@ -103,6 +105,7 @@ def evaluate_full_images(
             with_probs=True,
             crop="object",
             padding=padding,
+            fg_refine=(cfg.fg_refine_radius, cfg.fg_refine_eps),
         )
         for j, (name, result) in enumerate(zip(chunk, maps)):
             assert result.probs is not None

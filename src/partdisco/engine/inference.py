@@ -35,6 +35,7 @@ from partdisco.config import ConfigError
 from partdisco.data.transforms import RESIZE_ALIGN_CORNERS
 from partdisco.engine import distributed as dist_utils
 from partdisco.engine.crop import crop_input, object_crop, paste_probs
+from partdisco.engine.refine import refine_probs
 from partdisco.geometry.logits import ALIGN_TRAIN, upsample_logits
 from partdisco.metrics.keypoints import part_centroids
 from partdisco.visualise import resize_labels
@@ -50,6 +51,7 @@ MAX_PARTS = 255  # labels are stored as uint8
 BORDER_NOT_FOUND = "--background border found no part covering most of the image border: no background"
 DEFAULT_IMAGE_SIZE = 256  # ref: input_size 256; used only when a model does not know its training size
 DEFAULT_PADDING = 0.05  # ref: cub.py padding_frac; used only when a model does not know its training crop
+DEFAULT_FG_REFINE = (0.0625, 0.001)  # eval.fg_refine_radius / _eps; for models that do not know theirs
 
 
 @dataclass
@@ -114,6 +116,56 @@ def inference_padding(model: nn.Module, padding: float | None = None) -> float:
         return float(padding)
     trained = getattr(model, "crop_padding", None)
     return float(trained) if trained is not None else DEFAULT_PADDING
+
+
+def inference_fg_refine(
+    model: nn.Module, radius: float | tuple[float, float] | None = None
+) -> tuple[float, float]:
+    """The predicted foreground's refinement ``(radius, eps)``: ``radius`` when given, else the model's.
+
+    The one place that picks the default, as :func:`inference_padding` does for the crop: the model's
+    ``fg_refine`` (``eval.fg_refine_radius`` / ``eval.fg_refine_eps`` of its checkpoint), else
+    :data:`DEFAULT_FG_REFINE`. A given radius keeps the model's ``eps`` (a given ``(radius, eps)`` pair
+    replaces both); radius 0 turns the refinement off.
+
+    Example:
+        >>> from partdisco.models import create_segmenter
+        >>> seg = create_segmenter("resnet18", num_parts=3, background_channel=True)
+        >>> inference_fg_refine(seg), inference_fg_refine(seg, 0.0)
+        ((0.0625, 0.001), (0.0, 0.001))
+        >>> seg.fg_refine = (0.1, 0.01)
+        >>> inference_fg_refine(seg), inference_fg_refine(seg, (0.05, 0.002))
+        ((0.1, 0.01), (0.05, 0.002))
+    """
+    trained = getattr(model, "fg_refine", None)
+    default_radius, eps = trained if trained is not None else DEFAULT_FG_REFINE
+    if isinstance(radius, (tuple, list)):
+        radius, eps = radius
+    radius = default_radius if radius is None else float(radius)
+    if not 0.0 <= radius < 0.5:
+        raise ValueError(f"fg_refine must be in [0, 0.5) (0 = off), got {radius}")
+    if not eps > 0:
+        raise ValueError(f"the foreground refinement's eps must be > 0, got {eps}")
+    return float(radius), float(eps)
+
+
+def _predict(
+    model: nn.Module, x: torch.Tensor, refine: tuple[float, float], rows: Sequence[bool] | None = None
+) -> torch.Tensor:
+    """:func:`predict_probs`, with the predicted foreground refined (:func:`.refine.refine_probs`).
+
+    Only a model with a background channel is refined, and only the ``rows`` whose background is the
+    model's (all when None); ``x`` (B, 3, H, W) in [0, 1] is the guide.
+    """
+    probs = predict_probs(model, x)  # (B, C, H, W)
+    if not bool(getattr(model, "background_channel", False)) or refine[0] <= 0:
+        return probs
+    keep = list(range(len(x))) if rows is None else [j for j, r in enumerate(rows) if r]
+    if keep:
+        idx = torch.tensor(keep, device=probs.device)
+        probs[idx] = refine_probs(probs[idx], x[idx], *refine)
+    return probs
+
 
 
 def processing_size(height: int, width: int, size: int) -> tuple[int, int]:
@@ -267,6 +319,15 @@ def _background_mode(background: str, has_mask: bool, background_channel: bool) 
     return "none"
 
 
+def _own_background(
+    background: str, masks: Sequence[np.ndarray | None] | None, i: int, background_channel: bool
+) -> bool:
+    """Whether image ``i``'s background is the model's prediction (then its foreground is refined)."""
+    has_mask = masks is not None and masks[i] is not None
+    return _background_mode(background, has_mask, background_channel) == "model"
+
+
+
 def check_background(background: str) -> None:
     """Raise ValueError unless ``background`` is one of :data:`BACKGROUND_MODES`."""
     if background not in BACKGROUND_MODES:
@@ -325,6 +386,7 @@ def segment_images(
     with_probs: bool = True,
     crop: str = "auto",
     padding: float | None = None,
+    fg_refine: float | tuple[float, float] | None = None,
 ) -> list[PartMaps]:
     """Segment in-memory images of any sizes, batching those with the same processing size.
 
@@ -352,6 +414,12 @@ def segment_images(
             same) or ``"none"`` (always the whole image, shorter side resized to ``size``).
         padding: per-side padding of the object crop; None = the checkpoint's ``data.padding_frac``
             (:func:`inference_padding`).
+        fg_refine: the model's predicted foreground is refined along the colour edges of the network input
+            (guided filter, :mod:`partdisco.engine.refine`) with this window radius (fraction of the
+            input's shorter side) in both passes; 0 = off; None = the checkpoint's
+            ``eval.fg_refine_radius`` (:func:`inference_fg_refine`; a ``(radius, eps)`` pair sets the
+            filter's ridge too). Only models with a background channel, only images whose background is
+            the model's.
 
     Returns:
         One :class:`PartMaps` per image, in input order.
@@ -369,6 +437,7 @@ def segment_images(
     check_background(background)
     size = inference_size(model, size)
     padding = inference_padding(model, padding)
+    refine = inference_fg_refine(model, fg_refine)
     if crop not in CROP_MODES:
         raise ValueError(f"crop must be one of {CROP_MODES}, got {crop!r}")
     if not 0.0 <= padding < 1.0:
@@ -411,7 +480,8 @@ def segment_images(
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start : start + batch_size]
                 x = torch.stack([image_to_tensor(images[i], proc_size, device) for i in chunk])
-                probs = predict_probs(model, x)  # (B, C, h', w')
+                own_bg = [_own_background(background, masks, i, background_channel) for i in chunk]
+                probs = _predict(model, x, refine, own_bg)  # (B, C, h', w')
                 for j, i in enumerate(chunk):
                     mask = None if masks is None else masks[i]
                     mode = _background_mode(background, mask is not None, background_channel)
@@ -420,8 +490,9 @@ def segment_images(
                     )
         if object_crops:
             _object_pass(
-                model, images, masks, results, size, background, batch_size, with_probs, padding, device
-            )
+                model, images, masks, results, size, background, batch_size, with_probs, padding, device,
+                refine,
+            )  # fmt: skip
     finally:
         model.train(was_training)
     return [r for r in results if r is not None]
@@ -438,6 +509,7 @@ def _object_pass(
     with_probs: bool,
     padding: float,
     device: torch.device,
+    refine: tuple[float, float] = (0.0, 1.0),
 ) -> None:
     """Second pass of object-centric inference: replace ``results[i]`` by the crop-and-paste maps."""
     background_channel = bool(model.background_channel)
@@ -467,7 +539,8 @@ def _object_pass(
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start : start + batch_size]
         x = torch.stack([crop_input(images[i], box, size, device) for i, box in chunk])  # (B, 3, S, S)
-        probs = predict_probs(model, x)  # (B, C, S, S)
+        own_bg = [_own_background(background, masks, i, background_channel) for i, _ in chunk]
+        probs = _predict(model, x, refine, own_bg)  # (B, C, S, S)
         for j, (i, box) in enumerate(chunk):
             H, W = images[i].shape[:2]
             mask = None if masks is None else masks[i]

@@ -30,6 +30,7 @@ from partdisco.data.io import IMAGE_EXTENSIONS, ImageReadError, check_same_size,
 from partdisco.engine.inference import (
     PartMaps,
     check_background,
+    inference_fg_refine,
     inference_padding,
     inference_size,
     segment_images,
@@ -580,6 +581,7 @@ def segment_files(
     progress: bool = True,
     crop: str = "auto",
     padding: float | None = None,
+    fg_refine: float | None = None,
 ) -> SegmentSummary:
     """Segment image files and write label maps, colour maps, overlays, ``parts.json`` and ``index.html``.
 
@@ -604,6 +606,8 @@ def segment_files(
         crop: object-centric inference, ``"auto"``, ``"object"`` or ``"none"`` (:func:`segment_images`).
         padding: per-side padding of the object crop; None = the checkpoint's ``data.padding_frac``
             (:func:`inference_padding`).
+        fg_refine: refinement radius of the predicted foreground (:func:`segment_images`); None = the
+            checkpoint's ``eval.fg_refine_radius``.
 
     Returns:
         A :class:`SegmentSummary`.
@@ -622,6 +626,7 @@ def segment_files(
         )
     size = inference_size(model, size)
     padding = inference_padding(model, padding)
+    refine = inference_fg_refine(model, fg_refine)
     if size < 1 or batch_size < 1:
         raise ValueError(f"size and batch_size must be >= 1, got size={size}, batch_size={batch_size}")
     out = Path(out_dir).expanduser()
@@ -661,6 +666,7 @@ def segment_files(
         "masks": None if masks_dir is None else str(Path(masks_dir).expanduser().resolve()),
         "crop": crop,
         "padding": float(padding),
+        "fg_refine": list(refine) if model.background_channel else None,
     }
     parts_json = out / "parts.json"
     if out.exists():
@@ -726,6 +732,7 @@ def segment_files(
                     with_probs=save_probs,
                     crop=crop,
                     padding=padding,
+                    fg_refine=refine,
                 )
                 for (item, image, _), maps in _segment_or_skip(model, loaded, bool(mask_paths), run):
                     if isinstance(maps, str):  # could not be processed (memory): skipped by name

@@ -574,6 +574,7 @@ def segmenter_from_checkpoint_dict(ckpt: Mapping[str, Any]) -> Segmenter:
     )
     seg.image_size = trained_image_size(ckpt)
     seg.crop_padding = trained_crop_padding(ckpt)
+    seg.fg_refine = trained_fg_refine(ckpt)
     return seg
 
 
@@ -605,6 +606,25 @@ def trained_crop_padding(ckpt: Mapping[str, Any]) -> float | None:
     if isinstance(padding, bool) or not isinstance(padding, (int, float)):
         return None
     return float(padding) if 0.0 <= padding < 1.0 else None
+
+
+def trained_fg_refine(ckpt: Mapping[str, Any]) -> tuple[float, float] | None:
+    """The foreground refinement stored in one of our checkpoints (``config.eval.fg_refine_*``), or None.
+
+    Example:
+        >>> trained_fg_refine({"config": {"eval": {"fg_refine_radius": 0.0, "fg_refine_eps": 0.01}}})
+        (0.0, 0.01)
+        >>> trained_fg_refine({"config": {"eval": {}}}), trained_fg_refine({})
+        (None, None)
+    """
+    run = ckpt.get("config")
+    cfg = run.get("eval") if isinstance(run, Mapping) else None
+    if not isinstance(cfg, Mapping):
+        return None
+    radius, eps = cfg.get("fg_refine_radius"), cfg.get("fg_refine_eps")
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in (radius, eps)):
+        return None
+    return (float(radius), float(eps)) if 0.0 <= radius < 0.5 and eps > 0 else None
 
 
 @dataclasses.dataclass

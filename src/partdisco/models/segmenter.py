@@ -212,10 +212,12 @@ class PartSegmenter(nn.Module):
         self.background_channel = bool(background_channel)
         self.out_channels = self.num_parts + int(self.background_channel)
         self.preprocess = preprocess
-        # Square side of the training images and the training crop's padding when known (set when loading
-        # one of our checkpoints): inference uses them by default (engine.segment.inference_size / _padding).
+        # Square side of the training images, the training crop's padding and the foreground refinement
+        # (radius, eps) when known (set when loading one of our checkpoints): inference uses them by default
+        # (engine.inference.inference_size / inference_padding / inference_fg_refine).
         self.image_size: int | None = None
         self.crop_padding: float | None = None
+        self.fg_refine: tuple[float, float] | None = None
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         """The trunk's parameters (trainable or not), in a fixed order."""
@@ -281,6 +283,8 @@ class Segmenter(PartSegmenter):
             else None; :func:`partdisco.segment` and ``partdisco segment`` resize to it by default.
         crop_padding: the training crop's padding per side (``data.padding_frac``), when known, else None;
             the object-centric crop of :func:`partdisco.segment` and ``partdisco segment`` uses it by default.
+        fg_refine: ``(radius, eps)`` of the predicted foreground's refinement (``eval.fg_refine_radius`` /
+            ``eval.fg_refine_eps``) when known from our checkpoints, else None (the defaults apply).
     """
 
     def __init__(
