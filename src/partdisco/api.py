@@ -537,6 +537,7 @@ def segment_files(
     progress: bool = True,
     crop: str = "auto",
     padding: float | None = None,
+    fg_refine: float | None = None,
 ) -> SegmentSummary:
     """Segment image files and write label maps, colour maps, overlays, ``parts.json`` and ``index.html``.
 
@@ -557,6 +558,8 @@ def segment_files(
         progress: show a progress bar.
         crop: ``"auto"``, ``"object"`` or ``"none"`` (object-centric inference).
         padding: object crop padding per side; None = the checkpoint's ``data.padding_frac``, else 0.05.
+        fg_refine: refinement radius of a predicted foreground (fraction of the input side, 0 = off); None
+            = the checkpoint's ``eval.fg_refine_radius`` (0.0625 when unknown).
 
     Returns:
         The summary: ``written``, ``skipped``, ``failed`` (path -> reason), ``notes``, ``out_dir``,
@@ -583,6 +586,7 @@ def segment_files(
         progress=progress,
         crop=crop,
         padding=padding,
+        fg_refine=fg_refine,
     )
 
 
