@@ -139,3 +139,12 @@ def test_data_masks_mode_checked() -> None:
     assert load_config("synthetic", ["data.masks=ignore"]).data.masks == "ignore"
     with pytest.raises(ConfigError, match="data.masks"):
         load_config("synthetic", ["data.masks=maybe"])
+
+
+def test_synthetic_preset_trains_mask_free_reference_presets_keep_masks():
+    # the synthetic preset is our demo and the built-in check of mask-free training (issue #13)
+    assert load_config("synthetic").data.masks == "ignore"
+    assert load_config("synthetic", ["data.masks=auto"]).data.masks == "auto"
+    for preset in ("cub", "deepfashion", "pascal_part", "folder"):
+        assert load_config(preset, check=False).data.masks == "auto", preset
+    assert load_config("folder", ["recipe=cpu"], check=False).data.masks == "auto"
