@@ -153,3 +153,12 @@ def test_validate_eval_is_the_one_check_of_eval_full_images() -> None:
     validate_eval(EvalConfig(full_images="mask"))  # training never scores whole images: no data set rule
     with pytest.raises(ConfigError, match="eval.full_images"):
         load_config("synthetic", ["model.features=texture", "eval.full_images=all"])
+
+
+def test_synthetic_preset_trains_mask_free_reference_presets_keep_masks():
+    # the synthetic preset is our demo and the built-in check of mask-free training (issue #13)
+    assert load_config("synthetic").data.masks == "ignore"
+    assert load_config("synthetic", ["data.masks=auto"]).data.masks == "auto"
+    for preset in ("cub", "deepfashion", "pascal_part", "folder"):
+        assert load_config(preset, check=False).data.masks == "auto", preset
+    assert load_config("folder", ["recipe=cpu"], check=False).data.masks == "auto"

@@ -210,6 +210,24 @@ def test_no_background_with_background_channel(mixed_folder, tmp_path):
     assert np.asarray(Image.open(out2 / "labels" / "rgb.png")).min() >= 1
 
 
+def test_fg_refine_option(mixed_folder, tmp_path, capsys):
+    from partdisco.api import load, segment
+
+    torch.manual_seed(0)
+    seg = create_segmenter("resnet18", num_parts=3, background_channel=True)
+    ckpt = export_checkpoint(seg, tmp_path / "bg.pt")
+    image = mixed_folder / "rgb.png"
+    for radius in ("0", "0.2"):
+        out = tmp_path / f"out{radius}"
+        assert run_segment(ckpt, image, "--out", out, "--fg-refine", radius) == 0
+        settings = json.loads((out / "parts.json").read_text())["settings"]
+        assert settings["fg_refine"] == [float(radius), 0.001]
+        labels, _ = segment(load(ckpt), str(image), size=64, fg_refine=float(radius))  # the API, same maps
+        assert np.array_equal(np.asarray(Image.open(out / "labels" / "rgb.png")), labels)
+    assert run_segment(ckpt, image, "--out", tmp_path / "bad", "--fg-refine", "0.5") == 2
+    assert "fg_refine must be in [0, 0.5)" in capsys.readouterr().err
+
+
 def test_help_lists_segment(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])

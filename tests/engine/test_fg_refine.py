@@ -184,6 +184,29 @@ def test_full_image_eval_scores_the_refined_foreground(synth_folder: Path) -> No
         assert out["fg_iou"] == pytest.approx(iou(radius), abs=1e-9)
 
 
+def test_pipeline_eval_scores_the_refined_foreground(synth_folder: Path) -> None:
+    from partdisco.engine.evaluate import PIXEL_ALIGN, evaluate
+
+    model = BlockyForeground().eval()
+    test_set = folder.build(DataConfig(name="folder", root=str(synth_folder), image_size=64), "test", False)
+    for radius in (0.0, 0.0625):
+        cfg = EvalConfig(baseline=False, fg_refine_radius=radius)
+        reported = evaluate(model, test_set, cfg, torch.device("cpu"))["fg_iou"]
+        inter = union = 0
+        for i in range(len(test_set)):  # by hand: upsample, softmax, refine, argmax over K + 1
+            sample = test_set[i]
+            image = sample["image"][None]
+            with torch.no_grad():
+                logits = F.interpolate(
+                    model(image), size=(64, 64), mode="bilinear", align_corners=PIXEL_ALIGN
+                )
+            probs = refine_probs(logits.softmax(1), image, radius, 1e-3)
+            pred, gt = probs.argmax(1)[0] > 0, sample["fg_mask"][0] > 0.5
+            inter += int((pred & gt).sum())
+            union += int((pred | gt).sum())
+        assert reported == pytest.approx(100.0 * inter / union, abs=1e-9)
+
+
 def test_config_checks_the_refinement_keys() -> None:
     cfg = load_config("synthetic", ["eval.fg_refine_radius=0"])
     assert cfg.eval.fg_refine_radius == 0.0

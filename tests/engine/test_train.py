@@ -36,6 +36,9 @@ def test_end_to_end_run_folder(tiny_overrides, tmp_path):
     for key in ("kp_fg_nmi", "kp_fg_ari", "px_fg_nmi", "px_fg_ari", "px_nmi", "miou", "baseline_xy_kmeans"):
         assert key in metrics, key
     assert 0.0 <= metrics["px_fg_nmi"] <= 100.0 and metrics["images"] == 8
+    # the synthetic preset is the built-in check of mask-free training: the learnt foreground is scored
+    assert 0.0 <= metrics["fg_iou"] <= 100.0 and "px_nmi_predbg" in metrics
+    assert "fg_iou" in (run / "train.log").read_text()  # in the final metrics table
     ckpt = load_checkpoint(run / "model.pt")
     assert ckpt["step"] == 4 and ckpt["config"]["model"]["num_parts"] == 4
     model = load_segmenter(run / "model.pt")
@@ -111,9 +114,12 @@ def test_nan_stops_with_step_and_keeps_last_checkpoint(tiny_overrides, monkeypat
 
 
 def test_batch_size_two_and_background_channel(tiny_overrides):
-    cfg = resolve_train_config([*tiny_overrides, "train.steps=2", "model.background_channel=true"])
-    run = fit(cfg)
+    # a background channel trained from the masks (the synthetic preset itself trains mask-free)
+    overrides = [*tiny_overrides, "train.steps=2", "model.background_channel=true", "data.masks=auto"]
+    run = fit(resolve_train_config(overrides))
     assert load_segmenter(run / "model.pt").background_channel
+    log = (run / "train.log").read_text()
+    assert " bg=" in log and "fg_border" not in log  # the mask's term, not the mask-free priors
 
 
 def test_lr_schedule_poly():

@@ -72,11 +72,14 @@ def _fg_and_full_labels(
     fg_mask: torch.Tensor | None,
     size: tuple[int, int],
     align_corners: bool,
+    image: torch.Tensor | None = None,
+    refine: tuple[float, float] = (0.0, 1.0),
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """FG labels (argmax of the K parts, in [0, K)) and Full labels (or None).
 
     Full labels are 0 = background, from the mask when there is one, else from the model's background
-    channel; None when neither exists.
+    channel (refined along ``image``'s colour edges with ``refine``, :func:`predicted_background_labels`);
+    None when neither exists.
     """
     fg = logits_to_labels(part_logits, size, align_corners=align_corners)  # (B, H, W)
     if fg_mask is not None:
@@ -84,7 +87,10 @@ def _fg_and_full_labels(
             part_logits, size, align_corners=align_corners, fg_mask=fg_mask, background="mask"
         )
     elif all_logits is not None:
-        full = logits_to_labels(all_logits, size, align_corners=align_corners)
+        if image is not None:
+            full = predicted_background_labels(all_logits, image, size, align_corners, refine)
+        else:
+            full = logits_to_labels(all_logits, size, align_corners=align_corners)
     else:
         full = None
     return fg, full
@@ -329,17 +335,21 @@ def evaluate(
         H, W = image.shape[-2:]
         part_logits, all_logits = _part_logits(model, image)
         mask = fg_mask if has_mask else None
-        fg_labels, full_labels = _fg_and_full_labels(part_logits, all_logits, mask, (H, W), ALIGN_KEYPOINTS)
+        refine = (cfg.fg_refine_radius, cfg.fg_refine_eps)  # as `partdisco segment` refines the foreground
+        fg_labels, full_labels = _fg_and_full_labels(
+            part_logits, all_logits, mask, (H, W), ALIGN_KEYPOINTS, image, refine
+        )
         pixel_labels = None
         if num_gt_parts:  # the pixel protocol upsamples with its own align_corners
-            pixel_labels = _fg_and_full_labels(part_logits, all_logits, mask, (H, W), ALIGN_PIXELS)
+            pixel_labels = _fg_and_full_labels(
+                part_logits, all_logits, mask, (H, W), ALIGN_PIXELS, image, refine
+            )
         model_acc.update(fg_labels, full_labels, batch.keypoints, batch.parts, pixel_labels)
         if level_table is not None:
             level_table.update(
                 mask_level_labels(part_logits, batch.mask_levels.to(device)), batch.parts.to(device)
             )
         if predicted_bg is not None and all_logits is not None:
-            refine = (cfg.fg_refine_radius, cfg.fg_refine_eps)  # as `partdisco segment` refines it
             # labels with the predicted background (0)
             kp_pred = predicted_background_labels(all_logits, image, (H, W), ALIGN_KEYPOINTS, refine)
             px_pred = predicted_background_labels(all_logits, image, (H, W), ALIGN_PIXELS, refine)

@@ -666,8 +666,9 @@ def segment_files(
         "masks": None if masks_dir is None else str(Path(masks_dir).expanduser().resolve()),
         "crop": crop,
         "padding": float(padding),
-        "fg_refine": list(refine) if model.background_channel else None,
     }
+    if model.background_channel:  # (a key only they have: older parts.json of other models still match)
+        settings["fg_refine"] = list(refine)
     parts_json = out / "parts.json"
     if out.exists():
         require_writable_dir(out, "--out")
