@@ -185,7 +185,8 @@ def test_full_image_eval_scores_the_refined_foreground(synth_folder: Path) -> No
 
 
 def test_pipeline_eval_scores_the_refined_foreground(synth_folder: Path) -> None:
-    from partdisco.engine.evaluate import PIXEL_ALIGN, evaluate
+    from partdisco.engine.evaluate import evaluate
+    from partdisco.geometry.logits import ALIGN_PIXELS
 
     model = BlockyForeground().eval()
     test_set = folder.build(DataConfig(name="folder", root=str(synth_folder), image_size=64), "test", False)
@@ -198,7 +199,7 @@ def test_pipeline_eval_scores_the_refined_foreground(synth_folder: Path) -> None
             image = sample["image"][None]
             with torch.no_grad():
                 logits = F.interpolate(
-                    model(image), size=(64, 64), mode="bilinear", align_corners=PIXEL_ALIGN
+                    model(image), size=(64, 64), mode="bilinear", align_corners=ALIGN_PIXELS
                 )
             probs = refine_probs(logits.softmax(1), image, radius, 1e-3)
             pred, gt = probs.argmax(1)[0] > 0, sample["fg_mask"][0] > 0.5
