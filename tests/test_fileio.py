@@ -65,7 +65,6 @@ def test_every_writer_goes_through_fileio(tmp_path: Path, monkeypatch: pytest.Mo
     import numpy as np
 
     from partdisco.config import RunConfig, save_config
-    from partdisco.engine.checkpoint import save_atomic
     from partdisco.models import create_segmenter, export_checkpoint
     from partdisco.visualise import save_png, write_contact_sheet
 
@@ -81,7 +80,7 @@ def test_every_writer_goes_through_fileio(tmp_path: Path, monkeypatch: pytest.Mo
 
     monkeypatch.setattr(sheet, "atomic_write", spy)  # imported by name there
     save_config(RunConfig(), tmp_path / "config.yaml")
-    save_atomic({"x": 1}, tmp_path / "step.pt")
+    fileio.save_torch({"x": 1}, tmp_path / "step.pt")  # what training's checkpoints call
     export_checkpoint(create_segmenter("resnet18", 2), tmp_path / "model.pt")
     save_png(tmp_path / "a.png", np.zeros((2, 2, 3), np.uint8))
     write_contact_sheet(tmp_path / "index.html", [], "title", 2)

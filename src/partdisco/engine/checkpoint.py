@@ -9,17 +9,11 @@ from typing import Any
 
 import torch
 
-from partdisco.fileio import save_torch
 from partdisco.models.convert import FORMAT_VERSION as FORMAT_VERSION  # re-exported for engine/train.py
 from partdisco.models.convert import check_format_version  # the one format check
 
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
 log = logging.getLogger(__name__)
-
-
-def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
-    """``torch.save`` atomically: :func:`partdisco.fileio.save_torch` (kept under this name for callers)."""
-    return save_torch(obj, path)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

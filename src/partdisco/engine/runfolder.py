@@ -24,7 +24,7 @@ from partdisco.config import ConfigError
 
 LOCK_NAME = ".lock"
 RUN_MARKERS = ("config.yaml", "checkpoints", "model.pt")
-# Temp files of our atomic writes (checkpoint.save_atomic, config/json writers, visualise.atomic_write).
+# Temp files of our atomic writes (partdisco.fileio: checkpoints, config, JSON, PNGs, HTML).
 _STALE_TMP = re.compile(r"^.+\.tmp(-\d+)?$")
 
 RESUME_MUTABLE: dict[str, str] = {

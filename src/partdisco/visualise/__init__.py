@@ -22,7 +22,6 @@ from partdisco.visualise.palette import (
     palette_for_png,
 )
 from partdisco.visualise.sheet import (
-    atomic_write,
     image_grid,
     part_grid,
     save_label_png,
@@ -34,7 +33,6 @@ __all__ = [
     "BACKGROUND_COLOR",
     "NUM_COLORS",
     "PALETTE",
-    "atomic_write",
     "colorize",
     "draw_points",
     "image_grid",
