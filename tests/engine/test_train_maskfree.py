@@ -24,3 +24,22 @@ def test_masks_ignore_trains_background_channel(tiny_overrides, tmp_path):
     assert 0.0 <= metrics["fg_iou"] <= 100.0
     log = (run / "train.log").read_text()
     assert "mask-free training" in log
+
+
+@pytest.mark.parametrize("masks, shows_mask", [("ignore", False), ("auto", True)])
+def test_pictures_show_the_background_the_run_learns_from(
+    tiny_overrides, tmp_path, monkeypatch, masks, shows_mask
+):
+    """parts.png: a mask-free run draws its own predicted background; a run with masks draws the mask."""
+    from partdisco.engine import train as train_mod
+
+    seen = []
+    real = train_mod.predict_labels
+
+    def spy(model, image, fg_mask=None):
+        seen.append(fg_mask)
+        return real(model, image, fg_mask)
+
+    monkeypatch.setattr(train_mod, "predict_labels", spy)
+    fit(resolve_train_config([*tiny_overrides, "train.steps=1", f"data.masks={masks}"]))
+    assert seen and all((m is not None) == shows_mask for m in seen)

@@ -856,11 +856,17 @@ def _fixed_batch(dataset: PartsDataset, n: int) -> Batch:
 
 
 def _part_grid(run: Run) -> np.ndarray:
-    """Input / part map / overlay of the fixed test images (train mode restored when it was on)."""
+    """Input / part map / overlay of the fixed test images (train mode restored when it was on).
+
+    Black is the background: the mask's when training uses masks, the model's own prediction (its
+    background channel, unrefined) in mask-free training.
+    """
     model, batch = run.learner.model, run.vis_batch
     was_training = model.training
     model.eval()
-    labels = predict_labels(model, batch.image.to(run.device), batch.fg_mask.to(run.device)).cpu().numpy()
+    # mask-free runs show their own background; with masks the mask is the background, as in training
+    fg_mask = None if run.mask_free else batch.fg_mask.to(run.device)
+    labels = predict_labels(model, batch.image.to(run.device), fg_mask).cpu().numpy()
     if was_training:
         set_train_mode(model, run.cfg.model.freeze_bn)
     return part_grid([to_uint8_image(x) for x in batch.image], list(labels))
