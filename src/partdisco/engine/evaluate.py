@@ -72,8 +72,8 @@ def _fg_and_full_labels(
     fg_mask: torch.Tensor | None,
     size: tuple[int, int],
     align_corners: bool,
-    image: torch.Tensor | None = None,
-    refine: tuple[float, float] = (0.0, 1.0),
+    image: torch.Tensor,
+    refine: tuple[float, float],
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """FG labels (argmax of the K parts, in [0, K)) and Full labels (or None).
 
@@ -87,10 +87,7 @@ def _fg_and_full_labels(
             part_logits, size, align_corners=align_corners, fg_mask=fg_mask, background="mask"
         )
     elif all_logits is not None:
-        if image is not None:
-            full = predicted_background_labels(all_logits, image, size, align_corners, refine)
-        else:
-            full = logits_to_labels(all_logits, size, align_corners=align_corners)
+        full = predicted_background_labels(all_logits, image, size, align_corners, refine)
     else:
         full = None
     return fg, full
