@@ -1,0 +1,429 @@
+"""Rebuild the real-photo development sets (issue #21) from snapshots of public GitHub repositories.
+
+Each set is written in partdisco's folder layout (docs/DATA.md, "Your own folder"): ``images/NAME.jpg``,
+``masks/NAME.png`` (foreground > 0), optional ``parts/NAME.png`` + ``part_names.json``, optional
+``keypoints.json``, and ``train.txt`` / ``test.txt`` (a fixed split), plus ``SOURCE.json`` saying where
+every file came from (repository, commit, licence). Images are downscaled so the shorter side is at most
+``--max-side`` pixels (Lanczos; masks and part maps nearest; keypoints scaled), which keeps a set small
+enough to travel to a GPU machine. The photos are never committed to partdisco: this script is the
+recipe.
+
+The snapshots are read, never changed, from the bare git directories that the session tool ``fetch``
+brings to ``/work/.mirror/OWNER+NAME/repo`` (``--mirror`` or ``$PARTDISCO_MIRROR`` for another root). When
+one is missing the script prints the ``fetch`` source to ask for.
+
+No set holds horses or face portraits: real sets of those are held out for the final check.
+
+    python benchmarks/devsets.py list
+    python benchmarks/devsets.py build carparts --out /work/devsets/carparts
+    python benchmarks/devsets.py build all --out /work/devsets          # one sub-folder per set
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageOps
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MIRROR = Path("/work/.mirror")
+DEFAULT_OUT = ROOT / "devsets"  # ignored by git
+SPLIT_SEED = 21  # issue #21
+TEST_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class DevSet:
+    """One development set: where it comes from and how to rebuild it.
+
+    Attributes:
+        name: the set's name (the ``build`` argument and the default sub-folder).
+        repo: ``owner/name`` of the GitHub repository holding the photos and annotations.
+        commit: the commit the set was built from (40 hex digits).
+        licence: what the repository and the original data set say about use, honestly.
+        content: one line: what the photos show and which annotations the folder gets.
+        build: ``build(snapshot, out, max_side) -> dict`` writes the folder and returns counts.
+    """
+
+    name: str
+    repo: str
+    commit: str
+    licence: str
+    content: str
+    build: Callable[[Snapshot, Path, int], dict]
+
+
+class Snapshot:
+    """Read-only access to one commit of a bare git directory (``git cat-file``; no work tree needed)."""
+
+    def __init__(self, git_dir: Path, commit: str) -> None:
+        self.git_dir = git_dir
+        self.commit = commit
+
+    def _git(self, *args: str) -> bytes:
+        return subprocess.run(
+            ["git", f"--git-dir={self.git_dir}", *args], check=True, capture_output=True
+        ).stdout
+
+    def files(self, under: str = "") -> list[str]:
+        """Paths of the files below ``under`` (sorted)."""
+        out = (
+            self._git("ls-tree", "-r", "--name-only", self.commit, "--", under)
+            if under
+            else self._git("ls-tree", "-r", "--name-only", self.commit)
+        )
+        return sorted(out.decode().splitlines())
+
+    def read(self, path: str) -> bytes:
+        """The bytes of one file; a clear error naming it when the snapshot lacks it."""
+        try:
+            return self._git("show", f"{self.commit}:{path}")
+        except subprocess.CalledProcessError as err:
+            raise FileNotFoundError(
+                f"{self.git_dir}: no file {path} at {self.commit} ({err.stderr.decode().strip()})"
+            ) from None
+
+    def read_many(self, paths: list[str]) -> Iterator[tuple[str, bytes]]:
+        """(path, bytes) for many files through one ``git cat-file --batch`` process."""
+        proc = subprocess.Popen(
+            ["git", f"--git-dir={self.git_dir}", "cat-file", "--batch"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            for path in paths:
+                proc.stdin.write(f"{self.commit}:{path}\n".encode())
+                proc.stdin.flush()
+                header = proc.stdout.readline().decode().split()
+                if len(header) < 3 or header[1] != "blob":
+                    raise FileNotFoundError(f"{self.git_dir}: no file {path} at {self.commit}")
+                data = proc.stdout.read(int(header[2]))
+                proc.stdout.read(1)  # the newline after each object
+                yield path, data
+        finally:
+            proc.stdin.close()
+            proc.wait()
+
+
+def open_snapshot(spec: DevSet, mirror: Path) -> Snapshot:
+    """The fetched snapshot of ``spec.repo`` at ``spec.commit`` (or its HEAD, with a warning)."""
+    owner, name = spec.repo.split("/")
+    git_dir = mirror / f"{owner}+{name}" / "repo"
+    if not (git_dir / "HEAD").exists():
+        raise SystemExit(
+            f"{spec.name}: no snapshot of {spec.repo} at {git_dir}. Bring it with the session tool "
+            f"`fetch` (source: github:{spec.repo}), or point --mirror at the folder holding OWNER+NAME/repo."
+        )
+    has_commit = subprocess.run(
+        ["git", f"--git-dir={git_dir}", "cat-file", "-e", f"{spec.commit}^{{commit}}"], capture_output=True
+    )
+    if has_commit.returncode == 0:
+        return Snapshot(git_dir, spec.commit)
+    head = subprocess.run(
+        ["git", f"--git-dir={git_dir}", "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    print(
+        f"warning: {git_dir} lacks commit {spec.commit}; building {spec.name} from its HEAD {head} "
+        "(the set may differ from the documented one)",
+        file=sys.stderr,
+    )
+    return Snapshot(git_dir, head)
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing one sample
+
+
+def decode_image(data: bytes, what: str) -> Image.Image:
+    """An RGB image from file bytes (EXIF orientation applied); a clear error naming ``what``."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except Exception as err:  # PIL raises many types for broken files
+        raise ValueError(f"{what}: not an image PIL can read ({err})") from None
+    return ImageOps.exif_transpose(image).convert("RGB")
+
+
+def scale_for(size: tuple[int, int], max_side: int) -> float:
+    """The factor that brings the shorter side of ``size`` (W, H) down to ``max_side`` (never up)."""
+    return min(1.0, max_side / min(size))
+
+
+def resized(image: Image.Image, factor: float, nearest: bool) -> Image.Image:
+    if factor >= 1.0:
+        return image
+    w, h = image.size
+    new = (max(1, round(w * factor)), max(1, round(h * factor)))
+    return image.resize(new, Image.Resampling.NEAREST if nearest else Image.Resampling.LANCZOS)
+
+
+class FolderWriter:
+    """Writes samples in the folder layout and the split lists, ``keypoints.json`` and ``SOURCE.json``."""
+
+    def __init__(self, out: Path, max_side: int, with_parts: bool) -> None:
+        if out.exists() and any(out.iterdir()):
+            raise SystemExit(f"{out} exists and is not empty; remove it or choose another --out")
+        self.out = out
+        self.max_side = max_side
+        for sub in ("images", "masks") + (("parts",) if with_parts else ()):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+        self.names: list[str] = []
+        self.keypoints: dict[str, list[list[float]]] = {}
+
+    def add(
+        self,
+        stem: str,
+        image: Image.Image,
+        mask: np.ndarray,
+        parts: np.ndarray | None = None,
+        keypoints: list[list[float]] | None = None,
+    ) -> None:
+        """Write one sample: ``mask`` / ``parts`` (H, W) at the image's size, keypoints in its pixels."""
+        if mask.shape != (image.height, image.width):
+            raise ValueError(f"{stem}: mask {mask.shape} does not match image {(image.height, image.width)}")
+        factor = scale_for(image.size, self.max_side)
+        name = f"{stem}.jpg"
+        small = resized(image, factor, nearest=False)
+        small.save(self.out / "images" / name, quality=85, optimize=True)
+        mask_img = resized(Image.fromarray((mask > 0).astype(np.uint8) * 255), factor, nearest=True)
+        mask_img.save(self.out / "masks" / f"{stem}.png", optimize=True)
+        if parts is not None:
+            if parts.shape != mask.shape or parts.max() > 255:
+                raise ValueError(f"{stem}: part map {parts.shape} (max {parts.max()}) does not fit the mask")
+            resized(Image.fromarray(parts.astype(np.uint8)), factor, nearest=True).save(
+                self.out / "parts" / f"{stem}.png", optimize=True
+            )
+        if keypoints is not None:
+            sx, sy = small.width / image.width, small.height / image.height
+            self.keypoints[name] = [[x * sx, y * sy, 1] if v > 0 else [0, 0, 0] for x, y, v in keypoints]
+        self.names.append(name)
+
+    def finish(
+        self,
+        spec: DevSet,
+        snapshot: Snapshot,
+        test_names: set[str] | None = None,
+        part_names: list[str] | None = None,
+        keypoint_names: list[str] | None = None,
+        flip_permutation: list[int] | None = None,
+        notes: str = "",
+    ) -> dict:
+        """Write the split lists and metadata; returns the counts."""
+        names = sorted(self.names)
+        if test_names is None:
+            test_names = seeded_test_split(names)
+        train = [n for n in names if n not in test_names]
+        test = [n for n in names if n in test_names]
+        (self.out / "train.txt").write_text("".join(f"{n}\n" for n in train))
+        (self.out / "test.txt").write_text("".join(f"{n}\n" for n in test))
+        if part_names is not None:
+            (self.out / "part_names.json").write_text(json.dumps(part_names))
+        if keypoint_names is not None:
+            doc: dict = {"names": keypoint_names, "keypoints": self.keypoints}
+            if flip_permutation is not None:
+                doc["flip_permutation"] = flip_permutation
+            (self.out / "keypoints.json").write_text(json.dumps(doc))
+        size = sum(f.stat().st_size for f in self.out.rglob("*") if f.is_file())
+        counts = {"images": len(names), "train": len(train), "test": len(test), "bytes": size}
+        source = {
+            "name": spec.name,
+            "repo": f"https://github.com/{spec.repo}",
+            "commit": snapshot.commit,
+            "licence": spec.licence,
+            "content": spec.content,
+            "max_side": self.max_side,
+            "notes": notes,
+            "counts": counts,
+            "rebuild": f"python benchmarks/devsets.py build {spec.name} --out DIR",
+        }
+        (self.out / "SOURCE.json").write_text(json.dumps(source, indent=1) + "\n")
+        return counts
+
+
+def seeded_test_split(names: list[str], fraction: float = TEST_FRACTION, seed: int = SPLIT_SEED) -> set[str]:
+    """A fixed test split: ``round(fraction * n)`` names drawn by a seeded permutation of the sorted names."""
+    order = np.random.default_rng(seed).permutation(len(names))
+    return {sorted(names)[i] for i in order[: int(round(fraction * len(names)))]}
+
+
+# --------------------------------------------------------------------------------------------------
+# The sets
+
+
+def build_pets(snapshot: Snapshot, out: Path, max_side: int) -> dict:
+    """Oxford-IIIT Pet sample: 600 photos of Abyssinian and Bengal cats and American bulldogs, trimaps.
+
+    Mask = trimap pixels 1 (pet) and 3 (the unclassified band along the pet's outline); 2 is background.
+    Split: seeded 80/20 over the sorted names (the source's trainval/test lists cover all 37 breeds).
+    """
+    writer = FolderWriter(out, max_side, with_parts=False)
+    images = [p for p in snapshot.files("images") if p.endswith(".jpg")]
+    trimaps = {Path(p).stem: p for p in snapshot.files("annotations/trimaps") if p.endswith(".png")}
+    wanted = images + [trimaps[Path(p).stem] for p in images if Path(p).stem in trimaps]
+    blobs = dict(snapshot.read_many(wanted))
+    skipped = []
+    for path in images:
+        stem = Path(path).stem
+        if stem not in trimaps:
+            skipped.append(f"{stem} (no trimap)")
+            continue
+        image = decode_image(blobs[path], f"{snapshot.git_dir}:{path}")
+        trimap = np.asarray(Image.open(io.BytesIO(blobs[trimaps[stem]])))
+        if trimap.shape != (image.height, image.width):
+            skipped.append(f"{stem} (trimap {trimap.shape} vs image {image.size})")
+            continue
+        mask = (trimap == 1) | (trimap == 3)
+        if not mask.any():  # Abyssinian_34's trimap is all background upstream
+            skipped.append(f"{stem} (empty trimap)")
+            continue
+        writer.add(stem, image, mask)
+    notes = "mask = trimap in {1, 3}"
+    if skipped:
+        notes += "; skipped: " + ", ".join(skipped)
+    return writer.finish(PETS, snapshot, notes=notes)
+
+
+# Car Parts: 18 fine labels (COCO category ids 2..19) merged into 7 parts.
+CAR_MERGE = {
+    "bumper": ("back_bumper", "front_bumper"),
+    "glass": ("back_glass", "front_glass"),
+    "door": ("back_left_door", "back_right_door", "front_left_door", "front_right_door"),
+    "light": ("back_left_light", "back_right_light", "front_left_light", "front_right_light"),
+    "lid": ("hood", "tailgate", "trunk"),
+    "mirror": ("left_mirror", "right_mirror"),
+    "wheel": ("wheel",),
+}
+CAR_PART_NAMES = list(CAR_MERGE)
+
+
+def build_carparts(snapshot: Snapshot, out: Path, max_side: int) -> dict:
+    """DSMLR Car Parts: 500 photos of sedans, pickups and SUVs with 18 part polygons (COCO json).
+
+    Parts: the 18 fine labels merged into 7 (``CAR_MERGE``), painted in the order of the json's annotations
+    (later polygons on top). Mask = the union of the part polygons: car pixels that no part covers (roof,
+    sills, plain side panels) are background in both. Split: the source's own 400 train / 100 test.
+    """
+    writer = FolderWriter(out, max_side, with_parts=True)
+    fine_to_label = {fine: i + 1 for i, fines in enumerate(CAR_MERGE.values()) for fine in fines}
+    test_names: set[str] = set()
+    skipped = []
+    for split, folder in (("train", "trainingset"), ("test", "testset")):
+        doc = json.loads(snapshot.read(f"{folder}/annotations.json"))
+        category = {c["id"]: c["name"] for c in doc["categories"]}
+        by_image: dict[int, list[dict]] = {}
+        for ann in doc["annotations"]:
+            by_image.setdefault(ann["image_id"], []).append(ann)
+        records = sorted(doc["images"], key=lambda r: r["file_name"])
+        paths = [f"{folder}/JPEGImages/{r['file_name']}" for r in records]
+        for record, (path, data) in zip(records, snapshot.read_many(paths), strict=True):
+            stem = Path(record["file_name"]).stem
+            raw = Image.open(io.BytesIO(data))
+            size = (record["width"], record["height"])
+            # the polygons are in the stored pixel grid; apply EXIF orientation only when the json agrees
+            image = decode_image(data, f"{snapshot.git_dir}:{path}")
+            if image.size != size:
+                if raw.size != size:
+                    skipped.append(f"{stem} (image {image.size} vs json {size})")
+                    continue
+                image = raw.convert("RGB")
+            canvas = Image.new("L", size, 0)
+            draw = ImageDraw.Draw(canvas)
+            for ann in by_image.get(record["id"], []):
+                name = category[ann["category_id"]]
+                if name not in fine_to_label:  # "_background_"
+                    continue
+                for poly in ann["segmentation"]:
+                    if len(poly) >= 6:
+                        draw.polygon(
+                            [tuple(poly[i : i + 2]) for i in range(0, len(poly), 2)], fill=fine_to_label[name]
+                        )
+            parts = np.asarray(canvas)
+            if not parts.any():
+                skipped.append(f"{stem} (no part polygons)")
+                continue
+            writer.add(stem, image, parts > 0, parts=parts)
+            if split == "test":
+                test_names.add(f"{stem}.jpg")
+    notes = "mask = union of the part polygons; parts merged: " + json.dumps(CAR_MERGE)
+    if skipped:
+        notes += "; skipped: " + ", ".join(skipped)
+    return writer.finish(CARPARTS, snapshot, test_names=test_names, part_names=CAR_PART_NAMES, notes=notes)
+
+
+PETS = DevSet(
+    name="pets",
+    repo="Naveen-Dodda/Sample_Pets_dataset",
+    commit="9281626a62066c09f278b9b41ac4bad3683d7541",
+    licence="Oxford-IIIT Pet (Parkhi et al., CVPR 2012). The repository has no licence file; the data set's "
+    "README it carries says 'made available for research purposes only; use of these images must respect "
+    "the terms of use of the original websites' (Flickr etc.). VGG's page lists the annotations as CC BY-SA "
+    "4.0, the images' copyright staying with their owners. Treat as research-only.",
+    content="600 photos: 200 Abyssinian cats, 200 Bengal cats, 200 American bulldogs; foreground masks from "
+    "the trimaps; no parts, no keypoints",
+    build=build_pets,
+)
+CARPARTS = DevSet(
+    name="carparts",
+    repo="dsmlr/Car-Parts-Segmentation",
+    commit="e970560da9785216dafb77f5749456d70864bfeb",
+    licence="unknown/research-only: the repository has no licence file; its README asks to cite Pasupa et "
+    "al., 'Evaluation of deep learning algorithms for semantic segmentation of car parts', Complex & "
+    "Intelligent Systems 2021. Faces and number plates in the photos were anonymised by the authors.",
+    content="500 photos of sedans, pickups and SUVs from several views; 7 merged parts (bumper, glass, door, "
+    "light, lid, mirror, wheel) from 18 part polygons; mask = union of the parts; no keypoints",
+    build=build_carparts,
+)
+SETS = {s.name: s for s in (PETS, CARPARTS)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the sets, their sources and licences")
+    build = sub.add_parser("build", help="write one set (or all) in the folder layout")
+    build.add_argument("name", choices=[*SETS, "all"])
+    build.add_argument("--out", type=Path, default=None, help=f"output folder (default {DEFAULT_OUT}/NAME)")
+    build.add_argument("--max-side", type=int, default=320, help="shorter image side at most (default 320)")
+    build.add_argument(
+        "--mirror",
+        type=Path,
+        default=Path(os.environ.get("PARTDISCO_MIRROR", DEFAULT_MIRROR)),
+        help="folder holding the fetched snapshots OWNER+NAME/repo (default /work/.mirror)",
+    )
+    build.add_argument("--force", action="store_true", help="replace an existing output folder")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        for spec in SETS.values():
+            print(f"{spec.name}\n  source:  github:{spec.repo} @ {spec.commit}\n  content: {spec.content}")
+            print(f"  licence: {spec.licence}\n")
+        return 0
+    names = list(SETS) if args.name == "all" else [args.name]
+    for name in names:
+        spec = SETS[name]
+        if args.out is None:
+            out = DEFAULT_OUT / name
+        else:
+            out = args.out / name if args.name == "all" else args.out
+        if args.force and out.exists():
+            shutil.rmtree(out)
+        counts = spec.build(open_snapshot(spec, args.mirror), out, args.max_side)
+        print(
+            f"{name}: {counts['images']} images ({counts['train']} train, {counts['test']} test), "
+            f"{counts['bytes'] / 1e6:.1f} MB in {out}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
