@@ -591,7 +591,14 @@ def segment_files(
 
 
 def write_synthetic(
-    out: str | Path, n: int, *, image_size: int = 128, seed: int = 0, test_fraction: float = 1.0
+    out: str | Path,
+    n: int,
+    *,
+    image_size: int = 128,
+    seed: int = 0,
+    test_fraction: float = 1.0,
+    stress: list[str] | tuple[str, ...] = (),
+    object_scale: tuple[float, float] | None = None,
 ) -> dict[str, int]:
     """Write ``n`` synthetic images (masks, part maps, keypoints, split lists) as a folder data set.
 
@@ -603,19 +610,28 @@ def write_synthetic(
         image_size: image side in pixels.
         seed: random seed.
         test_fraction: share of the images listed in ``test.txt`` (1.0 = all held-out test images).
+        stress: stress variants ``small``, ``salient``, ``clutter``, ``all`` (issue #21; see
+            ``partdisco.data.synthetic.SceneOptions``); empty = the built-in data set.
+        object_scale: (lo, hi) range of the creature box's longer side as a fraction of the image side.
 
     Returns:
         Images written per split.
 
     Raises:
-        ValueError: ``n < 2``, or ``out`` is not new or empty.
+        ValueError: ``n < 2``, an unknown stress variant, a bad scale range, or ``out`` is not new or empty.
     """
-    from partdisco.data.synthetic import write_folder
+    from partdisco.data.synthetic import stress_options, write_folder
 
     if n < 2:
         raise ValueError(f"--n must be >= 2, got {n}")
+    options = stress_options(list(stress), object_scale)
     return write_folder(
-        Path(out).expanduser(), n, image_size=image_size, seed=seed, test_fraction=test_fraction
+        Path(out).expanduser(),
+        n,
+        image_size=image_size,
+        seed=seed,
+        test_fraction=test_fraction,
+        options=options,
     )
 
 

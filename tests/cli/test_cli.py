@@ -46,6 +46,36 @@ def test_print_config(capsys):
     assert "num_parts: 7" in capsys.readouterr().out
 
 
+def test_data_synth_stress_variants(tmp_path, capsys):
+    root = tmp_path / "stress"
+    args = [
+        "data",
+        "synth",
+        str(root),
+        "--n",
+        "4",
+        "--size",
+        "32",
+        "--stress",
+        "small,salient",
+        "--stress",
+        "clutter",
+    ]
+    assert main(args) == 0
+    record = json.loads((root / "synthetic.json").read_text())
+    assert record["object_scale"] == [0.25, 0.7] and record["salient"] == [1, 4] and record["clutter"] is True
+    assert len(list((root / "parts").glob("*.png"))) == 4
+    scaled = tmp_path / "scaled"
+    assert (
+        main(["data", "synth", str(scaled), "--n", "2", "--size", "32", "--object-scale", "0.3", "0.4"]) == 0
+    )
+    assert json.loads((scaled / "synthetic.json").read_text())["object_scale"] == [0.3, 0.4]
+    capsys.readouterr()
+    assert main(["data", "synth", str(tmp_path / "bad"), "--n", "2", "--stress", "tiny"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown stress variant 'tiny'" in err and len(err.splitlines()) == 1
+
+
 @pytest.mark.slow
 def test_data_synth_check_train_eval(tmp_path, capsys):
     root = tmp_path / "synth"

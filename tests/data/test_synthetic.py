@@ -12,8 +12,10 @@ from partdisco.config import DataConfig
 from partdisco.data import synthetic
 from partdisco.data.synthetic import (
     PART_HUES,
+    STRESS_PRESETS,
     Paint,
     Scene,
+    SceneOptions,
     Shape,
     SyntheticParts,
     build,
@@ -25,6 +27,7 @@ from partdisco.data.synthetic import (
     sample_generator,
     sample_name,
     sample_scene,
+    stress_options,
     write_folder,
 )
 
@@ -377,3 +380,113 @@ class TestWriteFolder:
             write_folder(tmp_path, 0, progress=False)
         with pytest.raises(ValueError, match="test_fraction"):
             write_folder(tmp_path, 3, test_fraction=1.5, progress=False)
+
+
+def _background_saturated_fraction(sample: dict) -> float:
+    """Share of background pixels that are strongly saturated and bright (HSV s > 0.8 and v > 0.8)."""
+    rgb = sample["image"].transpose(1, 2, 0)  # (S, S, 3)
+    hi, lo = rgb.max(-1), rgb.min(-1)
+    sat = (hi - lo) / np.maximum(hi, 1e-6)
+    background = sample["parts"] == 0
+    return float(((sat > 0.8) & (hi > 0.8) & background).sum() / background.sum())
+
+
+def _background_gradient(sample: dict) -> float:
+    """Mean absolute horizontal + vertical difference of the image over background pixel pairs."""
+    img = sample["image"]  # (3, S, S)
+    bg = sample["parts"] == 0
+    dx = np.abs(np.diff(img, axis=2)).sum(0)[bg[:, 1:] & bg[:, :-1]]
+    dy = np.abs(np.diff(img, axis=1)).sum(0)[bg[1:] & bg[:-1]]
+    return float(np.concatenate([dx, dy]).mean())
+
+
+@pytest.fixture(scope="module")
+def variants():
+    """40 test samples at 64 px of the default set and of each stress variant (same seed and indices)."""
+    out = {}
+    for name in ("default", "small", "salient", "clutter", "all"):
+        options = stress_options([] if name == "default" else [name])
+        out[name] = [generate_sample(0, "test", i, 64, 4, options) for i in range(40)]
+    return out
+
+
+class TestStressVariants:
+    def test_default_options_are_the_builtin_set(self):
+        for index in range(5):
+            a = generate_sample(3, "train", index, 48)
+            b = generate_sample(3, "train", index, 48, 4, SceneOptions())
+            for key in a:
+                np.testing.assert_array_equal(a[key], b[key])
+        assert stress_options([]) == SceneOptions() and SceneOptions().is_default
+
+    @pytest.mark.parametrize("name", ["salient", "clutter"])
+    def test_background_variants_keep_the_creature(self, variants, name):
+        # drawn from a second stream and behind the creature: the labels and keypoints are the default's
+        for base, stressed in zip(variants["default"], variants[name], strict=True):
+            np.testing.assert_array_equal(base["parts"], stressed["parts"])
+            np.testing.assert_array_equal(base["keypoints"], stressed["keypoints"])
+            assert not np.array_equal(base["image"], stressed["image"])
+
+    def test_small_objects(self, variants):
+        lo, hi = STRESS_PRESETS["small"]["object_scale"]
+        fg_default = np.mean([s["fg_mask"].mean() for s in variants["default"]])
+        fg_small = np.array([s["fg_mask"].mean() for s in variants["small"]])
+        assert fg_small.mean() < 0.5 * fg_default
+        for sample in variants["small"]:
+            x0, y0, x1, y1 = sample["bbox"]
+            assert max(x1 - x0, y1 - y0) <= hi * 64 + 2  # the posed extent bounds the pixel box
+            assert sample["parts"].max() >= 1
+        # the box covers about 5-40 % of the frame
+        areas = np.array(
+            [(s["bbox"][2] - s["bbox"][0]) * (s["bbox"][3] - s["bbox"][1]) for s in variants["small"]]
+        )
+        assert 0.03 < np.percentile(areas / 64**2, 10) and np.percentile(areas / 64**2, 90) < 0.45
+        assert lo < hi
+
+    def test_salient_distractors(self, variants):
+        default = np.array([_background_saturated_fraction(s) for s in variants["default"]])
+        salient = np.array([_background_saturated_fraction(s) for s in variants["salient"]])
+        assert default.mean() < 0.002
+        assert salient.mean() > 0.02 and (salient > default).mean() > 0.8
+
+    def test_clutter_textures_the_background(self, variants):
+        default = np.array([_background_gradient(s) for s in variants["default"]])
+        clutter = np.array([_background_gradient(s) for s in variants["clutter"]])
+        assert (clutter > default).all() and clutter.mean() > 2 * default.mean()
+
+    def test_all_combines_everything(self, variants):
+        for small, combined in zip(variants["small"], variants["all"], strict=True):
+            np.testing.assert_array_equal(small["parts"], combined["parts"])
+        assert stress_options(["all"]) == SceneOptions(object_scale=(0.25, 0.7), salient=(1, 4), clutter=True)
+
+    def test_object_scale_override_and_bad_options(self):
+        assert stress_options(["small"], object_scale=(0.1, 0.2)).object_scale == (0.1, 0.2)
+        with pytest.raises(ValueError, match="unknown stress variant 'tiny'"):
+            stress_options(["tiny"])
+        with pytest.raises(ValueError, match="object_scale"):
+            SceneOptions(object_scale=(0.5, 0.2))
+        with pytest.raises(ValueError, match="salient"):
+            SceneOptions(salient=(3, 1))
+
+    def test_write_folder_records_the_variant(self, tmp_path):
+        options = stress_options(["small", "clutter"])
+        write_folder(
+            tmp_path / "out", 3, image_size=32, seed=4, test_fraction=0.34, progress=False, options=options
+        )
+        record = json.loads((tmp_path / "out" / "synthetic.json").read_text())
+        assert (
+            record["object_scale"] == [0.25, 0.7]
+            and record["clutter"] is True
+            and record["salient"] == [0, 0]
+        )
+        name = sample_name("train", 1)
+        expected = generate_sample(4, "train", 1, 32, 4, options)["parts"]
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "parts" / name)), expected)
+        write_folder(tmp_path / "plain", 2, image_size=32, progress=False, options=SceneOptions())
+        assert not (tmp_path / "plain" / "synthetic.json").exists()
+
+    def test_dataset_takes_options(self):
+        options = stress_options(["salient"])
+        ds = SyntheticParts(2, 32, split="test", seed=1, options=options)
+        expected = generate_sample(1, "test", 1, 32, 4, options)["image"]
+        np.testing.assert_array_equal(ds[1]["image"].numpy(), expected)

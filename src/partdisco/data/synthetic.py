@@ -55,6 +55,15 @@ thresholds with transitions of about one pixel, periods of at least 3-4 pixels).
 negative, i.e. the shape covering the majority of the pixel. Each shape is evaluated only inside its own
 bounding box: about 700 samples/s at 64 px and 150 samples/s at 256 px on one core.
 
+**Stress variants** (:class:`SceneOptions`, ``partdisco data synth --stress``; issue #21): ``small``
+objects (the posed box's longer side 25-70 % of S instead of 60-95 %: the box covers 6-38 % of the frame
+and the creature 2-12 %, 5th-95th percentiles, against 27-73 % and 8-24 % by default), ``salient``
+distractors (1-4 saturated flat disks and rectangles per image, any hue, part hues included, each 8-24 %
+of S across, drawn behind the creature with label 0) and ``clutter`` (a full-frame fine texture under
+15-30 extra patterned background shapes). Their draws come from a second stream seeded from the sample's
+stream after every default draw, so the default options give the built-in data set bit for bit, and a
+variant keeps each sample's creature, pose and colours (only the scale differs with ``small``).
+
 Resolution independence: the random draws do not depend on S, so the same ``(seed, split, index)`` gives
 the same scene at every size (only the pixel noise field differs).
 
@@ -71,7 +80,7 @@ import colorsys
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -560,12 +569,132 @@ def _convex_hull(flat: tuple[float, ...]) -> list[Point]:
     return lower[:-1] + upper[:-1]
 
 
-def sample_scene(rng: np.random.Generator, num_parts: int = 4) -> Scene:
+@dataclass(frozen=True)
+class SceneOptions:
+    """How scenes are drawn; the defaults are the built-in data set (stress variants of issue #21).
+
+    Attributes:
+        object_scale: (lo, hi) range of the posed creature box's longer side, as a fraction of S.
+        salient: (lo, hi) inclusive range of the number of salient distractors per image: saturated flat
+            disks and rectangles of any hue (part hues included), behind the creature, label 0.
+        clutter: a full-frame fine texture plus 15-30 extra patterned shapes in the background.
+
+    Example:
+        >>> SceneOptions() == stress_options([])
+        True
+        >>> stress_options(["small", "salient"]).object_scale
+        (0.25, 0.7)
+    """
+
+    object_scale: tuple[float, float] = (0.6, 0.95)
+    salient: tuple[int, int] = (0, 0)
+    clutter: bool = False
+
+    def __post_init__(self) -> None:
+        lo, hi = self.object_scale
+        if not 0.0 < lo <= hi <= 2.0:
+            raise ValueError(
+                f"synthetic data: object_scale must satisfy 0 < lo <= hi <= 2, got {self.object_scale}"
+            )
+        if not 0 <= self.salient[0] <= self.salient[1]:
+            raise ValueError(f"synthetic data: salient must be a range 0 <= lo <= hi, got {self.salient}")
+
+    @property
+    def is_default(self) -> bool:
+        """True when the scenes are the built-in data set's."""
+        return self == SceneOptions()
+
+
+# The named stress variants of ``partdisco data synth --stress``.
+STRESS_PRESETS: dict[str, dict[str, Any]] = {
+    "small": {"object_scale": (0.25, 0.7)},  # the box covers about 5-40 % of the frame
+    "salient": {"salient": (1, 4)},
+    "clutter": {"clutter": True},
+}
+
+
+def stress_options(
+    names: list[str] | tuple[str, ...], object_scale: tuple[float, float] | None = None
+) -> SceneOptions:
+    """Scene options combining named stress variants (``small``, ``salient``, ``clutter``, ``all``).
+
+    Args:
+        names: variant names; empty = the built-in data set.
+        object_scale: overrides the creature's scale range (see :class:`SceneOptions`).
+
+    Returns:
+        The options.
+
+    Raises:
+        ValueError: an unknown name (the message lists the known ones).
+
+    Example:
+        >>> stress_options(["all"]).clutter
+        True
+    """
+    fields: dict[str, Any] = {}
+    for name in names:
+        if name == "all":
+            for preset in STRESS_PRESETS.values():
+                fields.update(preset)
+        elif name in STRESS_PRESETS:
+            fields.update(STRESS_PRESETS[name])
+        else:
+            raise ValueError(
+                f"synthetic data: unknown stress variant {name!r}; choose from {[*STRESS_PRESETS, 'all']}"
+            )
+    if object_scale is not None:
+        fields["object_scale"] = (float(object_scale[0]), float(object_scale[1]))
+    return SceneOptions(**fields)
+
+
+def _salient_distractor(draw: _Draws) -> Shape:
+    """A saturated flat disk or rectangle of any hue (label 0): bright, but not part of the object."""
+    colour = _hsv(draw.random(), draw.uniform(0.8, 1.0), draw.uniform(0.8, 1.0))
+    paint = Paint(colour, colour, "flat", 1.0, 0.0, (0.0, 0.0), draw.uniform(0.0, 0.15))
+    centre = (draw.uniform(0.05, 0.95), draw.uniform(0.05, 0.95))
+    if draw.random() < 0.5:
+        radius = draw.uniform(0.04, 0.12)
+        return Shape("ellipse", (*centre, radius, radius, 0.0), 0, paint)
+    half_w, half_h, angle = draw.uniform(0.04, 0.12), draw.uniform(0.04, 0.12), draw.uniform(0.0, math.pi)
+    corners = []
+    for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1)):
+        x, y = sx * half_w, sy * half_h
+        corners += [
+            centre[0] + x * math.cos(angle) - y * math.sin(angle),
+            centre[1] + x * math.sin(angle) + y * math.cos(angle),
+        ]
+    return Shape("polygon", tuple(corners), 0, paint)
+
+
+def _clutter(draw: _Draws) -> list[Shape]:
+    """A full-frame fine texture (hue from the gaps between part families) and 15-30 patterned shapes."""
+    lo, hi = GAP_HUES[draw.integers(0, len(GAP_HUES))]
+    hue = draw.uniform(lo, hi)
+    sat, val = draw.uniform(0.2, 0.6), draw.uniform(0.35, 0.8)
+    paint = Paint(
+        colour=_hsv(hue, sat, val),
+        colour2=_hsv(
+            hue + draw.uniform(-0.05, 0.05), sat * draw.uniform(0.3, 1.0), val * draw.uniform(0.4, 0.8)
+        ),
+        texture=draw.choice(("waves", "stripes", "checker", "grid", "spots")),
+        period=draw.uniform(0.03, 0.08),
+        angle=draw.uniform(0.0, math.pi),
+        origin=(draw.random(), draw.random()),
+        shade=0.0,
+    )
+    shapes = [Shape("polygon", (-0.01, -0.01, 1.01, -0.01, 1.01, 1.01, -0.01, 1.01), 0, paint)]
+    shapes += [_distractor(draw) for _ in range(draw.integers(15, 31))]
+    return shapes
+
+
+def sample_scene(rng: np.random.Generator, num_parts: int = 4, options: SceneOptions | None = None) -> Scene:
     """Draw one random scene (creature pose, articulation, appearance, background).
 
     Args:
         rng: the sample's stream, e.g. from :func:`sample_generator`.
         num_parts: P, 4 or 5.
+        options: stress variants (:class:`SceneOptions`); None = the built-in data set.
 
     Returns:
         A :class:`Scene`; lengths are fractions of the image side, so it renders at any size.
@@ -576,6 +705,7 @@ def sample_scene(rng: np.random.Generator, num_parts: int = 4) -> Scene:
         9
     """
     _check_num_parts(num_parts)
+    options = options or SceneOptions()
     draw = _Draws(rng)
     # Background.
     corners = tuple(_hsv(draw.random(), draw.uniform(0.05, 0.35), draw.uniform(0.25, 0.9)) for _ in range(4))
@@ -596,7 +726,8 @@ def sample_scene(rng: np.random.Generator, num_parts: int = 4) -> Scene:
     extents = [_shape_extent(kind, canonical.shape(kind, params)) for kind, params, _ in raw_shapes]
     lo = (min(e[0] for e in extents), min(e[1] for e in extents))
     hi = (max(e[2] for e in extents), max(e[3] for e in extents))
-    unit = draw.uniform(0.6, 0.95) / max(hi[0] - lo[0], hi[1] - lo[1])  # longer box side: 60-95 % of S
+    # longer box side: 60-95 % of S by default (one draw whatever the range, so the stream stays in step)
+    unit = draw.uniform(*options.object_scale) / max(hi[0] - lo[0], hi[1] - lo[1])
     truncate = draw.random() < 0.1
     shift = []
     for d in range(2):  # keep the creature inside [0, 1], or up to 15 % of it outside when truncating
@@ -607,6 +738,7 @@ def sample_scene(rng: np.random.Generator, num_parts: int = 4) -> Scene:
     paints = {label: _part_paint(draw, label, unit) for label in range(1, num_parts + 1)}
     eye_colour = _hsv(draw.random(), draw.uniform(0.0, 0.3), draw.uniform(0.02, 0.15))
     paints[-1] = Paint(eye_colour, eye_colour, "flat", 1.0, 0.0, (0.0, 0.0), 0.0)
+    background_end = len(shapes)
     shapes += [
         Shape(kind, pose.shape(kind, params), label, paints[label]) for kind, params, label in raw_shapes
     ]
@@ -621,13 +753,22 @@ def sample_scene(rng: np.random.Generator, num_parts: int = 4) -> Scene:
         ):  # a mirrored creature's canonical left is its right
             source = ("right_" + name[5:]) if name.startswith("left_") else ("left_" + name[6:])
         keypoints.append((*pose.point(*raw_kps[source][0]), label))
+    noise_sigma = draw.uniform(0.005, 0.03)
+    noise_seed = int(rng.integers(0, 2**63 - 1))
+    if options.clutter or options.salient[1] > 0:
+        # a second stream, seeded after every default draw: the default scene stays bit for bit the same
+        extra = _Draws(np.random.Generator(np.random.PCG64(int(rng.integers(0, 2**63 - 1)))))
+        under = _clutter(extra) if options.clutter else []
+        lo_n, hi_n = options.salient
+        salient = [_salient_distractor(extra) for _ in range(extra.integers(lo_n, hi_n + 1))]
+        shapes = under + shapes[:background_end] + salient + shapes[background_end:]
     return Scene(
         corners=corners,
         waves=tuple(waves),
         shapes=tuple(shapes),
         keypoints=tuple(keypoints),
-        noise_sigma=draw.uniform(0.005, 0.03),
-        noise_seed=int(rng.integers(0, 2**63 - 1)),
+        noise_sigma=noise_sigma,
+        noise_seed=noise_seed,
     )
 
 
@@ -818,7 +959,12 @@ def render_scene(scene: Scene, image_size: int) -> dict[str, np.ndarray]:
 
 
 def generate_sample(
-    seed: int, split: str, index: int, image_size: int, num_parts: int = 4
+    seed: int,
+    split: str,
+    index: int,
+    image_size: int,
+    num_parts: int = 4,
+    options: SceneOptions | None = None,
 ) -> dict[str, np.ndarray]:
     """Sample ``index`` of a split as numpy arrays (see :func:`render_scene` for the keys).
 
@@ -828,6 +974,7 @@ def generate_sample(
         index: sample index, >= 0.
         image_size: S.
         num_parts: P, 4 or 5.
+        options: stress variants (:class:`SceneOptions`); None = the built-in data set.
 
     Returns:
         The arrays of :func:`render_scene`; a pure function of the arguments.
@@ -840,7 +987,7 @@ def generate_sample(
     """
     if index < 0:
         raise ValueError(f"synthetic data: index must be >= 0, got {index}")
-    return render_scene(sample_scene(sample_generator(seed, split, index), num_parts), image_size)
+    return render_scene(sample_scene(sample_generator(seed, split, index), num_parts, options), image_size)
 
 
 def sample_name(split: str, index: int) -> str:
@@ -863,6 +1010,7 @@ class SyntheticParts(PartsDataset):
         seed: data set seed; sample i depends only on (seed, split, i).
         num_parts: P, 4 or 5.
         cache: keep rendered samples in memory (about 24 S^2 bytes each).
+        options: stress variants (:class:`SceneOptions`); None = the built-in data set.
 
     Each item is the dict of ``docs/ARCHITECTURE.md``: ``image`` float32 (3, S, S) in [0, 1], ``fg_mask``
     float32 (1, S, S), ``parts`` int64 (S, S) in 0..P, ``keypoints`` float32 (N, 3), ``bbox`` float32 (4,),
@@ -884,6 +1032,7 @@ class SyntheticParts(PartsDataset):
         seed: int = 0,
         num_parts: int = 4,
         cache: bool = False,
+        options: SceneOptions | None = None,
     ) -> None:
         if int(n) < 0:
             raise ValueError(f"synthetic data: n must be >= 0, got {n}")
@@ -900,6 +1049,7 @@ class SyntheticParts(PartsDataset):
         self.part_names: list[str] = part_names_for(num_parts)
         self.keypoint_names: list[str] = keypoint_names_for(num_parts)
         self.flip_permutation: list[int] = flip_permutation_for(num_parts)
+        self.options = options or SceneOptions()
         self._cache: dict[int, dict[str, np.ndarray]] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -911,7 +1061,7 @@ class SyntheticParts(PartsDataset):
             raise IndexError(f"synthetic data: index {index} out of range for {self.n} samples")
         if self._cache is not None and index in self._cache:
             return self._cache[index]
-        out = generate_sample(self.seed, self.split, index, self.image_size, self.num_parts)
+        out = generate_sample(self.seed, self.split, index, self.image_size, self.num_parts, self.options)
         if self._cache is not None:
             self._cache[index] = out
         return out
@@ -970,6 +1120,7 @@ def write_folder(
     test_fraction: float = 0.1,
     progress: bool = True,
     num_parts: int = 4,
+    options: SceneOptions | None = None,
 ) -> dict[str, int]:
     """Write ``n`` samples in the generic folder layout (for the folder loader and for inspection).
 
@@ -990,6 +1141,8 @@ def write_folder(
         test_fraction: share of test images in [0, 1].
         progress: show a tqdm bar.
         num_parts: P, 4 or 5.
+        options: stress variants (:class:`SceneOptions`); None = the built-in data set. Non-default
+            options are recorded in ``out/synthetic.json``.
 
     Returns:
         Counts ``{"train": ..., "test": ..., "images": n}``.
@@ -1018,7 +1171,7 @@ def write_folder(
     n_test = int(round(n * test_fraction))
     counts = {"train": n - n_test, "test": n_test}
     datasets = {
-        split: SyntheticParts(count, image_size, split=split, seed=seed, num_parts=num_parts)
+        split: SyntheticParts(count, image_size, split=split, seed=seed, num_parts=num_parts, options=options)
         for split, count in counts.items()
     }
     jobs = [(split, i) for split, count in counts.items() for i in range(count)]
@@ -1036,6 +1189,9 @@ def write_folder(
     names = keypoint_names_for(num_parts)
     (root / "keypoints.json").write_text(json.dumps({"names": names, "keypoints": keypoints}))
     (root / "part_names.json").write_text(json.dumps(part_names_for(num_parts)))
+    if options is not None and not options.is_default:
+        record = {"seed": seed, "image_size": image_size, "num_parts": num_parts, **asdict(options)}
+        (root / "synthetic.json").write_text(json.dumps(record, indent=1) + "\n")
     if all(lists.values()):  # one split only: no lists, so the folder loader uses every image in both
         for split, items in lists.items():
             (root / f"{split}.txt").write_text("".join(f"{item}\n" for item in items))
