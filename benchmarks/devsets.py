@@ -171,12 +171,12 @@ def resized(image: Image.Image, factor: float, nearest: bool) -> Image.Image:
 class FolderWriter:
     """Writes samples in the folder layout and the split lists, ``keypoints.json`` and ``SOURCE.json``."""
 
-    def __init__(self, out: Path, max_side: int, with_parts: bool) -> None:
+    def __init__(self, out: Path, max_side: int, with_parts: bool, with_masks: bool = True) -> None:
         if out.exists() and any(out.iterdir()):
             raise SystemExit(f"{out} exists and is not empty; remove it or choose another --out")
         self.out = out
         self.max_side = max_side
-        for sub in ("images", "masks") + (("parts",) if with_parts else ()):
+        for sub in ("images",) + (("masks",) if with_masks else ()) + (("parts",) if with_parts else ()):
             (out / sub).mkdir(parents=True, exist_ok=True)
         self.names: list[str] = []
         self.keypoints: dict[str, list[list[float]]] = {}
@@ -185,21 +185,22 @@ class FolderWriter:
         self,
         stem: str,
         image: Image.Image,
-        mask: np.ndarray,
+        mask: np.ndarray | None,
         parts: np.ndarray | None = None,
         keypoints: list[list[float]] | None = None,
     ) -> None:
         """Write one sample: ``mask`` / ``parts`` (H, W) at the image's size, keypoints in its pixels."""
-        if mask.shape != (image.height, image.width):
+        if mask is not None and mask.shape != (image.height, image.width):
             raise ValueError(f"{stem}: mask {mask.shape} does not match image {(image.height, image.width)}")
         factor = scale_for(image.size, self.max_side)
         name = f"{stem}.jpg"
         small = resized(image, factor, nearest=False)
         small.save(self.out / "images" / name, quality=85, optimize=True)
-        mask_img = resized(Image.fromarray((mask > 0).astype(np.uint8) * 255), factor, nearest=True)
-        mask_img.save(self.out / "masks" / f"{stem}.png", optimize=True)
+        if mask is not None:
+            mask_img = resized(Image.fromarray((mask > 0).astype(np.uint8) * 255), factor, nearest=True)
+            mask_img.save(self.out / "masks" / f"{stem}.png", optimize=True)
         if parts is not None:
-            if parts.shape != mask.shape or parts.max() > 255:
+            if parts.shape != (image.height, image.width) or parts.max() > 255:
                 raise ValueError(f"{stem}: part map {parts.shape} (max {parts.max()}) does not fit the mask")
             resized(Image.fromarray(parts.astype(np.uint8)), factor, nearest=True).save(
                 self.out / "parts" / f"{stem}.png", optimize=True
@@ -361,6 +362,43 @@ def build_carparts(snapshot: Snapshot, out: Path, max_side: int) -> dict:
     return writer.finish(CARPARTS, snapshot, test_names=test_names, part_names=CAR_PART_NAMES, notes=notes)
 
 
+LSP_NAMES = [
+    "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "right_wrist",
+    "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist", "neck", "head_top",
+]  # fmt: skip
+LSP_FLIP = [5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 12, 13]
+
+
+def build_lsp(snapshot: Snapshot, out: Path, max_side: int) -> dict:
+    """Leeds Sports Pose Extended, first 400 images: people in sports poses, 14 body joints, no masks.
+
+    ``joints.mat`` holds ``joints`` (14, 3, 400): x, y (pixels, 1-based as MATLAB writes them, kept as
+    stored) and 1 = visible. Only visible joints inside the image are kept. Several photos show more
+    people than the one annotated. Split: seeded 80/20.
+    """
+    from scipy.io import loadmat
+
+    joints = loadmat(io.BytesIO(snapshot.read("joints.mat")))["joints"]  # (14, 3, N)
+    if joints.shape[:2] != (14, 3):
+        raise ValueError(f"{snapshot.git_dir}:joints.mat: expected joints (14, 3, N), got {joints.shape}")
+    writer = FolderWriter(out, max_side, with_parts=False, with_masks=False)
+    images = [p for p in snapshot.files("images") if p.endswith(".jpg")]
+    for path, data in snapshot.read_many(images):
+        stem = Path(path).stem
+        index = int(stem[2:]) - 1  # im00001.jpg -> 0
+        if index >= joints.shape[2]:
+            raise ValueError(f"{snapshot.git_dir}: {path} has no joints (joints.mat has {joints.shape[2]})")
+        image = decode_image(data, f"{snapshot.git_dir}:{path}")
+        rows = []
+        for x, y, v in joints[:, :, index]:
+            inside = 0 <= x <= image.width and 0 <= y <= image.height
+            rows.append([float(x), float(y), 1] if v > 0 and inside else [0.0, 0.0, 0])
+        writer.add(stem, image, None, keypoints=rows)
+    return writer.finish(
+        LSP, snapshot, keypoint_names=LSP_NAMES, flip_permutation=LSP_FLIP, notes="keypoints only; no masks"
+    )
+
+
 PETS = DevSet(
     name="pets",
     repo="Naveen-Dodda/Sample_Pets_dataset",
@@ -384,7 +422,18 @@ CARPARTS = DevSet(
     "light, lid, mirror, wheel) from 18 part polygons; mask = union of the parts; no keypoints",
     build=build_carparts,
 )
-SETS = {s.name: s for s in (PETS, CARPARTS)}
+LSP = DevSet(
+    name="lsp",
+    repo="MiraiLouis/lsp_cpm",
+    commit="9f9100aa84dd3355d3c76b96e42bc4ecf501bf50",
+    licence="unknown/research-only: the repository has no licence file. The images and joints are the "
+    "first 400 of Leeds Sports Pose Extended (Johnson & Everingham, CVPR 2011), Flickr photos distributed "
+    "by the authors for research use.",
+    content="400 photos of people doing parkour, gymnastics and athletics, whole bodies, often small and "
+    "in clutter, sometimes with other people; 14 body joints of one person; no masks, no parts",
+    build=build_lsp,
+)
+SETS = {s.name: s for s in (PETS, CARPARTS, LSP)}
 
 
 def main(argv: list[str] | None = None) -> int:

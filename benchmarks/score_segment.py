@@ -53,10 +53,14 @@ SCALES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 @dataclass
 class GroundTruth:
-    """One image's annotations: ``mask`` bool (H, W), ``parts`` int64 (H, W) or None, ``keypoints`` (N, 3)."""
+    """One image's annotations: ``mask`` bool (H, W), ``parts`` int64 (H, W), ``keypoints`` (N, 3), or None.
+
+    ``shape`` is the image's (H, W).
+    """
 
     name: str
-    mask: np.ndarray
+    shape: tuple[int, int]
+    mask: np.ndarray | None
     parts: np.ndarray | None
     keypoints: np.ndarray | None
 
@@ -88,7 +92,7 @@ class Tally:
 
     def add(self, labels: np.ndarray, gt: GroundTruth, with_fg: bool = True) -> None:
         """Count one image's label map (int (H, W), 0 = background) against its annotations."""
-        if with_fg:
+        if with_fg and gt.mask is not None:
             pred_fg = labels > 0
             inter = int((pred_fg & gt.mask).sum())
             union = int((pred_fg | gt.mask).sum())
@@ -98,8 +102,9 @@ class Tally:
         if gt.parts is not None:
             labelled = gt.parts > 0
             self.add_table("parts", labels[labelled], gt.parts[labelled])
-            self.add_table("fg", labels[gt.mask], gt.parts[gt.mask])
-            self.add_table("full", labels, np.where(gt.mask, gt.parts, 0))
+            mask = gt.mask if gt.mask is not None else labelled
+            self.add_table("fg", labels[mask], gt.parts[mask])
+            self.add_table("full", labels, np.where(mask, gt.parts, 0))
         if gt.keypoints is not None:
             pred, index = labels_at_keypoints(
                 torch.from_numpy(labels.astype(np.int64))[None], torch.from_numpy(gt.keypoints).float()[None]
@@ -120,8 +125,9 @@ class Tally:
 def load_devset(root: Path, split: str) -> list[GroundTruth]:
     """The annotations of the images of ``split`` (clear errors naming a missing file)."""
     names = split_files(root, split, list_images(root))
-    if not (root / "masks").is_dir():
-        raise FileNotFoundError(f"{root}: no masks/ folder; the foreground scores need masks")
+    with_masks = (root / "masks").is_dir()
+    if not with_masks and not (root / "parts").is_dir() and not (root / "keypoints.json").is_file():
+        raise FileNotFoundError(f"{root}: no masks/, parts/ or keypoints.json: nothing to score against")
     keypoints, num_keypoints = None, 0
     if (root / "keypoints.json").is_file():
         kp_names, keypoints, _ = read_keypoints_json(root / "keypoints.json")
@@ -130,16 +136,23 @@ def load_devset(root: Path, split: str) -> list[GroundTruth]:
     out = []
     for name in names:
         stem = Path(name).stem
-        mask = read_mask(root / "masks" / f"{stem}.png") > 0
+        mask = read_mask(root / "masks" / f"{stem}.png") > 0 if with_masks else None
         parts = read_label_map(root / "parts" / f"{stem}.png") if with_parts else None
-        if parts is not None and parts.shape != mask.shape:
+        if mask is not None:
+            shape = mask.shape
+        elif parts is not None:
+            shape = parts.shape
+        else:
+            with Image.open(root / "images" / name) as image:
+                shape = (image.height, image.width)
+        if parts is not None and parts.shape != shape:
             raise ValueError(
                 f"{root / 'parts' / (stem + '.png')}: size {parts.shape} differs from its mask's"
             )
         kps = None
         if keypoints is not None:
             kps = keypoints.get(name, np.zeros((num_keypoints, 3)))  # no entry: nothing visible
-        out.append(GroundTruth(name, mask, parts, kps))
+        out.append(GroundTruth(name, shape, mask, parts, kps))
     if not out:
         raise ValueError(f"{root}: split {split!r} has no images")
     return out
@@ -190,7 +203,8 @@ def fit_scale(train: list[GroundTruth], ellipse: bool) -> float:
     for scale in SCALES:
         inter = union = 0
         for gt in train:
-            region = centre_region(gt.mask.shape, scale, ellipse)
+            assert gt.mask is not None
+            region = centre_region(gt.shape, scale, ellipse)
             inter += int((region & gt.mask).sum())
             union += int((region | gt.mask).sum())
         if inter / max(union, 1) > best_iou:
@@ -206,25 +220,33 @@ def score(devset: Path, pred: Path | None = None, split: str = "test") -> dict:
         "grid2x2": lambda shape: grid_labels(shape, 2),
         "grid3x3": lambda shape: grid_labels(shape, 3),
     }
-    train_items = load_devset(devset, "train") if (devset / "train.txt").is_file() else items
+    with_masks = items[0].mask is not None
     scales = {}
-    for kind, ellipse in (("centre_box", False), ("centre_ellipse", True)):
-        scales[kind] = fit_scale(train_items, ellipse)
-        baselines[kind] = lambda shape, s=scales[kind], e=ellipse: centre_region(shape, s, e).astype(np.int64)
+    if with_masks:  # the centred regions only score a foreground
+        train_items = load_devset(devset, "train") if (devset / "train.txt").is_file() else items
+        for kind, ellipse in (("centre_box", False), ("centre_ellipse", True)):
+            scales[kind] = fit_scale(train_items, ellipse)
+            baselines[kind] = lambda shape, s=scales[kind], e=ellipse: centre_region(shape, s, e).astype(
+                np.int64
+            )
     tallies = {name: Tally() for name in baselines}
     prediction = Tally() if pred is not None else None
     for gt in items:
         for name, make in baselines.items():
             # a grid's foreground is everything: its IoU is all_fg's, so only its part scores are reported
-            tallies[name].add(make(gt.mask.shape), gt, with_fg=not name.startswith("grid"))
+            tallies[name].add(make(gt.shape), gt, with_fg=not name.startswith("grid"))
         if prediction is not None and pred is not None:
-            prediction.add(read_prediction(prediction_path(pred, gt.name), gt.mask.shape, prediction), gt)
+            prediction.add(read_prediction(prediction_path(pred, gt.name), gt.shape, prediction), gt)
     result: dict = {
         "devset": str(devset),
         "split": split,
         "images": len(items),
-        "pixels": int(sum(gt.mask.size for gt in items)),
-        "fg_fraction": 100.0 * sum(int(gt.mask.sum()) for gt in items) / sum(gt.mask.size for gt in items),
+        "pixels": int(sum(gt.shape[0] * gt.shape[1] for gt in items)),
+        "fg_fraction": (
+            100.0 * sum(int(gt.mask.sum()) for gt in items) / sum(gt.mask.size for gt in items)
+            if with_masks
+            else None
+        ),
         "baselines": {name: tally.scores() for name, tally in tallies.items()},
         "centre_scale": scales,
     }
@@ -253,9 +275,12 @@ def format_table(result: dict) -> str:
         )
         if any(k in r for r in rows.values())
     ]
+    fg = result["fg_fraction"]
+    what = (
+        f"foreground {fg:.1f} % of the pixels; centre scales {result['centre_scale']}" if fg else "no masks"
+    )
     lines = [
-        f"{result['devset']} split {result['split']}: {result['images']} images, foreground "
-        f"{result['fg_fraction']:.1f} % of the pixels; centre scales {result['centre_scale']}",
+        f"{result['devset']} split {result['split']}: {result['images']} images, {what}",
         "| row | " + " | ".join(keys) + " |",
         "|---|" + "---|" * len(keys),
     ]

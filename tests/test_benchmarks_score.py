@@ -210,3 +210,44 @@ def test_seeded_split_is_fixed():
     names = [f"img{i}.jpg" for i in range(50)]
     first = devsets.seeded_test_split(names)
     assert first == devsets.seeded_test_split(list(reversed(names))) and len(first) == 10
+
+
+def test_keypoints_only_devset(tmp_path, devset):
+    shutil.rmtree(devset / "masks")
+    shutil.rmtree(devset / "parts")
+    parts = _parts_map()
+    result = score_segment.score(devset, _prediction(tmp_path, {"b": parts, "c": parts}))
+    assert result["fg_fraction"] is None and result["centre_scale"] == {}
+    assert set(result["prediction"]) == {"folder", "resized", "kp_nmi", "kp_ari"}
+    assert result["prediction"]["kp_nmi"] == pytest.approx(100.0)
+    assert set(result["baselines"]) == {"all_fg", "grid2x2", "grid3x3"}
+
+
+def test_devsets_builds_lsp_keypoints(tmp_path):
+    from scipy.io import savemat
+
+    work = tmp_path / "work"
+    joints = np.zeros((14, 3, 2))
+    joints[:, 0, :], joints[:, 1, :], joints[:, 2, :] = 50.0, 20.0, 1.0
+    joints[3, :, 1] = (500.0, 20.0, 1.0)  # outside the 100 x 80 image: dropped
+    joints[4, 2, 1] = 0.0  # invisible
+    for i in range(2):
+        _save(work / "images" / f"im{i + 1:05d}.jpg", np.full((80, 100, 3), 100, dtype=np.uint8))
+    work.mkdir(exist_ok=True)
+    savemat(work / "joints.mat", {"joints": joints})
+    _git(work, "init", "-q")
+    _git(work, "add", "-A")
+    _git(work, "commit", "-qm", "fixture")
+    mirror = tmp_path / "mirror"
+    (mirror / "MiraiLouis+lsp_cpm").mkdir(parents=True)
+    subprocess.run(
+        ["git", "clone", "-q", "--bare", str(work), str(mirror / "MiraiLouis+lsp_cpm" / "repo")], check=True
+    )
+    out = tmp_path / "lsp"
+    assert devsets.main(["build", "lsp", "--out", str(out), "--mirror", str(mirror), "--max-side", "40"]) == 0
+    doc = json.loads((out / "keypoints.json").read_text())
+    assert doc["names"] == devsets.LSP_NAMES and doc["flip_permutation"] == devsets.LSP_FLIP
+    first, second = doc["keypoints"]["im00001.jpg"], doc["keypoints"]["im00002.jpg"]
+    assert first[0] == [25.0, 10.0, 1]  # scaled by 40 / 80
+    assert second[3] == [0, 0, 0] and second[4] == [0, 0, 0] and second[5] == [25.0, 10.0, 1]
+    assert not (out / "masks").exists()
