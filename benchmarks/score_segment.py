@@ -223,7 +223,10 @@ def score(devset: Path, pred: Path | None = None, split: str = "test") -> dict:
     with_masks = items[0].mask is not None
     scales = {}
     if with_masks:  # the centred regions only score a foreground
-        train_items = load_devset(devset, "train") if (devset / "train.txt").is_file() else items
+        try:  # train.txt, or the images test.txt does not list
+            train_items = load_devset(devset, "train")
+        except ValueError:  # no train image: fit on the scored split itself
+            train_items = items
         for kind, ellipse in (("centre_box", False), ("centre_ellipse", True)):
             scales[kind] = fit_scale(train_items, ellipse)
             baselines[kind] = lambda shape, s=scales[kind], e=ellipse: centre_region(shape, s, e).astype(
