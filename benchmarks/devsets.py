@@ -407,8 +407,8 @@ PETS = DevSet(
     "README it carries says 'made available for research purposes only; use of these images must respect "
     "the terms of use of the original websites' (Flickr etc.). VGG's page lists the annotations as CC BY-SA "
     "4.0, the images' copyright staying with their owners. Treat as research-only.",
-    content="600 photos: 200 Abyssinian cats, 200 Bengal cats, 200 American bulldogs; foreground masks from "
-    "the trimaps; no parts, no keypoints",
+    content="599 photos (of the sample's 600): Abyssinian and Bengal cats, American bulldogs; foreground "
+    "masks from the trimaps; no parts, no keypoints",
     build=build_pets,
 )
 CARPARTS = DevSet(
