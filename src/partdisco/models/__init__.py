@@ -1,6 +1,7 @@
 """Models: the part segmenter f, the frozen perceptual networks phi, and weight-file loading.
 
-- :func:`create_segmenter` / :func:`build_segmenter` / :func:`list_archs`: segmenters by name or config.
+- :func:`create_segmenter` / :func:`build_segmenter` / :func:`list_archs`: segmenters by name or config
+  (:class:`EfficientNetSegmenter` for ``efficientnet_lite0``).
 - :class:`Segmenter`, :class:`Preprocess`, :data:`CAFFE_RGB_QUIRK`, :data:`IMAGENET`.
 - :func:`build_feature_extractor`: phi = ``vgg19`` | ``vgg19_random`` | ``texture`` | ``dino`` | ``dinov2``.
 - :func:`load_backbone`, :class:`VisionTransformer`, :class:`ViTSegmenter`: DINO / DINOv2 ViTs from local
@@ -33,6 +34,7 @@ from partdisco.models.efficientnet import (
     efficientnet_lite_weights,
     load_efficientnet_lite,
 )
+from partdisco.models.efficientnet_segmenter import EfficientNetSegmenter
 from partdisco.models.perceptual import (
     FeatureExtractor,
     TextureFeatures,
@@ -62,6 +64,7 @@ from partdisco.models.vit_segmenter import ViTSegmenter
 __all__ = [
     "LITE_PREPROCESS",
     "EfficientNetLite",
+    "EfficientNetSegmenter",
     "efficientnet_lite_weights",
     "load_efficientnet_lite",
     "VIT_NAMES",

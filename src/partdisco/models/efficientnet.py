@@ -38,10 +38,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from partdisco.models.convert import CheckpointError, clean_state_dict, load_file, load_state_dict_strict
-from partdisco.models.segmenter import Preprocess
+from partdisco.models.segmenter import LITE
 
-# TF efficientnet_lite_builder.py: "Edge models use inception-style MEAN and STDDEV": (rgb255 - 127) / 128.
-LITE_PREPROCESS = Preprocess((127.0, 127.0, 127.0), (128.0, 128.0, 128.0), 255.0)
+LITE_PREPROCESS = LITE  # (rgb255 - 127) / 128, TF efficientnet_lite_builder.py MEAN_RGB / STDDEV_RGB
 BN_EPS = 1e-3  # TF default of the EfficientNet builders
 BN_MOMENTUM = 0.01  # PyTorch's convention for TF's 0.99
 
@@ -87,6 +86,7 @@ BASE_GROUPS = (
 # The five stages for dense features: a stage ends after these block groups (strides 2, 4, 8, 16, 32).
 STAGE_ENDS = {"stage1": 0, "stage2": 1, "stage3": 2, "stage4": 4, "stage5": 6}
 STAGE_STRIDES = {"stage1": 2, "stage2": 4, "stage3": 8, "stage4": 16, "stage5": 32}
+TOP_KEYS = ("_conv_head.", "_bn1.", "_fc.")  # the head conv and classifier: not part of a dense trunk
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
 
@@ -197,6 +197,8 @@ class EfficientNetLite(nn.Module):
         num_classes: outputs of ``_fc`` (1000 for the ImageNet files).
         output_stride: 32 (the classifier as trained) or 8 (stages 4 and 5 dilated instead of strided;
             same parameters).
+        include_top: build the 1x1 head conv ``_conv_head``/``_bn1`` and the classifier ``_fc``; False for a
+            dense-feature trunk (the file's :data:`TOP_KEYS` are then left out).
 
     Attributes:
         spec: the :class:`LiteSpec`.
@@ -204,7 +206,9 @@ class EfficientNetLite(nn.Module):
         preprocess: :data:`LITE_PREPROCESS`, the normalisation the weights were trained with.
     """
 
-    def __init__(self, name: str = "lite0", num_classes: int = 1000, output_stride: int = 32) -> None:
+    def __init__(
+        self, name: str = "lite0", num_classes: int = 1000, output_stride: int = 32, include_top: bool = True
+    ) -> None:
         super().__init__()
         if name not in LITE_SPECS:
             raise ValueError(f"unknown EfficientNet-Lite {name!r}; choose from {sorted(LITE_SPECS)}")
@@ -249,10 +253,12 @@ class EfficientNetLite(nn.Module):
         self.stage_channels = {
             stage: round_channels(BASE_GROUPS[end][5], spec.width) for stage, end in STAGE_ENDS.items()
         }
-        self._conv_head = SameConv2d(channels, HEAD_CHANNELS, 1)
-        self._bn1 = _bn(HEAD_CHANNELS)
-        self._dropout = nn.Dropout(spec.dropout)
-        self._fc = nn.Linear(HEAD_CHANNELS, num_classes)
+        self.include_top = include_top
+        if include_top:
+            self._conv_head = SameConv2d(channels, HEAD_CHANNELS, 1)
+            self._bn1 = _bn(HEAD_CHANNELS)
+            self._dropout = nn.Dropout(spec.dropout)
+            self._fc = nn.Linear(HEAD_CHANNELS, num_classes)
 
     def stage_stride(self, stage: str) -> int:
         """Actual stride of ``stage`` (``stage4``/``stage5``: 8 when ``output_stride=8``, else 16/32)."""
@@ -287,6 +293,8 @@ class EfficientNetLite(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """The 1x1 head conv after stage5: (B, 3, H, W) -> (B, 1280, H / os, W / os), os = output stride."""
+        if not self.include_top:
+            raise RuntimeError("this EfficientNetLite was built with include_top=False: use forward_stages")
         x = self.forward_stages(x)["stage5"]
         return F.relu6(self._bn1(self._conv_head(x)))
 
@@ -339,6 +347,7 @@ def load_efficientnet_lite(
     pretrained: bool = True,
     output_stride: int = 32,
     path: str | os.PathLike[str] | None = None,
+    include_top: bool = True,
 ) -> EfficientNetLite:
     """An EfficientNet-Lite, with the ImageNet weights of the installed package by default, in eval mode.
 
@@ -348,6 +357,8 @@ def load_efficientnet_lite(
             default init.
         output_stride: 32 or 8 (dilated; same weights).
         path: a ``.pth`` state dict to load instead of the package's file.
+        include_top: False builds the trunk only and drops the file's :data:`TOP_KEYS` (the rest loads
+            strictly).
 
     Returns:
         The network (CPU, float32, eval mode).
@@ -356,7 +367,7 @@ def load_efficientnet_lite(
         FileNotFoundError: the weight package is not installed (the message names it).
         CheckpointError: the file is not a state dict or does not match (missing/unexpected/mis-shaped keys).
     """
-    net = EfficientNetLite(name, output_stride=output_stride)
+    net = EfficientNetLite(name, output_stride=output_stride, include_top=include_top)
     if pretrained or path is not None:
         file = Path(path) if path is not None else efficientnet_lite_weights(name)
         state = load_file(file)
@@ -364,5 +375,8 @@ def load_efficientnet_lite(
             raise CheckpointError(
                 f"{str(file)!r} holds a {type(state).__name__}, not an EfficientNet-Lite state dict"
             )
-        load_state_dict_strict(net, clean_state_dict(state), f"EfficientNet-{name} weights {str(file)!r}")
+        state = clean_state_dict(state)
+        if not include_top:
+            state = {k: v for k, v in state.items() if not k.startswith(TOP_KEYS)}
+        load_state_dict_strict(net, state, f"EfficientNet-{name} weights {str(file)!r}")
     return net.eval()
