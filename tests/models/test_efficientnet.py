@@ -208,3 +208,36 @@ def test_wrong_or_truncated_files_are_refused_naming_the_file(tmp_path: Path) ->
     lite0_file = efficientnet_lite_weights("lite0")
     with pytest.raises(CheckpointMismatchError, match=r"(?s)EfficientNet-lite2 weights .*wrong shape"):
         load_efficientnet_lite("lite2", path=lite0_file)
+
+
+# ------------------------------------------------------------------------------- phi = efficientnet
+
+
+@needs_weights
+def test_feature_source_is_frozen_weighted_stages_at_input_size(lite0: EfficientNetLite) -> None:
+    from partdisco.models.perceptual import build_feature_extractor
+
+    phi = build_feature_extractor("efficientnet", None, weight_low=0.5, weight_high=2.0)
+    assert phi.out_channels == 40 + 112
+    assert all(not p.requires_grad for p in phi.parameters())
+    phi.train()
+    assert not phi.training and not phi.net.training
+    assert not hasattr(phi.net, "_fc")  # the classifier is not built
+    image = torch.rand(2, 3, 64, 48, generator=torch.Generator().manual_seed(3))
+    out = phi(image)
+    assert out.shape == (2, 152, 64, 48) and not out.requires_grad
+    with torch.no_grad():
+        stages = lite0.forward_stages(LITE_PREPROCESS(image))
+    up = F.interpolate(stages["stage4"] * 2.0, size=(64, 48), mode="bilinear", align_corners=True)
+    torch.testing.assert_close(out[:, 40:], up)
+    torch.testing.assert_close(out[:, :40].abs().max(), (stages["stage3"] * 0.5).abs().max())
+    same = build_feature_extractor("efficientnet", efficientnet_lite_weights("lite0"), 0.5, 2.0)
+    torch.testing.assert_close(same(image), out)
+
+
+def test_feature_source_refuses_a_wrong_file(tmp_path: Path) -> None:
+    from partdisco.models.perceptual import build_feature_extractor
+
+    torch.save({"_conv_stem.weight": torch.zeros(8, 3, 3, 3)}, tmp_path / "stem.pth")
+    with pytest.raises(CheckpointMismatchError, match=r"stem\.pth"):
+        build_feature_extractor("efficientnet", tmp_path / "stem.pth")
