@@ -148,8 +148,7 @@ def evaluate_checkpoint(
         The metrics dict and the path of the JSON file.
     """
     from partdisco.config import apply_overrides, config_from_dict, validate_data, validate_eval
-    from partdisco.data import build_dataset
-    from partdisco.engine.evaluate import evaluate
+    from partdisco.engine import distributed
     from partdisco.engine.inference import resolve_device
     from partdisco.models.convert import load_checkpoint_file, resolve_checkpoint_path
 
@@ -176,6 +175,28 @@ def evaluate_checkpoint(
 
     dev = resolve_device(device)
     model = model.to(dev).eval()
+    # under torchrun: the evaluator shards the samples over the ranks and sums the counts; rank 0 writes
+    started = not distributed.is_initialized() and distributed.init_from_env(dev)
+    if out_path.is_dir():
+        out_path = out_path / f"metrics-{cfg.data.name}-{cfg.eval.split}.json"
+    try:
+        metrics = _evaluate_loaded(model, cfg, dev, str(checkpoint), regression, progress)
+        if distributed.rank() == 0:
+            _write_metrics(out_path, metrics)
+        distributed.barrier()
+    finally:
+        if started:
+            distributed.destroy()
+    return metrics, out_path
+
+
+def _evaluate_loaded(
+    model: Any, cfg: RunConfig, dev: Any, checkpoint: str, regression: bool, progress: bool
+) -> dict[str, Any]:
+    """:func:`evaluate_checkpoint`'s work once the model and its config are known (every rank runs it)."""
+    from partdisco.data import build_dataset
+    from partdisco.engine.evaluate import evaluate
+
     test_set = build_dataset(cfg.data, cfg.eval.split, train=False)
     first = test_set[0]
     reg_set = None
@@ -204,13 +225,16 @@ def evaluate_checkpoint(
             progress=progress,
         )
     metrics.update(
-        checkpoint=str(checkpoint),
+        checkpoint=checkpoint,
         dataset=cfg.data.name,
         split=cfg.eval.split,
         skipped_images=list(test_set.skipped),
     )
-    if out_path.is_dir():
-        out_path = out_path / f"metrics-{cfg.data.name}-{cfg.eval.split}.json"
+    return metrics
+
+
+def _write_metrics(out_path: Path, metrics: dict[str, Any]) -> None:
+    """Write the metrics JSON; a failure names the file and still shows the numbers."""
     try:
         write_json(out_path, metrics)
     except OSError as err:
@@ -218,7 +242,6 @@ def evaluate_checkpoint(
         raise OSError(
             err.errno, f"{err.strerror}; the metrics were {json.dumps(scalars)}", str(out_path)
         ) from None
-    return metrics, out_path
 
 
 def evaluation_config(trained: RunConfig, dataset: str | None, overrides: list[str]) -> RunConfig:
@@ -569,25 +592,51 @@ def segment_files(
         ValueError: no images, bad arguments, or an ``out_dir`` written with another model or settings.
         FileNotFoundError: an input does not exist, or an image has no mask in ``masks_dir``.
     """
+    from partdisco.engine import distributed
     from partdisco.engine.segment import segment_files as _segment_files
 
-    return _segment_files(
-        model,
-        inputs,
-        out_dir,
-        masks_dir=masks_dir,
-        size=size,
-        batch_size=batch_size,
-        background=background,
-        save_probs=save_probs,
-        overwrite=overwrite,
-        alpha=alpha,
-        checkpoint=checkpoint,
-        progress=progress,
-        crop=crop,
-        padding=padding,
-        fg_refine=fg_refine,
-    )
+    # under torchrun: one process group for the run (gloo on CPU), the images dealt to the ranks
+    started = not distributed.is_initialized() and distributed.init_from_env(_model_device(model))
+    try:
+        return _segment_files(
+            model,
+            inputs,
+            out_dir,
+            masks_dir=masks_dir,
+            size=size,
+            batch_size=batch_size,
+            background=background,
+            save_probs=save_probs,
+            overwrite=overwrite,
+            alpha=alpha,
+            checkpoint=checkpoint,
+            progress=progress,
+            crop=crop,
+            padding=padding,
+            fg_refine=fg_refine,
+        )
+    finally:
+        if started:
+            distributed.destroy()
+
+
+def process_rank() -> int:
+    """This process's rank under ``torchrun`` (0 in a single process): only rank 0 reports, in the CLI."""
+    import os
+
+    from partdisco.engine import distributed
+
+    if distributed.is_initialized():
+        return distributed.rank()
+    return int(os.environ.get("RANK", "0")) if distributed.launched_by_torchrun() else 0
+
+
+def _model_device(model: Any) -> Any:
+    """The device a segmenter (or an ONNX-backed one, on the CPU) runs on."""
+    import torch
+
+    param = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+    return param.device if param is not None else torch.device("cpu")
 
 
 def write_synthetic(
