@@ -84,23 +84,30 @@ def open_checkpoint(path: str | Path, device: str = "cpu", allow_pickle: bool = 
     """Read a checkpoint file (or a run folder) and recognise its layout: the one loader of every command.
 
     Args:
-        path: our checkpoint, a released unsup-parts file, a SCOPS state dict, or a run folder (its
-            ``model.pt``).
+        path: our checkpoint, a released unsup-parts file, a SCOPS state dict, a run folder (its
+            ``model.pt``), or an exported ``.onnx`` model.
         device: ``"cpu"``, ``"cuda"``, ``"auto"``...: where the segmenter goes.
         allow_pickle: allow full unpickling (only for trusted files; see ``models.convert.load_file``).
 
     Returns:
         A :class:`partdisco.models.convert.LoadedCheckpoint`: ``path`` (resolved), ``layout``
-        (``partdisco`` | ``unsup_parts`` | ``scops``), ``segmenter`` (eval mode, on ``device``) and
-        ``contents`` (the loaded dict; ours carry ``config``).
+        (``partdisco`` | ``unsup_parts`` | ``scops`` | ``onnx``), ``segmenter`` (eval mode, on ``device``)
+        and ``contents`` (the loaded dict; ours carry ``config``). A ``.onnx`` file (``partdisco export
+        RUN model.onnx``) gives an ``OnnxSegmenter`` run by onnxruntime on the CPU; its ``contents`` are
+        the file's metadata.
 
     Raises:
         FileNotFoundError: no such file or run folder.
         CheckpointError: unreadable, unknown layout, or a backbone file (the message names the file).
     """
     from partdisco.engine.inference import resolve_device
-    from partdisco.models.convert import load_checkpoint_file
+    from partdisco.models.convert import LoadedCheckpoint, load_checkpoint_file
 
+    if Path(path).suffix.lower() == ".onnx":  # an exported model, run by onnxruntime on the CPU
+        from partdisco.models.onnx_model import OnnxSegmenter
+
+        onnx_model = OnnxSegmenter(path).eval()
+        return LoadedCheckpoint(onnx_model.path.resolve(), "onnx", onnx_model, onnx_model.metadata)
     loaded = load_checkpoint_file(path, allow_pickle=allow_pickle)
     loaded.segmenter = loaded.segmenter.to(resolve_device(device)).eval()
     return loaded
@@ -296,22 +303,38 @@ def is_training_divergence(err: BaseException) -> bool:
     return isinstance(err, TrainingDivergedError)
 
 
-def export(src: str | Path, dst: str | Path, fp16: bool = False) -> Path:
-    """Write a weights-only copy of a checkpoint (optionally float16) that every command loads.
+def export(src: str | Path, dst: str | Path, fp16: bool = False, opset: int | None = None) -> Path:
+    """Write a weights-only copy of a checkpoint (optionally float16), or the segmenter as ONNX.
 
     Args:
         src: a run folder, one of our checkpoints (a full training checkpoint included), or a released
             unsup-parts / SCOPS file.
-        dst: the output ``.pt`` file.
-        fp16: store the weights as float16 (half the size).
+        dst: the output ``.pt`` file, or a ``.onnx`` file: the network with a dynamic batch and image size
+            (``partdisco.models.onnx_model.export_onnx``; needs ``pip install 'partdisco[onnx]'``).
+        fp16: store the weights as float16 (half the size); not for ONNX.
+        opset: the ONNX opset (None: ``partdisco.models.onnx_model.ONNX_OPSET``); only for ONNX.
 
     Returns:
-        The written path. The file keeps the model description, the training image size and, for our
-        checkpoints, the run config (so ``partdisco eval`` still knows the data set); no optimizer state.
+        The written path. The ``.pt`` file keeps the model description, the training image size and, for
+        our checkpoints, the run config (so ``partdisco eval`` still knows the data set); no optimizer
+        state. The ``.onnx`` file carries K, the background channel, the input normalisation and the
+        inference defaults in its metadata, so ``partdisco segment model.onnx`` runs it like ``src``.
+
+    Raises:
+        ValueError: ``--fp16`` or ``opset`` given for the other format.
     """
     from partdisco.models.convert import export_checkpoint, load_checkpoint_file
 
+    to_onnx = Path(dst).suffix.lower() == ".onnx"
+    if to_onnx and fp16:
+        raise ValueError(f"export: --fp16 is for .pt copies; {str(dst)!r} is written as float32 ONNX")
+    if opset is not None and not to_onnx:
+        raise ValueError(f"export: --opset is for ONNX files; {str(dst)!r} does not end in .onnx")
     loaded = load_checkpoint_file(src)
+    if to_onnx:
+        from partdisco.models.onnx_model import ONNX_OPSET, export_onnx
+
+        return export_onnx(loaded.segmenter, dst, opset=opset or ONNX_OPSET)
     extra: dict[str, Any] = {
         "exported_from": str(loaded.path),
         "weights_dtype": "float16" if fp16 else "float32",
@@ -633,10 +656,9 @@ def process_rank() -> int:
 
 def _model_device(model: Any) -> Any:
     """The device a segmenter (or an ONNX-backed one, on the CPU) runs on."""
-    import torch
+    from partdisco.engine.inference import model_device
 
-    param = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
-    return param.device if param is not None else torch.device("cpu")
+    return model_device(model)
 
 
 def write_synthetic(
