@@ -24,6 +24,7 @@ import logging
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ logger = logging.getLogger(__name__)
 
 PARTS_JSON_VERSION = 1
 MAX_WORKING_PIXELS = 4096 * 4096  # larger images are shrunk while decoding: memory stays bounded
+IO_THREADS = 2  # threads that decode inputs and encode outputs while the network runs
 THUMB_SIDE = 320  # longer side of the input thumbnails that index.html shows (inside --out: portable)
 _GLOB_CHARS = frozenset("*?[")
 
@@ -596,6 +598,26 @@ def _segment_or_skip(
     return results
 
 
+def _read_chunk(
+    chunk: Sequence[InputImage], mask_paths: dict[str, Path]
+) -> tuple[list[tuple[InputImage, np.ndarray, np.ndarray | None]], list[tuple[InputImage, ImageReadError]]]:
+    """Read a chunk's images (and masks): ``(loaded, unreadable)``, both in input order."""
+    loaded: list[tuple[InputImage, np.ndarray, np.ndarray | None]] = []
+    unreadable: list[tuple[InputImage, ImageReadError]] = []
+    for item in chunk:
+        try:
+            image = read_image(item.path, max_pixels=MAX_WORKING_PIXELS)
+            mask = None
+            if item.name in mask_paths:
+                mask = _fit_mask(read_mask(mask_paths[item.name]), image.shape[:2])
+                check_same_size(item.path, mask_paths[item.name], image.shape, mask.shape)
+        except ImageReadError as err:
+            unreadable.append((item, err))
+            continue
+        loaded.append((item, image, mask))
+    return loaded, unreadable
+
+
 def _chunks(items: Sequence[InputImage], size: int) -> Iterable[Sequence[InputImage]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -747,48 +769,60 @@ def segment_files(
     if summary.skipped and rank == 0:
         logger.info("%d of %d images already segmented in %s, skipped", len(summary.skipped), len(items), out)
     bar = tqdm(total=len(pending), unit="img", desc="segment", disable=not progress or rank != 0)
+    run = dict(
+        size=size,
+        background=background,
+        batch_size=batch_size,
+        with_probs=save_probs,
+        crop=crop,
+        padding=padding,
+        fg_refine=refine,
+    )
+    # Decoding and encoding (PIL releases the GIL) run in threads while the network runs: chunk k + 1 is
+    # read and chunk k - 1's files are written during chunk k's forward passes. Results are taken in input
+    # order, so parts.json and every file are what the sequential loop wrote.
+    io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="segment-io")
+    # A few batches per chunk, so images of equal processing size can share a batch.
+    chunks = list(_chunks(pending, 4 * batch_size))
+    reads = [io.submit(_read_chunk, chunks[0], mask_paths)] if chunks else []
+    writing: list[tuple[InputImage, PartMaps, Future[dict[str, Any]]]] = []
+
+    def finish_writes() -> None:
+        for item, maps, job in writing:
+            entries[item.name] = job.result()
+            owned.update(entries[item.name]["files"].values())
+            if maps.note:
+                summary.notes[item.name] = maps.note
+            failed.pop(str(item.path), None)
+            summary.written.append(item.name)
+            bar.update(1)
+        writing.clear()
+        _merge_and_write(out, data, summary.written)  # after every chunk: a killed run resumes here
+
     try:
-        # A few batches per chunk, so images of equal processing size can share a batch.
-        for chunk in _chunks(pending, 4 * batch_size):
-            loaded: list[tuple[InputImage, np.ndarray, np.ndarray | None]] = []
-            for item in chunk:
-                try:
-                    image = read_image(item.path, max_pixels=MAX_WORKING_PIXELS)
-                    mask = None
-                    if item.name in mask_paths:
-                        mask = _fit_mask(read_mask(mask_paths[item.name]), image.shape[:2])
-                        check_same_size(item.path, mask_paths[item.name], image.shape, mask.shape)
-                except ImageReadError as err:
-                    failed[str(item.path)] = str(err)
-                    summary.failed[str(item.path)] = str(err)
-                    logger.warning("skipping an unreadable file: %s", err)
+        for k in range(len(chunks)):
+            loaded, unreadable = reads[k].result()
+            if k + 1 < len(chunks):
+                reads.append(io.submit(_read_chunk, chunks[k + 1], mask_paths))
+            for item, err in unreadable:
+                failed[str(item.path)] = summary.failed[str(item.path)] = str(err)
+                logger.warning("skipping an unreadable file: %s", err)
+                bar.update(1)
+            results = _segment_or_skip(model, loaded, bool(mask_paths), run) if loaded else []
+            if k > 0:
+                finish_writes()  # chunk k - 1's files, written while this chunk ran
+            for (item, image, _), maps in results:
+                if isinstance(maps, str):  # could not be processed (memory): skipped by name
+                    failed[str(item.path)] = summary.failed[str(item.path)] = maps
+                    logger.warning("skipping %s: %s", item.path, maps)
                     bar.update(1)
-                    continue
-                loaded.append((item, image, mask))
-            if loaded:
-                run = dict(
-                    size=size,
-                    background=background,
-                    batch_size=batch_size,
-                    with_probs=save_probs,
-                    crop=crop,
-                    padding=padding,
-                    fg_refine=refine,
-                )
-                for (item, image, _), maps in _segment_or_skip(model, loaded, bool(mask_paths), run):
-                    if isinstance(maps, str):  # could not be processed (memory): skipped by name
-                        failed[str(item.path)] = summary.failed[str(item.path)] = maps
-                        logger.warning("skipping %s: %s", item.path, maps)
-                    else:
-                        entries[item.name] = write_outputs(out, item, image, maps, save_probs, alpha=alpha)
-                        owned.update(entries[item.name]["files"].values())
-                        if maps.note:
-                            summary.notes[item.name] = maps.note
-                        failed.pop(str(item.path), None)
-                        summary.written.append(item.name)
-                    bar.update(1)
-            _merge_and_write(out, data, summary.written)  # after every chunk: a killed run resumes here
+                else:
+                    job = io.submit(write_outputs, out, item, image, maps, save_probs, alpha=alpha)
+                    writing.append((item, maps, job))
+        if chunks:
+            finish_writes()
     finally:
+        io.shutdown(wait=True)
         bar.close()
     if world == 1:
         summary.index_html = _merge_and_write(out, data, summary.written, num_parts=num_parts)
