@@ -787,8 +787,11 @@ def segment_files(
     reads = [io.submit(_read_chunk, chunks[0], mask_paths)] if chunks else []
     writing: list[tuple[InputImage, PartMaps, Future[dict[str, Any]]]] = []
 
-    def finish_writes() -> None:
-        for item, maps, job in writing:
+    def finish_writes(interrupted: bool = False) -> None:
+        while writing:
+            item, maps, job = writing.pop(0)
+            if interrupted and (job.cancelled() or job.exception() is not None):
+                continue  # stopped: list only the images whose files were all written
             entries[item.name] = job.result()
             owned.update(entries[item.name]["files"].values())
             if maps.note:
@@ -796,7 +799,6 @@ def segment_files(
             failed.pop(str(item.path), None)
             summary.written.append(item.name)
             bar.update(1)
-        writing.clear()
         _merge_and_write(out, data, summary.written)  # after every chunk: a killed run resumes here
 
     try:
@@ -821,6 +823,12 @@ def segment_files(
                     writing.append((item, maps, job))
         if chunks:
             finish_writes()
+    except BaseException:
+        for job in reads:
+            job.cancel()  # no more reading; the segmented images' files are still written (as before)
+        io.shutdown(wait=True)
+        finish_writes(interrupted=True)  # and listed: a rerun skips them
+        raise
     finally:
         io.shutdown(wait=True)
         bar.close()
