@@ -206,6 +206,9 @@ class PartSegmenter(nn.Module):
 
     arch: str
     layer5: nn.Module
+    # Input sides the network takes as they are; others are resized first, inside forward (a ViT's patch
+    # size). An ONNX export takes multiples of it, so that the graph has no branch on the image size.
+    input_multiple: int = 1
 
     def __init__(self, num_parts: int, background_channel: bool, preprocess: Preprocess) -> None:
         super().__init__()
