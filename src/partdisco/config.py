@@ -44,6 +44,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 INIT_FORMATS = ("auto", "caffe", "torchvision")  # provenance of a raw ResNet file given as model.init_from
 NORMALIZATION_CHOICES = ("auto", "caffe", "imagenet", "lite")
 MASK_MODES = ("auto", "ignore")
+FOREGROUND_SOURCES = ("priors", "discover")  # how mask-free training learns the foreground
 OPTIMIZERS = ("sgd", "adamw")
 FULL_IMAGES = ("off", "mask", "predicted")
 RANDOM_INIT = "none"  # model.init_from=none: random backbone on purpose (kept as this string, not null)
@@ -76,6 +77,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.normalization": NORMALIZATION_CHOICES,
     "model.init_from_format": INIT_FORMATS,
     "data.masks": MASK_MODES,
+    "data.foreground": FOREGROUND_SOURCES,
     "data.deepfashion_variant": ("fg", "full"),
     "eval.full_images": FULL_IMAGES,
     "optim.name": OPTIMIZERS,
@@ -108,6 +110,16 @@ class DataConfig:
     # auto: train with the data set's masks when it has them, else mask-free (a learned background
     # channel, docs/EXPERIMENTS.md); ignore: train mask-free even when masks exist (test masks still score)
     masks: str = "auto"
+    # Mask-free training (no masks, or data.masks=ignore): where the foreground comes from. priors: the
+    # per-image priors of loss.lambda_border/area/presence; discover: before training, masks of what
+    # recurs across the training photos (pretrained EfficientNet-Lite0, engine/discover.py), written to
+    # RUN/foreground/ and then used as masks (folder data sets; others fall back to priors with a warning)
+    foreground: str = "priors"
+    mask_dir: str | None = None  # folder data sets: masks/<stem>.png from here instead of data.root/masks
+    discover_size: int = 320  # discovery: shorter side of the network input
+    discover_classes: int = 30  # discovery: recurring ImageNet classes that define the object
+    discover_seed_low: float = 0.2  # discovery: class footprint (min-max per image) below = background seed
+    discover_seed_high: float = 0.6  # discovery: above = foreground seed
     # Synthetic data set (generated on the fly, deterministic by seed).
     synthetic_train: int = 2000
     synthetic_test: int = 200
@@ -347,6 +359,18 @@ def validate_data(cfg: DataConfig) -> DataConfig:
     for key in ("data.cub_mask", "data.cub_variant", "data.deepfashion_variant"):
         need(getattr(cfg, key[5:]) in CHOICES[key], key, f"must be {_or(CHOICES[key])}")
     need(cfg.masks in MASK_MODES, "data.masks", f"must be one of {MASK_MODES}, got {cfg.masks!r}")
+    need(cfg.foreground in FOREGROUND_SOURCES, "data.foreground", f"must be {_or(FOREGROUND_SOURCES)}")
+    need(cfg.discover_size >= 32, "data.discover_size", f"must be >= 32 pixels, got {cfg.discover_size}")
+    need(cfg.discover_classes >= 1, "data.discover_classes", f"must be >= 1, got {cfg.discover_classes}")
+    need(
+        0.0 <= cfg.discover_seed_low < cfg.discover_seed_high <= 1.0,
+        "data.discover_seed_low",
+        "discover_seed_low < discover_seed_high must both be in [0, 1], got "
+        f"{cfg.discover_seed_low} and {cfg.discover_seed_high}",
+    )
+    if cfg.mask_dir is not None:
+        mask_dir = Path(str(cfg.mask_dir)).expanduser()
+        need(mask_dir.is_dir(), "data.mask_dir", f"folder {str(mask_dir)!r} does not exist")
     if cfg.name != "synthetic":
         need(
             cfg.root is not None,

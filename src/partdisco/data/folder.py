@@ -206,6 +206,7 @@ class FolderDataset(SampleDataset):
         strict: bool,
         seed: int = 0,
         use_masks: bool = True,
+        mask_dir: Path | None = None,
     ) -> None:
         super().__init__(augment=augment, strict=strict, seed=seed)
         self.root = Path(root)
@@ -214,11 +215,10 @@ class FolderDataset(SampleDataset):
         self.size, self.padding_frac, self.jitter_frac, self.flip = (
             crop.size, crop.padding_frac, crop.jitter_frac, crop.flip,
         )  # fmt: skip
-        self.has_masks = use_masks and (self.root / "masks").is_dir()
+        masks = Path(mask_dir) if mask_dir is not None else self.root / "masks"
+        self.has_masks = use_masks and masks.is_dir()
         self.mask_paths = (
-            _annotation_paths(
-                self.root / "masks", files, "mask", ", or set data.masks=ignore to train without"
-            )
+            _annotation_paths(masks, files, "mask", ", or set data.masks=ignore to train without")
             if self.has_masks
             else None
         )
@@ -345,7 +345,8 @@ def build(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> SampleData
         augment=train and split == "train",
         strict=cfg.strict,
         seed=seed,
-        use_masks=not (train and split == "train" and cfg.masks == "ignore"),
+        use_masks=not (train and split == "train" and cfg.masks == "ignore") or cfg.mask_dir is not None,
+        mask_dir=Path(cfg.mask_dir).expanduser() if cfg.mask_dir is not None else None,
     )
     if train and not dataset.has_masks:
         logger.info(

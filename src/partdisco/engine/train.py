@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from partdisco.config import ConfigError, LossConfig, OptimConfig, RunConfig, save_config
 from partdisco.data import Batch, PartsDataset, build_dataset, collate
+from partdisco.data.folder import FolderDataset
 from partdisco.data.samplers import ResumableBatchSampler
 from partdisco.engine import distributed as dist_utils
 from partdisco.engine.checkpoint import (
@@ -44,6 +45,13 @@ from partdisco.engine.checkpoint import (
     resolve_resume,
 )
 from partdisco.engine.diagnostics import format_diagnostics, has_label_metrics, part_diagnostics
+from partdisco.engine.discover import (
+    FOREGROUND_DIR,
+    MASKS,
+    DiscoverySettings,
+    discover_foreground,
+    discovery_complete,
+)
 from partdisco.engine.evaluate import evaluate, metric_warnings
 from partdisco.engine.inference import predict_labels, resolve_device
 from partdisco.engine.monitor import MetricWriter, setup_logging, teardown_logging
@@ -490,6 +498,11 @@ def build_run(
     test_set = build_dataset(cfg.data, "test", train=False)
     log.info("data %s: %d train / %d test images", cfg.data.name, len(train_set), len(test_set))
     mask_free = cfg.data.masks == "ignore" or not train_set.has_masks
+    if mask_free and cfg.data.foreground == "discover":
+        train_set = _discovered_train_set(cfg, train_set, run_dir, device, main)
+        mask_free = not train_set.has_masks
+        if not mask_free:
+            cfg.model.background_channel = True  # the discovered masks teach the background channel
     if mask_free:
         why = "data.masks=ignore" if cfg.data.masks == "ignore" else "the data set has no foreground masks"
         log.info("%s: mask-free training, the background channel is learnt from priors", why)
@@ -583,6 +596,38 @@ def build_run(
         vis_batch=_fixed_batch(test_set, 8),
         start_step=start_step,
     )
+
+
+def _discovered_train_set(
+    cfg: RunConfig, train_set: PartsDataset, run_dir: Path, device: torch.device, main: bool
+) -> PartsDataset:
+    """The training set with the masks of foreground discovery (``data.foreground=discover``).
+
+    Discovery runs once per run folder (``RUN/foreground/``, kept for resuming and for looking at) on the
+    main process; the other ranks wait for it. Data sets that are not folders of files keep the priors.
+    """
+    if not isinstance(train_set, FolderDataset):
+        log.warning(
+            "data.foreground=discover needs a folder data set (dataset=folder); %s trains with the priors",
+            cfg.data.name,
+        )
+        return train_set
+    paths = [train_set.image_dir / name for name in train_set.files]
+    out = run_dir / FOREGROUND_DIR
+    if main and not discovery_complete(out, paths):
+        settings = DiscoverySettings(
+            size=cfg.data.discover_size,
+            classes=cfg.data.discover_classes,
+            seed_low=cfg.data.discover_seed_low,
+            seed_high=cfg.data.discover_seed_high,
+        )
+        log.info("foreground discovery on %d training images -> %s", len(paths), out)
+        discover_foreground(paths, out, settings, device=device)
+    elif main:
+        log.info("foreground discovery: reusing the masks in %s", out / MASKS)
+    dist_utils.barrier()
+    data = replace(cfg.data, mask_dir=str(out / MASKS))
+    return build_dataset(data, "train", train=True, seed=cfg.seed)
 
 
 def train_loop(run: Run, stop_after: int | None = None) -> tuple[int, Path | None, bool]:
