@@ -28,13 +28,14 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 HERE = Path(__file__).resolve().parent
+THREADS = "2"  # torch threads per job (set from --threads): parallel jobs must not oversubscribe the cores
 
 VARIANTS: dict[str, list[str]] = {
     # recipe=cpu before issue #21: random ResNet-18, texture phi, per-image priors
@@ -57,7 +58,10 @@ def run(cmd: list[str], log: Path) -> float:
         f.write("$ " + " ".join(cmd) + "\n")
         f.flush()
         proc = subprocess.run(
-            cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+            cmd,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": THREADS},
         )
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:4])}... failed ({proc.returncode}); see {log}")
@@ -155,7 +159,10 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=1, help="jobs at a time")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("extra", nargs="*", help="more key=value overrides for every training")
+    p.add_argument("--threads", type=int, default=2, help="torch threads per job")
     args = p.parse_args()
+    global THREADS
+    THREADS = str(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     sets = list(args.sets)
     for item in args.synth:
@@ -170,7 +177,7 @@ def main() -> None:
     with ThreadPoolExecutor(args.jobs) as pool:
         futures = [pool.submit(job, root, v, args) for root, v in todo]
         results = []
-        for f in futures:
+        for f in as_completed(futures):
             try:
                 results.append(f.result())
             except Exception as err:  # one failed job must not lose the others' numbers

@@ -102,7 +102,7 @@ class EfficientNetDiscovery:
 
     @torch.no_grad()
     def __call__(self, image01: Tensor) -> tuple[Tensor, Tensor]:
-        """(1, 3, H, W) RGB in [0, 1] -> unit-norm (1, 152, H/8, W/8) features, (1, 1000, H/32, W/32) logits."""
+        """(1, 3, H, W) RGB [0, 1] -> unit-norm (1, 152, H/8, W/8) features, (1, 1000, H/32, W/32) logits."""
         x = self.net.preprocess(image01.to(self.device))  # the weights' own normalisation
         stages = self.net.forward_stages(x)
         s3, s4 = stages["stage3"], stages["stage4"]
@@ -270,13 +270,14 @@ def discover_foreground(
     for i in tqdm(range(n), desc="foreground 3/3: masks", unit="img", disable=not progress, leave=False):
         image, inp = load(i)
         dense, _ = network(inp)
-        d = dense[0].cpu()
-        prob = torch.sigmoid(((d.permute(1, 2, 0) - mean) / std) @ w + b)  # (h8, w8)
+        d = dense[0]  # on the network's device: the per-pixel work below stays there
+        linear = [t.to(d.device) for t in (mean, std, w, b)]
+        prob = torch.sigmoid(((d.permute(1, 2, 0) - linear[0]) / linear[1]) @ linear[2] + linear[3])
         prob = F.interpolate(prob[None, None], size=inp.shape[-2:], mode="bilinear", align_corners=False)
         if settings.refine_radius > 0:
             radius = refine_radius(min(inp.shape[-2:]), settings.refine_radius)
-            prob = guided_filter(inp, prob, radius, settings.refine_eps).clamp(0, 1)
-        prob = F.interpolate(prob, size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0]
+            prob = guided_filter(inp.to(d.device), prob, radius, settings.refine_eps).clamp(0, 1)
+        prob = F.interpolate(prob, size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0].cpu()
         mask = prob > 0.5
         if not mask.any():  # never an empty mask: the most object-like tenth of the image
             mask = prob >= prob.flatten().quantile(0.9)
