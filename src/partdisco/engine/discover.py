@@ -13,9 +13,9 @@ ImageNet EfficientNet-Lite0 that ships as a pip package (:mod:`partdisco.models.
    of the last feature map, stride 32, softmax over the 1000 classes) gives each location the probability
    that it shows one of them: the object's coarse footprint, whatever its size or saliency.
 3. **Its outline.** Confident locations (footprint above ``discover_seed_high`` or below
-   ``discover_seed_low``, after a per-image min-max) train one linear foreground / background classifier on
-   the dense stride-8 features (stages 3 and 4) of *all* images at once: the object's appearance is learnt
-   from the photos where it is clear and applied where it is not.
+   ``discover_seed_low``, after a per-image min-max) of the same (at most 500, evenly spaced) images train
+   one linear foreground / background classifier on the dense stride-8 features (stages 3 and 4): the
+   object's appearance is learnt over the photos where it is clear and applied to every photo.
 4. **Its edges.** The classifier's stride-8 probability is upsampled and snapped to the image's colour
    edges by the guided filter of :mod:`partdisco.engine.refine`, then thresholded at 0.5.
 
@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 MASKS = "masks"  # RUN/foreground/masks/<stem>.png
 FOREGROUND_DIR = "foreground"
 SEEDS_PER_IMAGE = 400  # seed locations drawn per image for the linear classifier
-MAX_CLASS_IMAGES = 500  # images classified to find the recurring classes (evenly spaced)
+MAX_CLASS_IMAGES = 500  # images (evenly spaced) that find the recurring classes and give the seeds
 GRID = 32  # the network's input sides are multiples of its largest stride
 
 
@@ -244,8 +244,10 @@ def discover_foreground(
     # 2. seeds: confident locations of every image's footprint -> one linear classifier for the data set
     generator = torch.Generator().manual_seed(0)
     xs, ys = [], []
-    for i in tqdm(range(n), desc="foreground 2/3: seeds", unit="img", disable=not progress, leave=False):
-        dense, logits = network(load(i)[1])
+    seed_images = picked if len(picked) < n else range(n)  # the same evenly spaced subset (at most 500)
+    bar = tqdm(seed_images, desc="foreground 2/3: seeds", unit="img", disable=not progress, leave=False)
+    for i in bar:
+        dense, logits = network(load(int(i))[1])
         dense = dense[0].cpu()  # (D, h8, w8)
         foot = footprint(logits, classes)
         foot = F.interpolate(foot[None, None], size=dense.shape[-2:], mode="bilinear", align_corners=False)[
