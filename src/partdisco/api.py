@@ -47,10 +47,35 @@ def resolve_train_config(
     saved = run_dir / "config.yaml"
     if not saved.is_file():
         raise ConfigError(f"resume: run folder {str(run_dir)!r} has no config.yaml")
-    cfg = load_config(None, list(given.rest), config_file=saved)  # the run's data set: dataset= is ignored
+    _refuse_resume_words(run_dir, saved, given, config_file)
+    cfg = load_config(None, list(given.rest), config_file=saved)  # the run's data set
     cfg.resume = str(resume)
     cfg.out = str(run_dir)
     return cfg
+
+
+def _refuse_resume_words(run_dir: Path, saved: Path, given: Any, config_file: str | Path | None) -> None:
+    """Refuse words that a resumed run cannot honour (they used to be dropped without a word)."""
+    import yaml
+
+    values = yaml.safe_load(saved.read_text()) or {}
+    rest = split_overrides(list(given.rest), keys=("recipe",))
+    ignored = []
+    if given.dataset is not None and given.dataset != values.get("dataset"):
+        ignored.append(f"dataset={given.dataset} (the run's is {values.get('dataset')})")
+    if rest.recipe is not None and rest.recipe != values.get("recipe"):
+        ignored.append(f"recipe={rest.recipe} (the run's is {values.get('recipe')})")
+    for item in rest.rest:
+        key, _, value = item.partition("=")
+        if key.strip() == "out" and Path(value).absolute() != run_dir.absolute():
+            ignored.append(f"out={value} (a resumed run stays in {run_dir})")
+    if config_file is not None and Path(config_file).resolve() != saved.resolve():
+        ignored.append(f"--config {config_file} (a resumed run's config is {saved})")
+    if ignored:
+        raise ConfigError(
+            f"resume={run_dir} continues that run as it was; cannot take {'; '.join(ignored)} "
+            "(drop them, or start a new run with out=NEW_FOLDER and model.init_from=)"
+        )
 
 
 def train(cfg: RunConfig | list[str] | None = None) -> Path:

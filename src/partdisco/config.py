@@ -763,7 +763,9 @@ def load_config(
         merge_dict(cfg, yaml.safe_load(recipe_file.read_text()) or {}, source=str(recipe_file))
         cfg.recipe = str(recipe)
     if file_values:
-        file_values = {k: v for k, v in file_values.items() if k != "recipe"}
+        # resume= is a command-line word only: a run's config.yaml records the resume that made it, and
+        # reusing that file as --config with out=NEW must start NEW, not continue the old run
+        file_values = {k: v for k, v in file_values.items() if k not in ("recipe", "resume")}
         merge_dict(cfg, file_values_for_preset(file_values, str(preset)), source=str(config_file))
     apply_overrides(cfg, list(given.rest))
     return validate(cfg) if check else cfg

@@ -24,8 +24,13 @@ from partdisco.config import ConfigError
 
 LOCK_NAME = ".lock"
 RUN_MARKERS = ("config.yaml", "checkpoints", "model.pt")
-# Temp files of our atomic writes (partdisco.fileio: checkpoints, config, JSON, PNGs, HTML).
-_STALE_TMP = re.compile(r"^.+\.tmp(-\d+)?$")
+# Temp files of our atomic writes only (partdisco.fileio: ``.NAME.<random>.tmp``; older ``NAME.tmp-PID``):
+# a user's own ``notes.tmp`` in a run folder is not ours to delete.
+_STALE_TMP = re.compile(
+    r"^(\..+|config\.yaml|model\.pt|metrics\.json|parts\.png|step_\d+\.pt)\.tmp(-\d+)?$"
+)
+# What a run that stopped before its first checkpoint leaves: a new run may start over it.
+_FAILED_START = ("config.yaml", "train.log", "tensorboard", "checkpoints", LOCK_NAME)
 
 RESUME_MUTABLE: dict[str, str] = {
     "train.steps": "train longer (the poly horizon follows unless optim.schedule_steps is set)",
@@ -69,6 +74,40 @@ def refuse_if_holds_run(run_dir: Path, config_file: str | None = None) -> None:
         f"out={run_dir}{via} already holds a run ({', '.join(found)}); continue it with resume={run_dir}, "
         "or start a new run with out=NEW_FOLDER"
     )
+
+
+def check_new_run_folder(run_dir: Path, config_file: str | None = None) -> bool:
+    """Refuse a new run into a folder that holds a run or files that are not a run's; say if it restarts.
+
+    A new run may go into a missing or empty folder, or into the folder of a run that stopped before its
+    first checkpoint (only ``config.yaml``, ``train.log``, ``tensorboard/``, an empty ``checkpoints/`` and
+    our temp files): that run cannot be resumed, so starting it again is the way on.
+
+    Returns:
+        True when the folder holds such a failed start (the caller logs that it starts over).
+
+    Raises:
+        ConfigError: the folder holds a run with a checkpoint or ``model.pt``, or files of the user's.
+    """
+    if not run_dir.is_dir():
+        return False
+    checkpoints = run_dir / "checkpoints"
+    saved = (run_dir / "model.pt").exists() or (
+        checkpoints.is_dir() and any(p.name.startswith("step_") for p in checkpoints.iterdir())
+    )
+    if saved:
+        refuse_if_holds_run(run_dir, config_file)
+    entries = sorted(p.name for p in run_dir.iterdir())
+    foreign = [n for n in entries if n not in _FAILED_START and not _STALE_TMP.match(n)]
+    if checkpoints.is_dir():
+        foreign += [f"checkpoints/{p.name}" for p in checkpoints.iterdir() if not _STALE_TMP.match(p.name)]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ConfigError(
+            f"out={run_dir} is not empty and is not a run folder (it has {shown}); a new run writes "
+            "model.pt, metrics.json, parts.png... there: choose a new or empty folder with out=NEW_FOLDER"
+        )
+    return "config.yaml" in entries
 
 
 class RunLock:
@@ -209,6 +248,7 @@ __all__ = [
     "RunFolderBusyError",
     "RunLock",
     "check_checkpoint_fields",
+    "check_new_run_folder",
     "check_resume_changes",
     "holds_run",
     "is_writable_dir",

@@ -39,6 +39,7 @@ from partdisco.data.samplers import ResumableBatchSampler
 from partdisco.engine import distributed as dist_utils
 from partdisco.engine.checkpoint import (
     checkpoint_dir,
+    latest_checkpoint,
     load_checkpoint,
     prune_checkpoints,
     resolve_resume,
@@ -51,8 +52,8 @@ from partdisco.engine.precision import autocast_ctx, make_scaler
 from partdisco.engine.runfolder import (
     RunLock,
     check_checkpoint_fields,
+    check_new_run_folder,
     check_resume_changes,
-    refuse_if_holds_run,
     remove_stale_tmp,
     require_writable_dir,
 )
@@ -405,18 +406,23 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
     if main:
         # The folder is ours before anything is written: writable, locked, and not another run's.
         require_writable_dir(run_dir, "out")
+        if resume_ckpt is None:
+            check_new_run_folder(run_dir)  # before the lock file: a refused folder gets no new file
         lock = RunLock(run_dir)
+    restarted = False
     try:
         resume_state = None
         if resume_ckpt is None:
-            if main:
-                refuse_if_holds_run(run_dir)
+            if main and check_new_run_folder(run_dir):
+                restarted = True
         else:
             resume_state = _load_resume_state(resume_ckpt, cfg)
         if main:
             for path in remove_stale_tmp(run_dir):
                 log.debug("removed %s, left by an interrupted write", path)
         setup_logging(run_dir if main else None, main_process=main)
+        if restarted:
+            log.info("%s holds a run that stopped before its first checkpoint: starting it again", run_dir)
         try:
             return _fit_locked(cfg, run_dir, device, resume_ckpt, resume_state, stop_after)
         except TrainingDivergedError as err:
@@ -530,8 +536,6 @@ def build_run(
         log.info("resumed from %s at step %d", resume_ckpt, start_step)
     for group in optimizer.param_groups:
         group.setdefault("base_lr", group["lr"])
-    if main:
-        save_config(cfg, run_dir / "config.yaml")
 
     net: nn.Module = model
     if world > 1 and cfg.train.sync_bn and not cfg.model.freeze_bn:
@@ -567,6 +571,8 @@ def build_run(
         pin_memory=device.type == "cuda",
         persistent_workers=cfg.data.num_workers > 0,
     )
+    if main:  # every check has passed (the sampler refuses a batch larger than the data set)
+        save_config(cfg, run_dir / "config.yaml")
     return Run(
         cfg=cfg,
         run_dir=run_dir,
@@ -589,53 +595,110 @@ def train_loop(run: Run, stop_after: int | None = None) -> tuple[int, Path | Non
     """Train from ``run.start_step`` to ``cfg.train.steps`` (or ``stop_after`` steps of this session).
 
     Returns:
-        The step reached, the last checkpoint written in this session (or None), and whether the loop was
+        The step reached, the last good checkpoint (or None), and whether the loop was
         stopped by ``stop_after`` (then the run is not finished: no final evaluation or model.pt).
     """
-    cfg, learner, device = run.cfg, run.learner, run.device
-    total = cfg.train.steps
-    step, last_saved = run.start_step, None
-    first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first non-finite step, no host sync
+    cfg = run.cfg
+    first_bad = torch.full((), -1, dtype=torch.long, device=run.device)  # first non-finite step, no sync
     progress = tqdm(
-        total=total,
-        initial=step,
+        total=cfg.train.steps,
+        initial=run.start_step,
         desc="train",
         disable=not (run.main and cfg.log.progress),
         dynamic_ncols=True,
     )
-    set_train_mode(learner.model, cfg.model.freeze_bn)
+    set_train_mode(run.learner.model, cfg.model.freeze_bn)
     t0 = time.perf_counter()
-    with progress:
-        for batch in run.loader:
-            for group in learner.optimizer.param_groups:
-                group["lr"] = group["base_lr"] * lr_factor(step, cfg.optim, total)
-            inputs = StepInputs.from_batch(batch, device, run.mask_free)
-            draws = draw_step(cfg.seed, step, cfg.loss, inputs.image.shape[0], run.rank, run.world)
-            terms = train_step(learner, inputs, draws)
-            bad = ~torch.isfinite(terms["total"])
-            first_bad = torch.where((first_bad < 0) & bad, torch.full_like(first_bad, step), first_bad)
-            step += 1
-            progress.update(1)
-            if step == run.start_step + ETA_AFTER_STEPS and step < total:
-                _log_eta(time.perf_counter() - t0, step - run.start_step, total - step)
-            is_last, checkpoint_now = step == total, step % cfg.train.checkpoint_every == 0
-            if step % cfg.train.log_every == 0 or is_last or checkpoint_now:
-                _raise_if_diverged(first_bad, terms, last_saved)
-                _log_step(run, step, terms, progress, time.perf_counter() - t0)
-            if run.writer is not None and (step % cfg.train.vis_every == 0 or is_last):
-                run.writer.image("parts/test", _part_grid(run), step)
-            if cfg.train.eval_every > 0 and step % cfg.train.eval_every == 0 and not is_last:
-                metrics = _evaluate(run)
-                if run.writer is not None:
-                    run.writer.scalars(
-                        {k: v for k, v in metrics.items() if isinstance(v, float)}, step, "eval"
-                    )
-                set_train_mode(learner.model, cfg.model.freeze_bn)
-            if checkpoint_now or is_last:
-                last_saved = _save_checkpoint(run, step, terms, last_saved)
-            if stop_after is not None and step - run.start_step >= stop_after:
-                log.info("stopping after %d steps as asked (step %d)", stop_after, step)
-                return step, last_saved, True
+    with progress, _CtrlC(run.world == 1) as ctrl_c:
+        return _loop_steps(run, stop_after, progress, t0, first_bad, ctrl_c)
+
+
+class _CtrlC:
+    """The first Ctrl-C (SIGINT) asks the loop to stop after the current step and save a checkpoint.
+
+    A second Ctrl-C stops at once. Only for one process in the main thread (ranks of a distributed run
+    would stop at different steps); elsewhere Ctrl-C stops at once, as before.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        import signal
+        import threading
+
+        self.asked = False
+        self._enabled = enabled and threading.current_thread() is threading.main_thread()
+        self._signal = signal
+        self._old: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+        log.warning("Ctrl-C: stopping after this step and saving a checkpoint (Ctrl-C again stops at once)")
+
+    def __enter__(self) -> _CtrlC:
+        if self._enabled:
+            self._old = self._signal.signal(self._signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._enabled:
+            self._signal.signal(self._signal.SIGINT, self._old)
+
+
+def _stop_on_ctrl_c(run: Run, step: int, last_saved: Path | None) -> None:
+    """After a Ctrl-C: save the steps done since the last checkpoint, say where, stop (KeyboardInterrupt)."""
+    if last_saved is None or last_saved.name != f"step_{step:07d}.pt":
+        try:
+            last_saved = _save_checkpoint(run, step, {}, last_saved)
+        except (TrainingDivergedError, OSError, RuntimeError) as err:
+            log.warning("interrupted at step %d; no checkpoint written (%s)", step, err)
+    if last_saved is not None:
+        log.warning(
+            "interrupted at step %d: saved %s; continue with resume=%s", step, last_saved, run.run_dir
+        )
+    raise KeyboardInterrupt
+
+
+def _loop_steps(
+    run: Run, stop_after: int | None, progress: Any, t0: float, first_bad: torch.Tensor, ctrl_c: _CtrlC
+) -> tuple[int, Path | None, bool]:
+    """The body of :func:`train_loop`."""
+    cfg, learner, device = run.cfg, run.learner, run.device
+    total = cfg.train.steps
+    # a resumed run's last good checkpoint is the one it resumed from until it writes one
+    step, last_saved = run.start_step, latest_checkpoint(run.run_dir) if run.start_step else None
+    for batch in run.loader:
+        for group in learner.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * lr_factor(step, cfg.optim, total)
+        inputs = StepInputs.from_batch(batch, device, run.mask_free)
+        draws = draw_step(cfg.seed, step, cfg.loss, inputs.image.shape[0], run.rank, run.world)
+        terms = train_step(learner, inputs, draws)
+        bad = ~torch.isfinite(terms["total"])
+        first_bad = torch.where((first_bad < 0) & bad, torch.full_like(first_bad, step), first_bad)
+        step += 1
+        progress.update(1)
+        if step == run.start_step + ETA_AFTER_STEPS and step < total:
+            _log_eta(time.perf_counter() - t0, step - run.start_step, total - step)
+        is_last, checkpoint_now = step == total, step % cfg.train.checkpoint_every == 0
+        if step % cfg.train.log_every == 0 or is_last or checkpoint_now:
+            _raise_if_diverged(first_bad, terms, last_saved)
+            _log_step(run, step, terms, progress, time.perf_counter() - t0)
+        if run.writer is not None and (step % cfg.train.vis_every == 0 or is_last):
+            run.writer.image("parts/test", _part_grid(run), step)
+        if cfg.train.eval_every > 0 and step % cfg.train.eval_every == 0 and not is_last:
+            metrics = _evaluate(run)
+            if run.writer is not None:
+                run.writer.scalars(
+                    {k: v for k, v in metrics.items() if isinstance(v, float)}, step, "eval"
+                )
+            set_train_mode(learner.model, cfg.model.freeze_bn)
+        if checkpoint_now or is_last:
+            last_saved = _save_checkpoint(run, step, terms, last_saved)
+        if ctrl_c.asked and not is_last:
+            _stop_on_ctrl_c(run, step, last_saved)
+        if stop_after is not None and step - run.start_step >= stop_after:
+            log.info("stopping after %d steps as asked (step %d)", stop_after, step)
+            return step, last_saved, True
     return step, last_saved, False
 
 
@@ -795,10 +858,11 @@ def _raise_if_diverged(
     if bad_step < 0:
         return
     shown = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
-    kept = f"last good checkpoint: {last_saved}" if last_saved else "no checkpoint was written yet"
+    kept = f"last good checkpoint: {last_saved}" if last_saved else NO_CHECKPOINT_YET
     raise TrainingDivergedError(f"non-finite loss at step {bad_step + 1} ({shown}); stopped; {kept}")
 
 
+NO_CHECKPOINT_YET = "no checkpoint was written yet (start the run again with the same command)"
 FOREGROUND_PROBES = 16  # training samples looked at before step 0
 
 
@@ -835,7 +899,7 @@ def _raise_if_weights_diverged(
     if not bad:
         return
     shown = f" ({', '.join(f'{k}={v.item():.4g}' for k, v in terms.items())})" if terms else ""
-    kept = f"last good checkpoint: {last_saved}" if last_saved else "no checkpoint was written yet"
+    kept = f"last good checkpoint: {last_saved}" if last_saved else NO_CHECKPOINT_YET
     raise TrainingDivergedError(
         f"non-finite weights at step {step}{shown}: {len(bad)} tensor(s), first {bad[0]}; stopped without "
         f"saving them (lower optim.lr); {kept}"
