@@ -88,7 +88,9 @@ def test_resume_refuses_another_config_file(run_copy, tmp_path):
     with pytest.raises(ConfigError, match="--config .*other.yaml"):
         resolve_train_config([f"resume={run_copy}"], config_file=other)
     # the run's own config.yaml is the same run: accepted
-    assert resolve_train_config([f"resume={run_copy}"], config_file=run_copy / "config.yaml").out == str(run_copy)
+    assert resolve_train_config([f"resume={run_copy}"], config_file=run_copy / "config.yaml").out == str(
+        run_copy
+    )
 
 
 def test_divergence_after_resume_names_the_checkpoint_it_resumed_from(run_copy, monkeypatch):
@@ -118,7 +120,9 @@ def test_new_run_into_a_folder_of_other_files_is_refused_and_changes_nothing(tmp
     err = _one_line(capsys)
     assert f"out={folder} is not empty and is not a run folder" in err and "metrics.json" in err
     assert sorted(p.name for p in folder.iterdir()) == before  # not even a .lock file
-    assert (folder / "notes.tmp").read_text() == "draft" and (folder / "parts.png").read_bytes() == b"not ours"
+    assert (folder / "notes.tmp").read_text() == "draft" and (
+        folder / "parts.png"
+    ).read_bytes() == b"not ours"
 
 
 def test_only_our_temp_files_are_removed(tmp_path):
@@ -138,7 +142,9 @@ def test_a_batch_larger_than_the_data_set_leaves_no_run(tmp_path, tiny_args):
     assert not (out / "config.yaml").exists()
 
 
-def test_a_run_that_failed_before_its_first_checkpoint_can_start_again(tmp_path, tiny_overrides, monkeypatch, capsys):
+def test_a_run_that_failed_before_its_first_checkpoint_can_start_again(
+    tmp_path, tiny_overrides, monkeypatch, capsys
+):
     run = tmp_path / "run"
 
     def boom(*args, **kwargs):

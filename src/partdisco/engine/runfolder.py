@@ -26,9 +26,7 @@ LOCK_NAME = ".lock"
 RUN_MARKERS = ("config.yaml", "checkpoints", "model.pt")
 # Temp files of our atomic writes only (partdisco.fileio: ``.NAME.<random>.tmp``; older ``NAME.tmp-PID``):
 # a user's own ``notes.tmp`` in a run folder is not ours to delete.
-_STALE_TMP = re.compile(
-    r"^(\..+|config\.yaml|model\.pt|metrics\.json|parts\.png|step_\d+\.pt)\.tmp(-\d+)?$"
-)
+_STALE_TMP = re.compile(r"^(\..+|config\.yaml|model\.pt|metrics\.json|parts\.png|step_\d+\.pt)\.tmp(-\d+)?$")
 # What a run that stopped before its first checkpoint leaves: a new run may start over it.
 _FAILED_START = ("config.yaml", "train.log", "tensorboard", "checkpoints", LOCK_NAME)
 

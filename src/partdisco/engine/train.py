@@ -688,9 +688,7 @@ def _loop_steps(
         if cfg.train.eval_every > 0 and step % cfg.train.eval_every == 0 and not is_last:
             metrics = _evaluate(run)
             if run.writer is not None:
-                run.writer.scalars(
-                    {k: v for k, v in metrics.items() if isinstance(v, float)}, step, "eval"
-                )
+                run.writer.scalars({k: v for k, v in metrics.items() if isinstance(v, float)}, step, "eval")
             set_train_mode(learner.model, cfg.model.freeze_bn)
         if checkpoint_now or is_last:
             last_saved = _save_checkpoint(run, step, terms, last_saved)
