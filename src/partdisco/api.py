@@ -311,9 +311,11 @@ def export(src: str | Path, dst: str | Path, fp16: bool = False) -> Path:
         The written path. The file keeps the model description, the training image size and, for our
         checkpoints, the run config (so ``partdisco eval`` still knows the data set); no optimizer state.
     """
+    from partdisco.engine.runfolder import refuse_run_file
     from partdisco.models.convert import export_checkpoint, load_checkpoint_file
 
     loaded = load_checkpoint_file(src)
+    refuse_run_file(dst, "export: DST", source=loaded.path)
     extra: dict[str, Any] = {
         "exported_from": str(loaded.path),
         "weights_dtype": "float16" if fp16 else "float32",
@@ -344,8 +346,11 @@ def convert(src: str | Path, dst: str | Path, allow_pickle: bool = False) -> tup
 
     from partdisco.models.convert import export_checkpoint, load_checkpoint_file
 
+    from partdisco.engine.runfolder import refuse_run_file
+
     if os.path.exists(dst) and os.path.exists(src) and os.path.samefile(src, dst):
         raise ValueError(f"convert: DST {str(dst)!r} is SRC; write the converted file to another path")
+    refuse_run_file(dst, "convert: DST")
     seg = load_checkpoint_file(src, allow_pickle=allow_pickle).segmenter
     return seg, export_checkpoint(seg, dst, extra={"converted_from": str(src)})
 
@@ -356,11 +361,15 @@ def _metrics_destination(checkpoint: Path, out: str | Path | None) -> Path:
     Raises:
         ConfigError: ``out`` is given and its folder is not writable.
     """
-    from partdisco.engine.runfolder import is_writable_dir
+    from partdisco.engine.runfolder import is_writable_dir, refuse_run_file
 
     if out is not None:
         out = Path(out)
         folder = out if out.is_dir() else out.parent
+        if not out.is_dir():
+            refuse_run_file(out, "--out", source=checkpoint)
+            if out.is_file() and out.read_bytes()[:1] not in (b"{", b""):
+                raise ConfigError(f"--out {str(out)!r} exists and is not a metrics JSON file; write elsewhere")
         if not is_writable_dir(folder):
             raise ConfigError(f"--out {str(out)!r}: folder {str(folder)!r} is not writable")
         return out

@@ -183,3 +183,13 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tmp_path, tiny_overrides
     monkeypatch.setattr(train_mod, "train_step", real)
     fit(resolve_train_config([f"resume={run}", "train.steps=3"]))
     assert (run / "model.pt").is_file()
+
+
+def test_resume_on_another_number_of_processes_is_refused(run_copy):
+    last = step_checkpoints(run_copy)[-1][1]
+    state = torch.load(last, weights_only=True)
+    assert state["world_size"] == 1
+    state["world_size"] = 2
+    torch.save(state, last)
+    with pytest.raises(ConfigError, match=r"trained by 2 process\(es\), this is 1.*nproc_per_node 2"):
+        fit(resolve_train_config([f"resume={run_copy}", "train.steps=3"]))

@@ -108,6 +108,32 @@ def check_new_run_folder(run_dir: Path, config_file: str | None = None) -> bool:
     return "config.yaml" in entries
 
 
+_RUN_FILES = ("model.pt", "config.yaml", "metrics.json", "parts.png", "train.log", LOCK_NAME)
+
+
+def refuse_run_file(dst: str | os.PathLike[str], what: str, source: str | os.PathLike[str] | None = None) -> None:
+    """Refuse an output path that is ``source`` itself or one of a run folder's own files.
+
+    A run's ``model.pt``, ``config.yaml``, ``metrics.json``... and anything in its ``checkpoints/`` belong to
+    that run (an fp16 copy over ``model.pt``, or a weights-only file over a checkpoint, would lose the
+    fp32 model or the optimiser state that ``resume=`` needs).
+
+    Raises:
+        ConfigError: one line naming ``what``, the path and the way out.
+    """
+    path = Path(dst)
+    if source is not None and path.exists() and Path(source).exists() and os.path.samefile(path, source):
+        raise ConfigError(f"{what} {str(path)!r} is the file it reads ({source}); write to another path")
+    parent = path.absolute().parent
+    in_checkpoints = parent.name == "checkpoints" and holds_run(parent.parent)
+    if in_checkpoints or (path.name in _RUN_FILES and holds_run(parent)):
+        run = parent.parent if in_checkpoints else parent
+        raise ConfigError(
+            f"{what} {str(path)!r} is a file of the run folder {str(run)!r}, which it would replace; "
+            "write to another path"
+        )
+
+
 class RunLock:
     """Exclusive, non-blocking ``flock`` on ``RUN/.lock``; released on :meth:`release` or process death.
 
@@ -251,6 +277,7 @@ __all__ = [
     "holds_run",
     "is_writable_dir",
     "refuse_if_holds_run",
+    "refuse_run_file",
     "remove_stale_tmp",
     "require_writable_dir",
 ]

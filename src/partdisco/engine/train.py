@@ -349,7 +349,7 @@ def _default_run_dir(cfg: RunConfig) -> Path:
 
 
 def _state(
-    learner: Learner, step: int, cfg: RunConfig, metrics: dict[str, Any] | None = None
+    learner: Learner, step: int, cfg: RunConfig, metrics: dict[str, Any] | None = None, world: int = 1
 ) -> dict[str, Any]:
     """The checkpoint dict: weights, optimiser and scaler state, config, metrics (docs/RELIABILITY.md)."""
     return checkpoint_record(
@@ -361,6 +361,7 @@ def _state(
         config=cfg.to_dict(),
         metrics=metrics or {},
         torch_version=str(torch.__version__),
+        world_size=world,  # processes: the global batch is train.batch_size x world_size
     )
 
 
@@ -447,6 +448,12 @@ def _load_resume_state(resume_ckpt: Path, cfg: RunConfig) -> dict[str, Any]:
             f"run folder ({resume_ckpt.parent}) or one of its checkpoints/step_*.pt"
         )
     check_checkpoint_fields(state, resume_ckpt)
+    world, saved_world = dist_utils.world_size(), state.get("world_size")
+    if saved_world is not None and int(saved_world) != world:
+        raise ConfigError(
+            f"resume: {resume_ckpt} was trained by {saved_world} process(es), this is {world}: the global batch "
+            f"(train.batch_size x processes) would change; resume with torchrun --nproc_per_node {saved_world}"
+        )
     changes = check_resume_changes(state["config"], cfg.to_dict(), resume_ckpt)
     step = int(state["step"])
     if cfg.train.steps < step:
@@ -721,7 +728,8 @@ def _save_checkpoint(
     _raise_if_weights_diverged(run.learner.model, step, terms, last_saved)
     if run.main:
         last_saved = save_torch(
-            _state(run.learner, step, run.cfg), checkpoint_dir(run.run_dir) / f"step_{step:07d}.pt"
+            _state(run.learner, step, run.cfg, world=run.world),
+            checkpoint_dir(run.run_dir) / f"step_{step:07d}.pt",
         )
         prune_checkpoints(run.run_dir, run.cfg.train.keep_checkpoints)
     dist_utils.barrier()
@@ -753,7 +761,7 @@ def finish_run(run: Run, step: int, last_saved: Path | None) -> None:
         assert run.writer is not None
         run.writer.scalars({k: v for k, v in metrics.items() if isinstance(v, float)}, step, "eval")
         # The final model is weights-only (a third of the size); the full state stays in checkpoints/.
-        final = _state(run.learner, step, cfg, metrics)
+        final = _state(run.learner, step, cfg, metrics, world=run.world)
         save_torch(
             {k: v for k, v in final.items() if k not in ("optimizer", "scaler")}, run.run_dir / "model.pt"
         )

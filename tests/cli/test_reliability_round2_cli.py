@@ -1,0 +1,97 @@
+"""Issue #22 (round 2): refusals that keep the user's files, one-line errors that name the file."""
+
+import shutil
+
+import pytest
+import torch
+
+from partdisco.cli import main
+from partdisco.models import create_segmenter, export_checkpoint
+
+
+@pytest.fixture(scope="module")
+def fake_run(tmp_path_factory):
+    """A run folder as training leaves it (model.pt, config.yaml, a checkpoint), without training."""
+    run = tmp_path_factory.mktemp("r") / "run"
+    torch.manual_seed(0)
+    model = export_checkpoint(create_segmenter("resnet18", num_parts=3), run / "model.pt")
+    (run / "config.yaml").write_text("dataset: synthetic\n")
+    (run / "checkpoints").mkdir()
+    shutil.copy(model, run / "checkpoints" / "step_0000001.pt")
+    return run
+
+
+@pytest.fixture
+def run_copy(fake_run, tmp_path):
+    dst = tmp_path / "run"
+    shutil.copytree(fake_run, dst)
+    return dst
+
+
+def _snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _one_line_error(capsys):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+# --------------------------------------------------------------------------------------- 3: run files
+
+
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["export", "{run}", "{run}/model.pt", "--fp16"], "is the file it reads"),
+        (["export", "{run}", "{run}/checkpoints/step_0000001.pt"], "is a file of the run folder"),
+        (["export", "{run}/checkpoints/step_0000001.pt", "{run}/model.pt"], "is a file of the run folder"),
+        (["eval", "{run}", "--out", "{run}/model.pt"], "is the file it reads"),
+        (["eval", "{run}/model.pt", "--out", "{run}/checkpoints/step_0000001.pt"], "is a file of the run"),
+        (["convert", "{run}/checkpoints/step_0000001.pt", "{run}/model.pt"], "is a file of the run folder"),
+    ],
+)
+def test_export_eval_convert_never_replace_a_runs_files(run_copy, argv, named, capsys):
+    before = _snapshot(run_copy)
+    assert main([a.format(run=run_copy) for a in argv]) == 2
+    err = _one_line_error(capsys)
+    assert named in err
+    assert _snapshot(run_copy) == before
+
+
+def test_eval_out_that_is_not_a_metrics_file_is_refused(run_copy, tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    assert main(["eval", str(run_copy), "--out", str(notes)]) == 2
+    assert "is not a metrics JSON file" in _one_line_error(capsys)
+    assert notes.read_text() == "my notes"
+
+
+def test_export_to_a_new_path_still_works(run_copy, tmp_path):
+    assert main(["export", str(run_copy), str(tmp_path / "small.pt"), "--fp16"]) == 0
+    assert (tmp_path / "small.pt").is_file()
+
+
+# --------------------------------------------------------------------------------------- 7 and tracebacks
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("optim.schedule_steps=-5", "optim.schedule_steps"),
+        ("optim.head_lr_mult=-1", "optim.head_lr_mult"),
+        ("optim.power=-1", "optim.power"),
+        ("optim.warmup_steps=-1", "optim.warmup_steps"),
+        ("eval.max_images=-1", "eval.max_images"),
+        ("eval.max_images=0", "eval.max_images"),
+        ("eval.fg_refine_eps=1e-46", "eval.fg_refine_eps"),
+        ("device=cuda:abc", "device='cuda:abc'"),
+    ],
+)
+def test_values_that_were_accepted_or_crashed_are_one_line(override, key, tmp_path, capsys):
+    argv = ["train", "data.image_size=32", "train.steps=1", f"out={tmp_path / 'run'}", override]
+    assert main(argv) == 2
+    err = _one_line_error(capsys)
+    assert key in err
+    assert not (tmp_path / "run").exists()
