@@ -344,9 +344,8 @@ def convert(src: str | Path, dst: str | Path, allow_pickle: bool = False) -> tup
     """
     import os
 
-    from partdisco.models.convert import export_checkpoint, load_checkpoint_file
-
     from partdisco.engine.runfolder import refuse_run_file
+    from partdisco.models.convert import export_checkpoint, load_checkpoint_file
 
     if os.path.exists(dst) and os.path.exists(src) and os.path.samefile(src, dst):
         raise ValueError(f"convert: DST {str(dst)!r} is SRC; write the converted file to another path")
@@ -369,7 +368,9 @@ def _metrics_destination(checkpoint: Path, out: str | Path | None) -> Path:
         if not out.is_dir():
             refuse_run_file(out, "--out", source=checkpoint)
             if out.is_file() and out.read_bytes()[:1] not in (b"{", b""):
-                raise ConfigError(f"--out {str(out)!r} exists and is not a metrics JSON file; write elsewhere")
+                raise ConfigError(
+                    f"--out {str(out)!r} exists and is not a metrics JSON file; write elsewhere"
+                )
         if not is_writable_dir(folder):
             raise ConfigError(f"--out {str(out)!r}: folder {str(folder)!r} is not writable")
         return out

@@ -167,7 +167,6 @@ def _predict(
     return probs
 
 
-
 def processing_size(height: int, width: int, size: int) -> tuple[int, int]:
     """The network input size: the shorter side becomes ``size``, the aspect ratio is kept.
 
@@ -325,7 +324,6 @@ def _own_background(
     """Whether image ``i``'s background is the model's prediction (then its foreground is refined)."""
     has_mask = masks is not None and masks[i] is not None
     return _background_mode(background, has_mask, background_channel) == "model"
-
 
 
 def check_background(background: str) -> None:

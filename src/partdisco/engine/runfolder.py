@@ -111,7 +111,9 @@ def check_new_run_folder(run_dir: Path, config_file: str | None = None) -> bool:
 _RUN_FILES = ("model.pt", "config.yaml", "metrics.json", "parts.png", "train.log", LOCK_NAME)
 
 
-def refuse_run_file(dst: str | os.PathLike[str], what: str, source: str | os.PathLike[str] | None = None) -> None:
+def refuse_run_file(
+    dst: str | os.PathLike[str], what: str, source: str | os.PathLike[str] | None = None
+) -> None:
     """Refuse an output path that is ``source`` itself or one of a run folder's own files.
 
     A run's ``model.pt``, ``config.yaml``, ``metrics.json``... and anything in its ``checkpoints/`` belong to

@@ -451,8 +451,9 @@ def _load_resume_state(resume_ckpt: Path, cfg: RunConfig) -> dict[str, Any]:
     world, saved_world = dist_utils.world_size(), state.get("world_size")
     if saved_world is not None and int(saved_world) != world:
         raise ConfigError(
-            f"resume: {resume_ckpt} was trained by {saved_world} process(es), this is {world}: the global batch "
-            f"(train.batch_size x processes) would change; resume with torchrun --nproc_per_node {saved_world}"
+            f"resume: {resume_ckpt} was trained by {saved_world} process(es), this is {world}: the global "
+            f"batch (train.batch_size x processes) would change; resume with torchrun --nproc_per_node "
+            f"{saved_world}"
         )
     changes = check_resume_changes(state["config"], cfg.to_dict(), resume_ckpt)
     step = int(state["step"])
