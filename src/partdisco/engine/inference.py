@@ -167,8 +167,14 @@ def _predict(
     return probs
 
 
+MAX_ASPECT = 4  # the network input's longer side is at most MAX_ASPECT * size
+
+
 def processing_size(height: int, width: int, size: int) -> tuple[int, int]:
     """The network input size: the shorter side becomes ``size``, the aspect ratio is kept.
+
+    The longer side is at most ``MAX_ASPECT * size`` (then the shorter side is below ``size``), so memory
+    stays bounded for extreme strips.
 
     Args:
         height: image height H >= 1.
@@ -176,17 +182,17 @@ def processing_size(height: int, width: int, size: int) -> tuple[int, int]:
         size: target of the shorter side, >= 1.
 
     Returns:
-        (h', w') with ``min(h', w') == size``.
+        (h', w') with ``min(h', w') == size`` (aspect ratios up to ``MAX_ASPECT``).
 
     Example:
-        >>> processing_size(300, 400, 256), processing_size(100, 50, 64)
-        ((256, 341), (128, 64))
+        >>> processing_size(300, 400, 256), processing_size(100, 50, 64), processing_size(1, 5000, 256)
+        ((256, 341), (128, 64), (1, 1024))
     """
     if height < 1 or width < 1 or size < 1:
         raise ValueError(f"processing_size: need positive sizes, got H={height}, W={width}, size={size}")
-    if height <= width:
-        return size, max(1, round(width * size / height))
-    return max(1, round(height * size / width)), size
+    # the longer side is capped: a 1 x 5000 strip would otherwise become a 256 x 1.28M input (gigabytes)
+    scale = min(size / min(height, width), MAX_ASPECT * size / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def image_to_tensor(
