@@ -402,6 +402,9 @@ def format_metrics(metrics: dict[str, Any], decimals: int = 1) -> str:
     return table(metrics, decimals, thin=metric_warnings(metrics))
 
 
+FLOAT_SLACK = 0.01  # float images may overshoot 0..1 this much (resampling); they are clipped
+
+
 def _image_to_rgb_uint8(image: Any, index: int) -> Any:
     """One image of :func:`segment` -> uint8 (H, W, 3) RGB (see its docstring for what is accepted)."""
     import numpy as np
@@ -411,6 +414,10 @@ def _image_to_rgb_uint8(image: Any, index: int) -> Any:
 
     if isinstance(image, (str, Path)):
         return read_image(image)
+    if hasattr(image, "mode") and hasattr(image, "convert"):  # a PIL image: its mode, as files are read
+        from partdisco.data.io import _to_rgb_uint8 as pil_to_rgb_uint8
+
+        return pil_to_rgb_uint8(image, Path(f"image {index}"))
     if hasattr(image, "detach"):  # torch tensor (C, H, W) or (H, W)
         t = image.detach().cpu()
         array = t.float().numpy() if t.is_floating_point() else t.numpy()
@@ -424,6 +431,13 @@ def _image_to_rgb_uint8(image: Any, index: int) -> Any:
         raise ValueError(
             f"image {index}: expected (H, W), (H, W, 1|3|4) arrays or (C, H, W) tensors, got {array.shape}"
         )
+    if np.issubdtype(array.dtype, np.floating) and array.size:
+        low, high = float(np.nanmin(array)), float(np.nanmax(array))
+        if low < -FLOAT_SLACK or high > 1 + FLOAT_SLACK:  # 0..255 floats would be clipped to a binary image
+            raise ValueError(
+                f"image {index}: float images must hold values in 0..1, got {low:.4g}..{high:.4g} "
+                "(divide 0..255 values by 255, or pass uint8)"
+            )
     return to_rgb_uint8(array)  # the one value rule: floats [0, 1], uint16 / 257, alpha on black
 
 
@@ -464,7 +478,9 @@ def segment(
     """Segment images into parts; arrays in, arrays out (no files written).
 
     Images can be file paths, PIL images, numpy arrays (H, W), (H, W, 1|3|4) or torch tensors (C, H, W):
-    uint8 (0..255), uint16 (0..65535) or float (0..1); alpha is composited on black, grey is repeated.
+    uint8 (0..255), uint16 (0..65535) or float (0..1; floats outside it are refused, not clipped); PIL
+    images of any mode (CMYK, P, YCbCr, F...) are converted as image files are; alpha is composited on
+    black, grey is repeated.
     A list gives lists back; a 4-D batch (numpy (B, H, W, C) or torch (B, C, H, W)) gives stacked arrays;
     a single image gives single arrays. Every image is resized so its shorter side is ``size`` for the
     network and the results are resized back to the image's own size (docs/SEGMENT.md).
