@@ -95,3 +95,61 @@ def test_values_that_were_accepted_or_crashed_are_one_line(override, key, tmp_pa
     err = _one_line_error(capsys)
     assert key in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_symlink_loop_among_segment_inputs_is_skipped_or_named(fake_run, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.png").symlink_to(src / "b.png")
+    (src / "b.png").symlink_to(src / "a.png")
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(src / "ok.png")
+    out = tmp_path / "out"
+    assert main(["segment", str(fake_run), str(src), "--out", str(out), "--size", "32", "--quiet"]) == 0
+    assert [p.name for p in (out / "labels").iterdir()] == ["ok.png"]
+    capsys.readouterr()
+    assert main(["segment", str(fake_run), str(src / "a.png"), "--out", str(out), "--size", "32"]) == 2
+    assert "is a symbolic link to nothing" in _one_line_error(capsys)
+
+
+def test_a_folder_of_only_unreadable_images_is_one_line(tmp_path, capsys):
+    root = tmp_path / "bad"
+    (root / "images").mkdir(parents=True)
+    for i in range(4):
+        (root / "images" / f"im{i}.png").write_bytes(b"not an image")
+    argv = ["train", "dataset=folder", f"data.root={root}", "data.image_size=32", "model.arch=resnet18"]
+    argv += ["model.features=texture", "train.steps=1", "train.batch_size=2", f"out={tmp_path / 'run'}"]
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.splitlines()
+    errors = [line for line in lines if " error: " in line]
+    assert len(errors) == 1 and not any("Traceback" in line for line in lines)
+    assert f"none of the 4 images in {root} could be read" in errors[0]
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+@pytest.mark.parametrize(
+    "header, named",
+    [
+        (b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,1e400]}}', "bad header entry"),
+        (b'{"a":{"dtype":"F32","shape":[1e400],"data_offsets":[0,4]}}', "bad header entry"),
+        (b"[" * 100000, "nests too deep"),
+    ],
+)
+def test_a_malformed_safetensors_header_is_one_line(header, named, tmp_path):
+    import struct
+
+    from partdisco.api import load_backbone
+    from partdisco.models import CheckpointError
+
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 4)
+    with pytest.raises(CheckpointError, match=named):
+        load_backbone(path)
+
+
+def test_data_synth_refuses_an_absurd_size(tmp_path, capsys):
+    assert main(["data", "synth", str(tmp_path / "s"), "--size", "100000"]) == 2
+    assert "must be 16..2048, got 100000" in _one_line_error(capsys)
+    assert not (tmp_path / "s").exists()

@@ -203,13 +203,21 @@ def collect_images(
                     candidates.append(match)
             if not candidates:
                 logger.warning("input pattern %r matches no image files", str(given))
+        elif path.is_symlink():
+            raise FileNotFoundError(
+                f"input {str(given)!r} is a symbolic link to nothing (a loop or a missing file)"
+            )
         else:
             raise FileNotFoundError(
                 f"input {str(given)!r} does not exist (expected an image file, a folder or a glob pattern)"
             )
         root = root.resolve()
         for candidate in candidates:
-            resolved = candidate.resolve()
+            try:
+                resolved = candidate.resolve()
+            except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+                logger.warning("skipping %s: a symbolic link loop", candidate)
+                continue
             if resolved in seen or _is_under(resolved, excluded):
                 continue
             seen.add(resolved)

@@ -579,6 +579,7 @@ def build_run(
         pin_memory=device.type == "cuda",
         persistent_workers=cfg.data.num_workers > 0,
     )
+    vis_batch = _fixed_batch(test_set, 8)  # reads test images: unreadable data fails before config.yaml
     if main:  # every check has passed (the sampler refuses a batch larger than the data set)
         save_config(cfg, run_dir / "config.yaml")
     return Run(
@@ -594,7 +595,7 @@ def build_run(
         learner=learner,
         loader=loader,
         writer=MetricWriter(run_dir, cfg.log, cfg.to_dict()) if main else None,
-        vis_batch=_fixed_batch(test_set, 8),
+        vis_batch=vis_batch,
         start_step=start_step,
     )
 
