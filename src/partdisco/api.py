@@ -203,6 +203,11 @@ def evaluate_checkpoint(
     model = model.to(dev).eval()
     test_set = build_dataset(cfg.data, cfg.eval.split, train=False)
     first = test_set[0]
+    if not test_set.has_masks and "parts" not in first and "keypoints" not in first:
+        raise ConfigError(
+            f"nothing to score: the {cfg.eval.split} split of {cfg.data.root or cfg.data.name} has no "
+            "masks/, parts/ or keypoints.json; `partdisco segment` shows what the model finds"
+        )
     reg_set = None
     if regression and "keypoints" in first and cfg.eval.split != "train" and cfg.eval.full_images == "off":
         reg_set = build_dataset(cfg.data, "train", train=False)

@@ -755,7 +755,12 @@ def load_config(
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist")
         try:
-            file_values = yaml.safe_load(path.read_text()) or {}
+            file_values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as err:
+            raise ConfigError(
+                f"config file {str(path)!r} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
+                f"{err.start}); save it as UTF-8 YAML"
+            ) from None
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
         except (RecursionError, MemoryError):

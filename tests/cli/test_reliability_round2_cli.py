@@ -153,3 +153,71 @@ def test_data_synth_refuses_an_absurd_size(tmp_path, capsys):
     assert main(["data", "synth", str(tmp_path / "s"), "--size", "100000"]) == 2
     assert "must be 16..2048, got 100000" in _one_line_error(capsys)
     assert not (tmp_path / "s").exists()
+
+
+# --------------------------------------------------------------------------------------- misleading
+
+
+def test_eval_with_nothing_to_score_says_so_before_the_work(fake_run, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "photos"
+    (root / "images").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((24, 24, 3), 40 * i, np.uint8)).save(root / "images" / f"p{i}.png")
+    out = tmp_path / "m.json"
+    assert main(["eval", str(fake_run), "dataset=folder", f"data.root={root}", "--out", str(out)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if " error: " in line]
+    assert len(err) == 1 and "nothing to score" in err[0] and str(root) in err[0]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "content, named",
+    [
+        ("train:\n  steps: 3\n".encode("utf-16"), "is not UTF-8 text"),
+        (bytes(range(256)), "is not UTF-8 text"),
+    ],
+)
+def test_a_config_file_that_is_not_utf8_is_named(content, named, tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content)
+    assert main(["train", "--config", str(path)]) == 2
+    err = _one_line_error(capsys)
+    assert named in err and str(path) in err
+
+
+def test_keypoints_json_with_strings_names_the_file(tmp_path):
+    from partdisco.data.folder import read_keypoints_json
+
+    path = tmp_path / "keypoints.json"
+    path.write_text('{"names": ["beak"], "keypoints": {"a.png": [["x", 3, 1]]}}')
+    with pytest.raises(ValueError, match=rf"{path}: keypoints of 'a.png' are not all numbers"):
+        read_keypoints_json(path)
+
+
+def test_the_eta_leaves_the_start_up_out_and_stays_updated(tmp_path, monkeypatch, tiny_args):
+    import re
+    import types
+
+    from partdisco.api import resolve_train_config
+    from partdisco.engine import train as train_mod
+
+    clock = {"now": 0.0}
+    real = train_mod.train_step
+
+    def timed_step(*args, **kwargs):  # the first step takes 100 s (start-up), the others 1 s
+        clock["now"] += 100.0 if clock["now"] == 0.0 else 1.0
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_step", timed_step)
+    monkeypatch.setattr(train_mod, "time", types.SimpleNamespace(perf_counter=lambda: clock["now"]))
+    run = tmp_path / "run"
+    train_mod.fit(resolve_train_config([*tiny_args, "eval.baseline=false", "train.steps=5", f"out={run}"]))
+    log = (run / "train.log").read_text()
+    assert (
+        "1.00 s/step over 2 steps after the first (its start-up left out): the other 2 take about 0 min 2 s"
+        in log
+    )
+    assert re.search(r"step 4/5 .*\(about 0 min 1 s left\)", log)  # updated at every logged step

@@ -157,3 +157,20 @@ def test_an_absurd_size_is_refused_before_any_work(model, tmp_path):
     with pytest.raises(ValueError, match=r"size must be 1\.\.2048"):
         _run(model, src, out, size=100000)
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------------------- misleading
+
+
+def test_images_without_foreground_are_flagged_and_empty_masks_named(model, tmp_path, caplog):
+    src, out = _images(tmp_path / "in", n=2), tmp_path / "out"
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for i in range(2):
+        Image.fromarray(np.zeros((30, 40), np.uint8)).save(masks / f"im{i}.png")
+    with caplog.at_level("WARNING"):
+        summary = _run(model, src, out, masks_dir=masks)
+    assert sorted(summary.no_foreground) == ["im0", "im1"]
+    assert "NO FOREGROUND FOUND" in (out / "index.html").read_text()
+    assert "no foreground found in 2 image(s)" in caplog.text
+    assert f"{src.resolve() / 'im0.png'}: its mask is empty" in caplog.text

@@ -391,6 +391,7 @@ def segment_images(
     crop: str = "auto",
     padding: float | None = None,
     fg_refine: float | tuple[float, float] | None = None,
+    names: Sequence[str] | None = None,
 ) -> list[PartMaps]:
     """Segment in-memory images of any sizes, batching those with the same processing size.
 
@@ -424,6 +425,7 @@ def segment_images(
             ``eval.fg_refine_radius`` (:func:`inference_fg_refine`; a ``(radius, eps)`` pair sets the
             filter's ridge too). Only models with a background channel, only images whose background is
             the model's.
+        names: what to call the images in warnings (file names); None = ``image INDEX``.
 
     Returns:
         One :class:`PartMaps` per image, in input order.
@@ -495,7 +497,7 @@ def segment_images(
         if object_crops:
             _object_pass(
                 model, images, masks, results, size, background, batch_size, with_probs, padding, device,
-                refine,
+                refine, names,
             )  # fmt: skip
     finally:
         model.train(was_training)
@@ -514,6 +516,7 @@ def _object_pass(
     padding: float,
     device: torch.device,
     refine: tuple[float, float] = (0.0, 1.0),
+    names: Sequence[str] | None = None,
 ) -> None:
     """Second pass of object-centric inference: replace ``results[i]`` by the crop-and-paste maps."""
     background_channel = bool(model.background_channel)
@@ -529,7 +532,8 @@ def _object_pass(
         box = object_crop(fg, padding)
         if box is None:  # an empty foreground: keep the whole-image maps
             if mask is not None:
-                logger.warning("image %d: its mask is empty (no foreground pixel): all background", i)
+                shown = names[i] if names is not None else f"image {i}"
+                logger.warning("%s: its mask is empty (no foreground pixel): all background", shown)
                 groups_size = processing_size(image.shape[0], image.shape[1], size)
                 probs = predict_probs(model, image_to_tensor(image, groups_size, device)[None])[0]
                 mode = _background_mode(background, True, background_channel)

@@ -79,6 +79,7 @@ class SegmentSummary:
         skipped: names whose outputs existed already (resumed).
         failed: unreadable files: path -> reason.
         notes: names whose background differs from what was asked for -> why (:attr:`PartMaps.note`).
+        no_foreground: names segmented in this run where no pixel is a part (all background).
         parts_json: path of ``parts.json``.
         index_html: path of ``index.html``.
     """
@@ -88,6 +89,7 @@ class SegmentSummary:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    no_foreground: list[str] = field(default_factory=list)
     parts_json: Path | None = None
     index_html: Path | None = None
 
@@ -425,6 +427,8 @@ def read_parts_json(path: Path) -> dict[str, Any] | None:
 def _foreground_info(entry: dict[str, Any]) -> str:
     if "foreground_area" not in entry:
         return ""
+    if entry["foreground_area"] == 0:
+        return ", NO FOREGROUND FOUND (all background)"
     share = 100.0 * entry["foreground_area"] / max(1, entry["width"] * entry["height"])
     return f", foreground {share:.0f}%"
 
@@ -608,7 +612,11 @@ def _segment_or_skip(
     """Segment a chunk; when it fails for memory, retry image by image and name the ones that still fail."""
     try:
         maps = segment_images(
-            model, [image for _, image, _ in loaded], [m for _, _, m in loaded] if with_masks else None, **run
+            model,
+            [image for _, image, _ in loaded],
+            [m for _, _, m in loaded] if with_masks else None,
+            names=[str(item.path) for item, _, _ in loaded],
+            **run,
         )
         return list(zip(loaded, maps))
     except (MemoryError, RuntimeError) as err:
@@ -827,6 +835,8 @@ def segment_files(
                         owned.update(entries[item.name]["files"].values())
                         if maps.note:
                             summary.notes[item.name] = maps.note
+                        if entries[item.name]["foreground_area"] == 0:
+                            summary.no_foreground.append(item.name)
                         failed.pop(str(item.path), None)
                         summary.written.append(item.name)
                     bar.update(1)
@@ -834,6 +844,12 @@ def segment_files(
     finally:
         bar.close()
     summary.index_html = _merge_and_write(out, data, summary.written, num_parts=num_parts)
+    if summary.no_foreground:
+        logger.warning(
+            "no foreground found in %d image(s) (all background; marked in index.html), first: %s",
+            len(summary.no_foreground),
+            ", ".join(summary.no_foreground[:5]),
+        )
     logger.info(
         "segmented %d images, skipped %d done, %d unreadable -> %s",
         len(summary.written),

@@ -676,6 +676,7 @@ def _loop_steps(
     total = cfg.train.steps
     # a resumed run's last good checkpoint is the one it resumed from until it writes one
     step, last_saved = run.start_step, latest_checkpoint(run.run_dir) if run.start_step else None
+    t_first = t0
     for batch in run.loader:
         for group in learner.optimizer.param_groups:
             group["lr"] = group["base_lr"] * lr_factor(step, cfg.optim, total)
@@ -686,12 +687,17 @@ def _loop_steps(
         first_bad = torch.where((first_bad < 0) & bad, torch.full_like(first_bad, step), first_bad)
         step += 1
         progress.update(1)
+        now = time.perf_counter()
+        if step == run.start_step + 1:
+            t_first = now  # the first step carries the start-up (allocations, workers): left out of the ETA
+        per_step = (now - t_first) / max(1, step - run.start_step - 1)  # running average since step 1
         if step == run.start_step + ETA_AFTER_STEPS and step < total:
-            _log_eta(time.perf_counter() - t0, step - run.start_step, total - step)
+            _log_eta(per_step, step - run.start_step - 1, total - step)
         is_last, checkpoint_now = step == total, step % cfg.train.checkpoint_every == 0
         if step % cfg.train.log_every == 0 or is_last or checkpoint_now:
             _raise_if_diverged(first_bad, terms, last_saved)
-            _log_step(run, step, terms, progress, time.perf_counter() - t0)
+            eta = per_step * (total - step) if step - run.start_step > 1 else None
+            _log_step(run, step, terms, progress, time.perf_counter() - t0, eta)
         if run.writer is not None and (step % cfg.train.vis_every == 0 or is_last):
             run.writer.image("parts/test", _part_grid(run), step)
         if cfg.train.eval_every > 0 and step % cfg.train.eval_every == 0 and not is_last:
@@ -709,15 +715,26 @@ def _loop_steps(
     return step, last_saved, False
 
 
-def _log_step(run: Run, step: int, terms: dict[str, torch.Tensor], progress: Any, elapsed_s: float) -> None:
-    """The one logging block: progress bar, ``train.log`` (without a bar or at checkpoints), TensorBoard."""
+def _log_step(
+    run: Run,
+    step: int,
+    terms: dict[str, torch.Tensor],
+    progress: Any,
+    elapsed_s: float,
+    eta_s: float | None = None,
+) -> None:
+    """The one logging block: progress bar, ``train.log`` (without a bar or at checkpoints), TensorBoard.
+
+    ``eta_s``: the remaining time from the running average of the step time (the first step left out).
+    """
     cfg = run.cfg
     values = {k: dist_utils.reduce_mean(v).item() for k, v in terms.items()}
     values["lr"] = run.learner.optimizer.param_groups[0]["lr"]
     progress.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k != "grad_norm"})
     if not cfg.log.progress or step % cfg.train.checkpoint_every == 0:
         shown = " ".join(f"{k}={v:.4g}" for k, v in values.items())
-        log.info("step %d/%d %s", step, cfg.train.steps, shown)
+        left = f" (about {_duration(eta_s)} left)" if eta_s is not None and step < cfg.train.steps else ""
+        log.info("step %d/%d %s%s", step, cfg.train.steps, shown, left)
     if run.writer is not None:
         run.writer.scalars(values, step, prefix="train")
         run.writer.scalars({"steps_per_s": (step - run.start_step) / elapsed_s}, step, "speed")
@@ -769,12 +786,16 @@ def finish_run(run: Run, step: int, last_saved: Path | None) -> None:
         )
         write_json(run.run_dir / "metrics.json", metrics)
         save_png(run.run_dir / "parts.png", _part_grid(run))
-        log.info("held-out metrics (x100):\n%s", format_metrics(metrics))
-        if "diagnostics" in metrics:
+        which = _test_split_words(run)
+        if "diagnostics" not in metrics:  # (without labels the table would be empty)
+            log.info("%s metrics (x100):\n%s", which, format_metrics(metrics))
+        else:
             log.info(
-                "no labels to score: unsupervised diagnostics of the parts on %d held-out images "
+                "no labels to score: unsupervised diagnostics of the parts on %d of the %d %s images "
                 "(look at %s too):\n%s",
                 metrics["diagnostics"]["images"],
+                len(run.test_set),
+                which,
                 run.run_dir / "parts.png",
                 format_diagnostics(metrics["diagnostics"]),
             )
@@ -782,6 +803,14 @@ def finish_run(run: Run, step: int, last_saved: Path | None) -> None:
             log.warning("%s", note)
         log.info("finished %d steps; run folder %s", step, run.run_dir)
     dist_utils.barrier()
+
+
+def _test_split_words(run: Run) -> str:
+    """``held-out``, or what the test images are when they are training images (a folder without a split)."""
+    train_files, test_files = getattr(run.train_set, "files", None), getattr(run.test_set, "files", None)
+    if train_files is not None and test_files is not None and set(test_files) & set(train_files):
+        return "test (= training images: the data set has no test.txt / train.txt, so nothing is held out)"
+    return "held-out"
 
 
 def _fit_locked(
@@ -808,12 +837,19 @@ ETA_AFTER_STEPS = 3  # the projected run time is logged once, after this many st
 SLOW_RUN_S = 3600.0  # ... and is a warning when the remaining steps project to more than this
 
 
-def _log_eta(elapsed_s: float, done: int, remaining: int) -> None:
-    per_step = elapsed_s / done
+def _duration(seconds: float) -> str:
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours} h {rest // 60} min" if hours else f"{rest // 60} min {rest % 60} s"
+
+
+def _log_eta(per_step: float, done: int, remaining: int) -> None:
+    """The first projection of the run time; the step lines of ``train.log`` keep it updated."""
     eta = per_step * remaining
-    hours, rest = divmod(int(eta), 3600)
-    text = f"{hours} h {rest // 60} min" if hours else f"{rest // 60} min {rest % 60} s"
-    message = f"{per_step:.2f} s/step in the first {done} steps: the other {remaining} take about {text}"
+    text = _duration(eta)
+    message = (
+        f"{per_step:.2f} s/step over {done} steps after the first (its start-up left out): the other "
+        f"{remaining} take about {text}"
+    )
     if eta > SLOW_RUN_S:
         log.warning(
             "%s on this machine (fewer train.steps, a smaller data.image_size or a GPU help)", message
