@@ -221,3 +221,11 @@ def test_the_eta_leaves_the_start_up_out_and_stays_updated(tmp_path, monkeypatch
         in log
     )
     assert re.search(r"step 4/5 .*\(about 0 min 1 s left\)", log)  # updated at every logged step
+
+
+def test_readme_api_comments_count_the_background_channel():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "(K, H, W)" not in readme and "(B, K, h, w)" not in readme
+    assert "C = model.num_parts + 1 when model.background_channel" in readme
