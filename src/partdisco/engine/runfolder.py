@@ -2,8 +2,9 @@
 
 Rules (docs/RELIABILITY.md):
 
-- A folder *holds a run* when it has ``config.yaml``, ``checkpoints/`` or ``model.pt``. A new run into such a
-  folder is refused; ``resume=`` continues it.
+- A folder *holds a run* when it has ``model.pt`` or a checkpoint. A new run into such a folder is refused;
+  ``resume=`` continues it. A new run goes into a new or empty folder, or over a run that stopped before
+  its first checkpoint; a folder of other files is refused (:func:`check_new_run_folder`).
 - A training process holds ``fcntl.flock`` on ``RUN/.lock`` from before it writes anything until it ends.
   The kernel drops the lock when the process dies (even ``kill -9``), so a killed run can be resumed at
   once, and a second process on the same folder is refused instead of mixing files.
