@@ -21,6 +21,7 @@ step. Everything random in a step is drawn before it by :func:`draw_step` from a
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -619,7 +620,13 @@ def train_loop(run: Run, stop_after: int | None = None) -> tuple[int, Path | Non
     set_train_mode(run.learner.model, cfg.model.freeze_bn)
     t0 = time.perf_counter()
     with progress, _CtrlC(run.world == 1) as ctrl_c:
-        return _loop_steps(run, stop_after, progress, t0, first_bad, ctrl_c)
+        try:
+            return _loop_steps(run, stop_after, progress, t0, first_bad, ctrl_c)
+        except Exception:
+            # loader workers get the Ctrl-C too and exit: the loader then fails; the steps done are kept
+            if not ctrl_c.asked or ctrl_c.step == run.start_step:
+                raise
+            _stop_on_ctrl_c(run, ctrl_c.step, ctrl_c.last_saved)
 
 
 class _CtrlC:
@@ -634,12 +641,14 @@ class _CtrlC:
         import threading
 
         self.asked = False
+        self.step, self.last_saved = 0, None  # the last finished step and checkpoint (kept by the loop)
         self._enabled = enabled and threading.current_thread() is threading.main_thread()
         self._signal = signal
+        self._pid = os.getpid()
         self._old: Any = None
 
     def _handler(self, signum: int, frame: Any) -> None:
-        if self.asked:
+        if self.asked or os.getpid() != self._pid:  # (loader workers inherit the handler: they just stop)
             raise KeyboardInterrupt
         self.asked = True
         log.warning("Ctrl-C: stopping after this step and saving a checkpoint (Ctrl-C again stops at once)")
@@ -676,6 +685,7 @@ def _loop_steps(
     total = cfg.train.steps
     # a resumed run's last good checkpoint is the one it resumed from until it writes one
     step, last_saved = run.start_step, latest_checkpoint(run.run_dir) if run.start_step else None
+    ctrl_c.step, ctrl_c.last_saved = step, last_saved
     t_first = t0
     for batch in run.loader:
         for group in learner.optimizer.param_groups:
@@ -707,7 +717,9 @@ def _loop_steps(
             set_train_mode(learner.model, cfg.model.freeze_bn)
         if checkpoint_now or is_last:
             last_saved = _save_checkpoint(run, step, terms, last_saved)
+        ctrl_c.step, ctrl_c.last_saved = step, last_saved
         if ctrl_c.asked and not is_last:
+            _raise_if_diverged(first_bad, terms, last_saved)  # a diverged step is not saved
             _stop_on_ctrl_c(run, step, last_saved)
         if stop_after is not None and step - run.start_step >= stop_after:
             log.info("stopping after %d steps as asked (step %d)", stop_after, step)
