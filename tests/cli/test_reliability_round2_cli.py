@@ -229,3 +229,22 @@ def test_readme_api_comments_count_the_background_channel():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert "(K, H, W)" not in readme and "(B, K, h, w)" not in readme
     assert "C = model.num_parts + 1 when model.background_channel" in readme
+
+
+def test_a_failed_write_names_the_destination_not_the_temp_file(tmp_path):
+    import errno
+    import os
+
+    from partdisco.cli import one_line
+    from partdisco.fileio import atomic_write
+
+    def full_disk(tmp):  # PIL and numpy raise ENOSPC without a file name
+        with open(tmp, "wb") as f:
+            f.write(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError) as err:
+        atomic_write(tmp_path / "labels" / "cat.png", full_disk)
+    assert err.value.filename == str(tmp_path / "labels" / "cat.png")
+    assert one_line(err.value).startswith(f"No space left on device ({tmp_path / 'labels' / 'cat.png'})")
+    assert os.listdir(tmp_path / "labels") == []
