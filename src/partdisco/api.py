@@ -47,10 +47,35 @@ def resolve_train_config(
     saved = run_dir / "config.yaml"
     if not saved.is_file():
         raise ConfigError(f"resume: run folder {str(run_dir)!r} has no config.yaml")
-    cfg = load_config(None, list(given.rest), config_file=saved)  # the run's data set: dataset= is ignored
+    _refuse_resume_words(run_dir, saved, given, config_file)
+    cfg = load_config(None, list(given.rest), config_file=saved)  # the run's data set
     cfg.resume = str(resume)
     cfg.out = str(run_dir)
     return cfg
+
+
+def _refuse_resume_words(run_dir: Path, saved: Path, given: Any, config_file: str | Path | None) -> None:
+    """Refuse words that a resumed run cannot honour (they used to be dropped without a word)."""
+    import yaml
+
+    values = yaml.safe_load(saved.read_text()) or {}
+    rest = split_overrides(list(given.rest), keys=("recipe",))
+    ignored = []
+    if given.dataset is not None and given.dataset != values.get("dataset"):
+        ignored.append(f"dataset={given.dataset} (the run's is {values.get('dataset')})")
+    if rest.recipe is not None and rest.recipe != values.get("recipe"):
+        ignored.append(f"recipe={rest.recipe} (the run's is {values.get('recipe')})")
+    for item in rest.rest:
+        key, _, value = item.partition("=")
+        if key.strip() == "out" and Path(value).absolute() != run_dir.absolute():
+            ignored.append(f"out={value} (a resumed run stays in {run_dir})")
+    if config_file is not None and Path(config_file).resolve() != saved.resolve():
+        ignored.append(f"--config {config_file} (a resumed run's config is {saved})")
+    if ignored:
+        raise ConfigError(
+            f"resume={run_dir} continues that run as it was; cannot take {'; '.join(ignored)} "
+            "(drop them, or start a new run with out=NEW_FOLDER and model.init_from=)"
+        )
 
 
 def train(cfg: RunConfig | list[str] | None = None) -> Path:
@@ -206,6 +231,11 @@ def _evaluate_loaded(
 
     test_set = build_dataset(cfg.data, cfg.eval.split, train=False)
     first = test_set[0]
+    if not test_set.has_masks and "parts" not in first and "keypoints" not in first:
+        raise ConfigError(
+            f"nothing to score: the {cfg.eval.split} split of {cfg.data.root or cfg.data.name} has no "
+            "masks/, parts/ or keypoints.json; `partdisco segment` shows what the model finds"
+        )
     reg_set = None
     if regression and "keypoints" in first and cfg.eval.split != "train" and cfg.eval.full_images == "off":
         reg_set = build_dataset(cfg.data, "train", train=False)
@@ -323,6 +353,7 @@ def export(src: str | Path, dst: str | Path, fp16: bool = False, opset: int | No
     Raises:
         ValueError: ``--fp16`` or ``opset`` given for the other format.
     """
+    from partdisco.engine.runfolder import refuse_run_file
     from partdisco.models.convert import export_checkpoint, load_checkpoint_file
 
     to_onnx = Path(dst).suffix.lower() == ".onnx"
@@ -331,6 +362,7 @@ def export(src: str | Path, dst: str | Path, fp16: bool = False, opset: int | No
     if opset is not None and not to_onnx:
         raise ValueError(f"export: --opset is for ONNX files; {str(dst)!r} does not end in .onnx")
     loaded = load_checkpoint_file(src)
+    refuse_run_file(dst, "export: DST", source=loaded.path)
     if to_onnx:
         from partdisco.models.onnx_model import ONNX_OPSET, export_onnx
 
@@ -363,10 +395,12 @@ def convert(src: str | Path, dst: str | Path, allow_pickle: bool = False) -> tup
     """
     import os
 
+    from partdisco.engine.runfolder import refuse_run_file
     from partdisco.models.convert import export_checkpoint, load_checkpoint_file
 
     if os.path.exists(dst) and os.path.exists(src) and os.path.samefile(src, dst):
         raise ValueError(f"convert: DST {str(dst)!r} is SRC; write the converted file to another path")
+    refuse_run_file(dst, "convert: DST")
     seg = load_checkpoint_file(src, allow_pickle=allow_pickle).segmenter
     return seg, export_checkpoint(seg, dst, extra={"converted_from": str(src)})
 
@@ -377,11 +411,17 @@ def _metrics_destination(checkpoint: Path, out: str | Path | None) -> Path:
     Raises:
         ConfigError: ``out`` is given and its folder is not writable.
     """
-    from partdisco.engine.runfolder import is_writable_dir
+    from partdisco.engine.runfolder import is_writable_dir, refuse_run_file
 
     if out is not None:
         out = Path(out)
         folder = out if out.is_dir() else out.parent
+        if not out.is_dir():
+            refuse_run_file(out, "--out", source=checkpoint)
+            if out.is_file() and out.read_bytes()[:1] not in (b"{", b""):
+                raise ConfigError(
+                    f"--out {str(out)!r} exists and is not a metrics JSON file; write elsewhere"
+                )
         if not is_writable_dir(folder):
             raise ConfigError(f"--out {str(out)!r}: folder {str(folder)!r} is not writable")
         return out
@@ -413,6 +453,9 @@ def format_metrics(metrics: dict[str, Any], decimals: int = 1) -> str:
     return table(metrics, decimals, thin=metric_warnings(metrics))
 
 
+FLOAT_SLACK = 0.01  # float images may overshoot 0..1 this much (resampling); they are clipped
+
+
 def _image_to_rgb_uint8(image: Any, index: int) -> Any:
     """One image of :func:`segment` -> uint8 (H, W, 3) RGB (see its docstring for what is accepted)."""
     import numpy as np
@@ -422,6 +465,10 @@ def _image_to_rgb_uint8(image: Any, index: int) -> Any:
 
     if isinstance(image, (str, Path)):
         return read_image(image)
+    if hasattr(image, "mode") and hasattr(image, "convert"):  # a PIL image: its mode, as files are read
+        from partdisco.data.io import _to_rgb_uint8 as pil_to_rgb_uint8
+
+        return pil_to_rgb_uint8(image, Path(f"image {index}"))
     if hasattr(image, "detach"):  # torch tensor (C, H, W) or (H, W)
         t = image.detach().cpu()
         array = t.float().numpy() if t.is_floating_point() else t.numpy()
@@ -435,6 +482,13 @@ def _image_to_rgb_uint8(image: Any, index: int) -> Any:
         raise ValueError(
             f"image {index}: expected (H, W), (H, W, 1|3|4) arrays or (C, H, W) tensors, got {array.shape}"
         )
+    if np.issubdtype(array.dtype, np.floating) and array.size:
+        low, high = float(np.nanmin(array)), float(np.nanmax(array))
+        if low < -FLOAT_SLACK or high > 1 + FLOAT_SLACK:  # 0..255 floats would be clipped to a binary image
+            raise ValueError(
+                f"image {index}: float images must hold values in 0..1, got {low:.4g}..{high:.4g} "
+                "(divide 0..255 values by 255, or pass uint8)"
+            )
     return to_rgb_uint8(array)  # the one value rule: floats [0, 1], uint16 / 257, alpha on black
 
 
@@ -475,7 +529,9 @@ def segment(
     """Segment images into parts; arrays in, arrays out (no files written).
 
     Images can be file paths, PIL images, numpy arrays (H, W), (H, W, 1|3|4) or torch tensors (C, H, W):
-    uint8 (0..255), uint16 (0..65535) or float (0..1); alpha is composited on black, grey is repeated.
+    uint8 (0..255), uint16 (0..65535) or float (0..1; floats outside it are refused, not clipped); PIL
+    images of any mode (CMYK, P, YCbCr, F...) are converted as image files are; alpha is composited on
+    black, grey is repeated.
     A list gives lists back; a 4-D batch (numpy (B, H, W, C) or torch (B, C, H, W)) gives stacked arrays;
     a single image gives single arrays. Every image is resized so its shorter side is ``size`` for the
     network and the results are resized back to the image's own size (docs/SEGMENT.md).

@@ -306,6 +306,9 @@ def _or(choices: typing.Sequence[str]) -> str:
     return choices[0] if len(choices) == 1 else f"{', '.join(choices[:-1])} or {choices[-1]}"
 
 
+MIN_FG_REFINE_EPS = 1e-6  # below float32 rounding of the window variances, the 3 x 3 solve can be singular
+
+
 def validate_eval(cfg: EvalConfig, data_name: str | None = None) -> EvalConfig:
     """Check the ``eval`` slice (used by :func:`validate` and by checkpoint evaluation).
 
@@ -336,7 +339,16 @@ def validate_eval(cfg: EvalConfig, data_name: str | None = None) -> EvalConfig:
         "eval.fg_refine_radius",
         f"must be in [0, 0.5) (0 = off), got {cfg.fg_refine_radius}",
     )
-    _need(cfg.fg_refine_eps > 0, "eval.fg_refine_eps", f"must be > 0, got {cfg.fg_refine_eps}")
+    _need(
+        cfg.fg_refine_eps >= MIN_FG_REFINE_EPS,
+        "eval.fg_refine_eps",
+        f"must be >= {MIN_FG_REFINE_EPS} (a float32 ridge that is not 0), got {cfg.fg_refine_eps}",
+    )
+    _need(
+        cfg.max_images is None or cfg.max_images >= 1,
+        "eval.max_images",
+        f"must be >= 1 (or null = all images), got {cfg.max_images}",
+    )
     if data_name is not None and cfg.full_images != "off":
         _need(data_name == "folder", "eval.full_images", "works for folder data sets only (dataset=folder)")
     return cfg
@@ -437,6 +449,18 @@ def validate(cfg: RunConfig) -> RunConfig:
     )
     validate_eval(cfg.eval)
     need(cfg.optim.lr > 0, "optim.lr", f"must be > 0, got {cfg.optim.lr}")
+    need(
+        cfg.optim.head_lr_mult > 0,
+        "optim.head_lr_mult",
+        f"must be > 0 (a negative lr climbs the loss), got {cfg.optim.head_lr_mult}",
+    )
+    need(cfg.optim.power >= 0, "optim.power", f"must be >= 0 (poly schedule exponent), got {cfg.optim.power}")
+    need(
+        cfg.optim.schedule_steps is None or cfg.optim.schedule_steps >= 1,
+        "optim.schedule_steps",
+        f"must be >= 1 (or null = train.steps), got {cfg.optim.schedule_steps}",
+    )
+    need(cfg.optim.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {cfg.optim.warmup_steps}")
     need(
         0.0 <= cfg.loss.fg_area_min < cfg.loss.fg_area_max <= 1.0,
         "loss.fg_area_min",
@@ -760,7 +784,12 @@ def load_config(
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist")
         try:
-            file_values = yaml.safe_load(path.read_text()) or {}
+            file_values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as err:
+            raise ConfigError(
+                f"config file {str(path)!r} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
+                f"{err.start}); save it as UTF-8 YAML"
+            ) from None
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
         except (RecursionError, MemoryError):
@@ -792,7 +821,9 @@ def load_config(
         merge_dict(cfg, yaml.safe_load(recipe_file.read_text()) or {}, source=str(recipe_file))
         cfg.recipe = str(recipe)
     if file_values:
-        file_values = {k: v for k, v in file_values.items() if k != "recipe"}
+        # resume= is a command-line word only: a run's config.yaml records the resume that made it, and
+        # reusing that file as --config with out=NEW must start NEW, not continue the old run
+        file_values = {k: v for k, v in file_values.items() if k not in ("recipe", "resume")}
         merge_dict(cfg, file_values_for_preset(file_values, str(preset)), source=str(config_file))
     apply_overrides(cfg, list(given.rest))
     return validate(cfg) if check else cfg

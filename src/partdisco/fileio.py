@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -57,6 +58,12 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
+    except OSError as err:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if err.errno is not None and err.filename in (None, tmp):  # name the file the user asked for
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from None
+        raise
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -91,7 +98,22 @@ def save_torch(obj: Any, path: str | os.PathLike[str]) -> Path:
     """``torch.save(obj)`` to ``path`` atomically (checkpoints); returns the path."""
     import torch  # only the checkpoint writers need it; this module stays importable without it
 
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    def write(tmp: str) -> None:
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as err:  # torch's zip writer reports a full disk as "[enforce fail at ...]"
+            if "inline_container" not in str(err) and "PytorchStreamWriter" not in str(err):
+                raise
+            stat = os.statvfs(os.path.dirname(tmp) or ".")
+            free = stat.f_bavail * stat.f_frsize
+            if free < max(LOW_SPACE_BYTES, os.path.getsize(tmp)):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp) from None
+            raise OSError(errno.EIO, f"torch.save failed ({str(err).strip()[:200]})", tmp) from None
+
+    return atomic_write(path, write)
+
+
+LOW_SPACE_BYTES = 64 * 2**20  # a torch.save that fails with less free space than this ran out of disk
 
 
 __all__ = ["atomic_write", "save_torch", "write_bytes", "write_json", "write_text"]

@@ -349,15 +349,16 @@ def test_unlabelled_photos_train_with_eta_warning_table_and_diagnostics(tmp_path
     assert main(args) == 0
     log = (run / "train.log").read_text()
     assert "WARNING" in log and "random weights" in log and "optim.name=adamw optim.lr=1e-3" in log
-    assert "s/step in the first 3 steps: the other 1 take about" in log
+    assert "s/step over 2 steps after the first (its start-up left out): the other 1 take about" in log
     metrics = json.loads((run / "metrics.json").read_text())
     diag = metrics["diagnostics"]
     assert diag["images"] == 4 and len(diag["parts"]) == 4
     assert abs(sum(p["fg_share"] for p in diag["parts"]) - 100.0) < 1e-6
     assert all(0 <= p["images"] <= 4 for p in diag["parts"])
     assert "unsupervised diagnostics" in log and "colour spread (Lab)" in log and "parts.png" in log
-    # metrics as a table with 1 decimal, not raw JSON
-    assert '{"' not in log and "held-out metrics (x100):" in log
+    # no raw JSON, no empty metrics table; photos without a split are not called held-out (issue #22)
+    assert '{"' not in log and "metrics (x100):" not in log
+    assert "on 4 of the 4 test (= training images: the data set has no test.txt / train.txt" in log
 
 
 def test_metrics_table_has_one_decimal():

@@ -238,7 +238,7 @@ class TestSampleDataset:
         assert ds.skipped == []
 
     def test_all_bad(self) -> None:
-        with pytest.raises(RuntimeError, match="none of the 2 samples"):
+        with pytest.raises(ValueError, match="none of the 2 images could be read"):  # one line in the CLI
             _Toy(2, {0, 1})[0]
 
     def test_index_range(self) -> None:

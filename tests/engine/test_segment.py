@@ -134,7 +134,8 @@ class TestProcessingSize:
         assert processing_size(300, 400, 256) == (256, 341)
         assert processing_size(400, 300, 256) == (341, 256)
         assert processing_size(64, 64, 32) == (32, 32)
-        assert processing_size(10, 1000, 8) == (8, 800)
+        assert processing_size(10, 1000, 8) == (1, 32)  # the longer side is capped at MAX_ASPECT * size
+        assert processing_size(10, 40, 8) == (8, 32)
 
     def test_exception(self):
         with pytest.raises(ValueError, match="positive"):

@@ -141,5 +141,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(summary.notes)} image(s) without background: {next(iter(summary.notes.values()))}")
         for name in summary.notes:
             print(f"  {name}")
+    if summary.no_foreground:
+        print(f"{len(summary.no_foreground)} image(s) where no foreground was found (all background):")
+        for name in summary.no_foreground[:10]:
+            print(f"  {name}")
     print(f"wrote {summary.out_dir}; open {summary.index_html} in a browser")
     return 1 if summary.failed and not (summary.written or summary.skipped) else 0

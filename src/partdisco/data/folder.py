@@ -151,13 +151,27 @@ def read_keypoints_json(path: Path) -> tuple[list[str], dict[str, np.ndarray], n
             f"{path}: expected {{'names': [...], 'keypoints': {{NAME: [[x, y, v], ...]}}}} ({err!r})"
         ) from None
     table = {}
+    non_finite = []
     for name, rows in raw.items():
-        array = np.asarray(rows, dtype=np.float64)
+        try:
+            array = np.asarray(rows, dtype=np.float64)
+        except (TypeError, ValueError) as err:  # "x" or null among the numbers
+            raise ValueError(f"{path}: keypoints of {name!r} are not all numbers ({err})") from None
         if array.shape != (len(names), 3):
             raise ValueError(
                 f"{path}: keypoints of {name!r} have shape {array.shape}, expected ({len(names)}, 3)"
             )
+        if not np.isfinite(array).all():
+            non_finite.append(str(name))
         table[str(name).removeprefix("images/")] = array
+    if non_finite:
+        logger.warning(
+            "%s: NaN or inf keypoints in %d image(s) (first %s); they are not scored (`partdisco data check` "
+            "lists them)",
+            path,
+            len(non_finite),
+            non_finite[0],
+        )
     permutation = None
     if data.get("flip_permutation") is not None:
         permutation = np.asarray(data["flip_permutation"], dtype=np.int64)

@@ -354,6 +354,9 @@ class SampleDataset(PartsDataset):
                 logger.warning(
                     "skipping unreadable sample %s: %s (data.strict=true makes this an error)", i, err
                 )
-        raise RuntimeError(
-            f"{type(self).__name__}: none of the {n} samples could be read; skipped: {self.skipped[:5]}"
+        root = getattr(self, "root", None)
+        where = f" in {root}" if root is not None else ""
+        raise ValueError(
+            f"{type(self).__name__}: none of the {n} images{where} could be read (a data set of unreadable "
+            f"files; `partdisco data check` lists them); first: {', '.join(self.skipped[:3])}"
         )

@@ -89,7 +89,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from partdisco.config import DataConfig
+from partdisco.config import MAX_IMAGE_SIZE, DataConfig
 from partdisco.data.batch import PartsDataset
 
 logger = logging.getLogger(__name__)
@@ -1154,6 +1154,8 @@ def write_folder(
     """
     if n < 1:
         raise ValueError(f"write_folder: n must be >= 1, got {n}")
+    if not 16 <= image_size <= MAX_IMAGE_SIZE:  # (100000 asked for a 112 GiB canvas)
+        raise ValueError(f"write_folder: image_size (--size) must be 16..{MAX_IMAGE_SIZE}, got {image_size}")
     if not 0.0 <= test_fraction <= 1.0:
         raise ValueError(f"write_folder: test_fraction must be in [0, 1], got {test_fraction}")
     root = Path(out)

@@ -75,6 +75,11 @@ def resolve_resume(path: str | Path) -> tuple[Path, Path]:
     if not path.is_dir():
         raise FileNotFoundError(f"resume: {str(path)!r} is neither a run folder nor a checkpoint file")
     latest = latest_checkpoint(path)
+    if latest is None and (path / "config.yaml").is_file():
+        raise FileNotFoundError(
+            f"resume: run folder {str(path)!r} stopped before its first checkpoint, so there is nothing to "
+            f"resume; start it again with: partdisco train --config {str(path / 'config.yaml')}"
+        )
     if latest is None:
         raise FileNotFoundError(
             f"resume: run folder {str(path)!r} has no checkpoints "

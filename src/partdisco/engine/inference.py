@@ -167,6 +167,8 @@ def _predict(
     return probs
 
 
+MAX_ASPECT = 4  # the network input's longer side is at most MAX_ASPECT * size
+
 
 def model_device(model: nn.Module) -> torch.device:
     """Where a segmenter's inputs go: its parameters' device (CPU for one without, e.g. an ONNX model)."""
@@ -177,23 +179,26 @@ def model_device(model: nn.Module) -> torch.device:
 def processing_size(height: int, width: int, size: int) -> tuple[int, int]:
     """The network input size: the shorter side becomes ``size``, the aspect ratio is kept.
 
+    The longer side is at most ``MAX_ASPECT * size`` (then the shorter side is below ``size``), so memory
+    stays bounded for extreme strips.
+
     Args:
         height: image height H >= 1.
         width: image width W >= 1.
         size: target of the shorter side, >= 1.
 
     Returns:
-        (h', w') with ``min(h', w') == size``.
+        (h', w') with ``min(h', w') == size`` (aspect ratios up to ``MAX_ASPECT``).
 
     Example:
-        >>> processing_size(300, 400, 256), processing_size(100, 50, 64)
-        ((256, 341), (128, 64))
+        >>> processing_size(300, 400, 256), processing_size(100, 50, 64), processing_size(1, 5000, 256)
+        ((256, 341), (128, 64), (1, 1024))
     """
     if height < 1 or width < 1 or size < 1:
         raise ValueError(f"processing_size: need positive sizes, got H={height}, W={width}, size={size}")
-    if height <= width:
-        return size, max(1, round(width * size / height))
-    return max(1, round(height * size / width)), size
+    # the longer side is capped: a 1 x 5000 strip would otherwise become a 256 x 1.28M input (gigabytes)
+    scale = min(size / min(height, width), MAX_ASPECT * size / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def image_to_tensor(
@@ -333,7 +338,6 @@ def _own_background(
     return _background_mode(background, has_mask, background_channel) == "model"
 
 
-
 def check_background(background: str) -> None:
     """Raise ValueError unless ``background`` is one of :data:`BACKGROUND_MODES`."""
     if background not in BACKGROUND_MODES:
@@ -393,6 +397,7 @@ def segment_images(
     crop: str = "auto",
     padding: float | None = None,
     fg_refine: float | tuple[float, float] | None = None,
+    names: Sequence[str] | None = None,
 ) -> list[PartMaps]:
     """Segment in-memory images of any sizes, batching those with the same processing size.
 
@@ -426,6 +431,7 @@ def segment_images(
             ``eval.fg_refine_radius`` (:func:`inference_fg_refine`; a ``(radius, eps)`` pair sets the
             filter's ridge too). Only models with a background channel, only images whose background is
             the model's.
+        names: what to call the images in warnings (file names); None = ``image INDEX``.
 
     Returns:
         One :class:`PartMaps` per image, in input order.
@@ -497,7 +503,7 @@ def segment_images(
         if object_crops:
             _object_pass(
                 model, images, masks, results, size, background, batch_size, with_probs, padding, device,
-                refine,
+                refine, names,
             )  # fmt: skip
     finally:
         model.train(was_training)
@@ -516,6 +522,7 @@ def _object_pass(
     padding: float,
     device: torch.device,
     refine: tuple[float, float] = (0.0, 1.0),
+    names: Sequence[str] | None = None,
 ) -> None:
     """Second pass of object-centric inference: replace ``results[i]`` by the crop-and-paste maps."""
     background_channel = bool(model.background_channel)
@@ -531,7 +538,8 @@ def _object_pass(
         box = object_crop(fg, padding)
         if box is None:  # an empty foreground: keep the whole-image maps
             if mask is not None:
-                logger.warning("image %d: its mask is empty (no foreground pixel): all background", i)
+                shown = names[i] if names is not None else f"image {i}"
+                logger.warning("%s: its mask is empty (no foreground pixel): all background", shown)
                 groups_size = processing_size(image.shape[0], image.shape[1], size)
                 probs = predict_probs(model, image_to_tensor(image, groups_size, device)[None])[0]
                 mode = _background_mode(background, True, background_channel)
@@ -566,7 +574,10 @@ def resolve_device(name: str) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", dist_utils.local_rank())
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name!r} but CUDA is not available; use device=cpu or device=auto")
     if device.type == "cuda" and device.index is None:

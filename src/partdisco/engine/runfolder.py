@@ -2,8 +2,9 @@
 
 Rules (docs/RELIABILITY.md):
 
-- A folder *holds a run* when it has ``config.yaml``, ``checkpoints/`` or ``model.pt``. A new run into such a
-  folder is refused; ``resume=`` continues it.
+- A folder *holds a run* when it has ``model.pt`` or a checkpoint. A new run into such a folder is refused;
+  ``resume=`` continues it. A new run goes into a new or empty folder, or over a run that stopped before
+  its first checkpoint; a folder of other files is refused (:func:`check_new_run_folder`).
 - A training process holds ``fcntl.flock`` on ``RUN/.lock`` from before it writes anything until it ends.
   The kernel drops the lock when the process dies (even ``kill -9``), so a killed run can be resumed at
   once, and a second process on the same folder is refused instead of mixing files.
@@ -24,8 +25,11 @@ from partdisco.config import ConfigError
 
 LOCK_NAME = ".lock"
 RUN_MARKERS = ("config.yaml", "checkpoints", "model.pt")
-# Temp files of our atomic writes (partdisco.fileio: checkpoints, config, JSON, PNGs, HTML).
-_STALE_TMP = re.compile(r"^.+\.tmp(-\d+)?$")
+# Temp files of our atomic writes only (partdisco.fileio: ``.NAME.<random>.tmp``; older ``NAME.tmp-PID``):
+# a user's own ``notes.tmp`` in a run folder is not ours to delete.
+_STALE_TMP = re.compile(r"^(\..+|config\.yaml|model\.pt|metrics\.json|parts\.png|step_\d+\.pt)\.tmp(-\d+)?$")
+# What a run that stopped before its first checkpoint leaves: a new run may start over it.
+_FAILED_START = ("config.yaml", "train.log", "tensorboard", "checkpoints", LOCK_NAME)
 
 RESUME_MUTABLE: dict[str, str] = {
     "train.steps": "train longer (the poly horizon follows unless optim.schedule_steps is set)",
@@ -69,6 +73,68 @@ def refuse_if_holds_run(run_dir: Path, config_file: str | None = None) -> None:
         f"out={run_dir}{via} already holds a run ({', '.join(found)}); continue it with resume={run_dir}, "
         "or start a new run with out=NEW_FOLDER"
     )
+
+
+def check_new_run_folder(run_dir: Path, config_file: str | None = None) -> bool:
+    """Refuse a new run into a folder that holds a run or files that are not a run's; say if it restarts.
+
+    A new run may go into a missing or empty folder, or into the folder of a run that stopped before its
+    first checkpoint (only ``config.yaml``, ``train.log``, ``tensorboard/``, an empty ``checkpoints/`` and
+    our temp files): that run cannot be resumed, so starting it again is the way on.
+
+    Returns:
+        True when the folder holds such a failed start (the caller logs that it starts over).
+
+    Raises:
+        ConfigError: the folder holds a run with a checkpoint or ``model.pt``, or files of the user's.
+    """
+    if not run_dir.is_dir():
+        return False
+    checkpoints = run_dir / "checkpoints"
+    saved = (run_dir / "model.pt").exists() or (
+        checkpoints.is_dir() and any(p.name.startswith("step_") for p in checkpoints.iterdir())
+    )
+    if saved:
+        refuse_if_holds_run(run_dir, config_file)
+    entries = sorted(p.name for p in run_dir.iterdir())
+    foreign = [n for n in entries if n not in _FAILED_START and not _STALE_TMP.match(n)]
+    if checkpoints.is_dir():
+        foreign += [f"checkpoints/{p.name}" for p in checkpoints.iterdir() if not _STALE_TMP.match(p.name)]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ConfigError(
+            f"out={run_dir} is not empty and is not a run folder (it has {shown}); a new run writes "
+            "model.pt, metrics.json, parts.png... there: choose a new or empty folder with out=NEW_FOLDER"
+        )
+    return "config.yaml" in entries
+
+
+_RUN_FILES = ("model.pt", "config.yaml", "metrics.json", "parts.png", "train.log", LOCK_NAME)
+
+
+def refuse_run_file(
+    dst: str | os.PathLike[str], what: str, source: str | os.PathLike[str] | None = None
+) -> None:
+    """Refuse an output path that is ``source`` itself or one of a run folder's own files.
+
+    A run's ``model.pt``, ``config.yaml``, ``metrics.json``... and anything in its ``checkpoints/`` belong to
+    that run (an fp16 copy over ``model.pt``, or a weights-only file over a checkpoint, would lose the
+    fp32 model or the optimiser state that ``resume=`` needs).
+
+    Raises:
+        ConfigError: one line naming ``what``, the path and the way out.
+    """
+    path = Path(dst)
+    if source is not None and path.exists() and Path(source).exists() and os.path.samefile(path, source):
+        raise ConfigError(f"{what} {str(path)!r} is the file it reads ({source}); write to another path")
+    parent = path.absolute().parent
+    in_checkpoints = parent.name == "checkpoints" and holds_run(parent.parent)
+    if in_checkpoints or (path.name in _RUN_FILES and holds_run(parent)):
+        run = parent.parent if in_checkpoints else parent
+        raise ConfigError(
+            f"{what} {str(path)!r} is a file of the run folder {str(run)!r}, which it would replace; "
+            "write to another path"
+        )
 
 
 class RunLock:
@@ -209,10 +275,12 @@ __all__ = [
     "RunFolderBusyError",
     "RunLock",
     "check_checkpoint_fields",
+    "check_new_run_folder",
     "check_resume_changes",
     "holds_run",
     "is_writable_dir",
     "refuse_if_holds_run",
+    "refuse_run_file",
     "remove_stale_tmp",
     "require_writable_dir",
 ]

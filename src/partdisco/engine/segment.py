@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from partdisco.config import MAX_IMAGE_SIZE
 from partdisco.data.io import IMAGE_EXTENSIONS, ImageReadError, check_same_size, read_image, read_mask
 from partdisco.engine import distributed as dist_utils
 from partdisco.engine.inference import (
@@ -86,6 +87,7 @@ class SegmentSummary:
         skipped: names whose outputs existed already (resumed).
         failed: unreadable files: path -> reason.
         notes: names whose background differs from what was asked for -> why (:attr:`PartMaps.note`).
+        no_foreground: names segmented in this run where no pixel is a part (all background).
         parts_json: path of ``parts.json``.
         index_html: path of ``index.html``.
     """
@@ -95,6 +97,7 @@ class SegmentSummary:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    no_foreground: list[str] = field(default_factory=list)
     parts_json: Path | None = None
     index_html: Path | None = None
 
@@ -210,13 +213,21 @@ def collect_images(
                     candidates.append(match)
             if not candidates:
                 logger.warning("input pattern %r matches no image files", str(given))
+        elif path.is_symlink():
+            raise FileNotFoundError(
+                f"input {str(given)!r} is a symbolic link to nothing (a loop or a missing file)"
+            )
         else:
             raise FileNotFoundError(
                 f"input {str(given)!r} does not exist (expected an image file, a folder or a glob pattern)"
             )
         root = root.resolve()
         for candidate in candidates:
-            resolved = candidate.resolve()
+            try:
+                resolved = candidate.resolve()
+            except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+                logger.warning("skipping %s: a symbolic link loop", candidate)
+                continue
             if resolved in seen or _is_under(resolved, excluded):
                 continue
             seen.add(resolved)
@@ -278,7 +289,6 @@ def find_mask(masks_dir: str | os.PathLike[str], item: InputImage) -> Path | Non
                 if candidate.is_file():
                     return candidate
     return None
-
 
 
 # ----------------------------------------------------------------------------------------------- files
@@ -425,6 +435,8 @@ def read_parts_json(path: Path) -> dict[str, Any] | None:
 def _foreground_info(entry: dict[str, Any]) -> str:
     if "foreground_area" not in entry:
         return ""
+    if entry["foreground_area"] == 0:
+        return ", NO FOREGROUND FOUND (all background)"
     share = 100.0 * entry["foreground_area"] / max(1, entry["width"] * entry["height"])
     return f", foreground {share:.0f}%"
 
@@ -490,6 +502,49 @@ def _refuse_foreign_files(
         )
 
 
+def _settings_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """``key: old there vs new now`` for each setting that differs (the weights in words)."""
+    diff = []
+    for key, value in new.items():
+        if old.get(key) == value:
+            continue
+        if key == "weights":
+            diff.append(
+                "the model's weights differ from those that wrote it (e.g. a resumed run rewrote model.pt)"
+                if old.get(key)
+                else "it does not record the model's weights (written by an older partdisco)"
+            )
+        else:
+            diff.append(f"{key}: {old.get(key)!r} there vs {value!r} now")
+    return ", ".join(diff)
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """A short SHA-256 of the model's weights and buffers: parts.json records which model wrote the maps."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+NAME_MAX = 255  # bytes of one file name on common file systems
+_TMP_OVERHEAD = 14  # fileio's temp name: "." + NAME + "." + 8 random characters + ".tmp"
+
+
+def _name_too_long(out: Path, item: InputImage) -> str | None:
+    """Why the outputs of ``item`` cannot be written (a file name over NAME_MAX bytes), or None."""
+    longest = max(len(os.fsencode(p.name)) for p in output_paths(out, item.name).values())
+    if longest + _TMP_OVERHEAD <= NAME_MAX:
+        return None
+    return (
+        f"{item.path}: its output file names would be {longest + _TMP_OVERHEAD} bytes long "
+        f"(the limit is {NAME_MAX}); rename the file"
+    )
+
+
 @contextlib.contextmanager
 def _out_lock(out: Path) -> Iterator[None]:
     """Exclusive ``flock`` on the ``--out`` folder itself (no lock file), waited for (ms per chunk)."""
@@ -520,7 +575,18 @@ def _merge_and_write(
     mine = set(written)
     with _out_lock(out):
         disk = read_parts_json(parts_json)
-        if disk is not None and disk.get("settings") == data.get("settings"):
+        if disk is not None:
+            data["owned_files"].update(_owned_files(disk))  # what segment wrote stays segment's
+        if disk is not None and disk.get("settings") != data.get("settings"):
+            # keep the other run's index, add the files this run wrote to the ledger, and stop
+            disk["owned_files"] = sorted(data["owned_files"])
+            write_json(parts_json, disk, indent=1, sort_keys=False)
+            raise ValueError(
+                f"{parts_json} was rewritten meanwhile by another partdisco segment run with other settings "
+                f"({_settings_diff(disk.get('settings') or {}, data.get('settings') or {})}); this run "
+                "stopped: its files are recorded there, rerun it with --overwrite or into another --out"
+            )
+        if disk is not None:
             for name, entry in disk.get("images", {}).items():
                 if name not in mine:
                     data["images"][name] = entry
@@ -528,7 +594,6 @@ def _merge_and_write(
             for path, reason in disk.get("failed", {}).items():
                 if path not in done_here:
                     data["failed"].setdefault(path, reason)
-            data["owned_files"].update(_owned_files(disk))
         if order is not None:
             _put_in_order(data, order)
         owned = data["owned_files"]
@@ -585,7 +650,11 @@ def _segment_or_skip(
     """Segment a chunk; when it fails for memory, retry image by image and name the ones that still fail."""
     try:
         maps = segment_images(
-            model, [image for _, image, _ in loaded], [m for _, _, m in loaded] if with_masks else None, **run
+            model,
+            [image for _, image, _ in loaded],
+            [m for _, _, m in loaded] if with_masks else None,
+            names=[str(item.path) for item, _, _ in loaded],
+            **run,
         )
         return list(zip(loaded, maps))
     except (MemoryError, RuntimeError) as err:
@@ -685,8 +754,10 @@ def segment_files(
     size = inference_size(model, size)
     padding = inference_padding(model, padding)
     refine = inference_fg_refine(model, fg_refine)
-    if size < 1 or batch_size < 1:
-        raise ValueError(f"size and batch_size must be >= 1, got size={size}, batch_size={batch_size}")
+    if not 1 <= size <= MAX_IMAGE_SIZE or batch_size < 1:
+        raise ValueError(
+            f"size must be 1..{MAX_IMAGE_SIZE} and batch_size >= 1, got size={size}, batch_size={batch_size}"
+        )
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} exists and is not a folder")
@@ -727,6 +798,7 @@ def segment_files(
     }
     if model.background_channel:  # (a key only they have: older parts.json of other models still match)
         settings["fg_refine"] = list(refine)
+    settings["weights"] = weights_fingerprint(model)  # a retrained model.pt is another model
     parts_json = out / "parts.json"
     if out.exists():
         require_writable_dir(out, "--out")
@@ -734,10 +806,7 @@ def segment_files(
     owned = set(_owned_files(data))  # files of this --out that segment wrote; nothing else is replaced
     if data is not None and data.get("settings") != settings:
         if not overwrite:
-            old = data.get("settings") or {}
-            diff = ", ".join(
-                f"{k}: {old.get(k)!r} there vs {v!r} now" for k, v in settings.items() if old.get(k) != v
-            )
+            diff = _settings_diff(data.get("settings") or {}, settings)
             raise ValueError(
                 f"{parts_json} was written with other settings ({diff}); pass --overwrite to recompute "
                 "every image into it, or choose another --out"
@@ -758,10 +827,26 @@ def segment_files(
             summary.skipped.append(item.name)
         else:
             pending.append(item)
+    for item in list(pending):
+        too_long = _name_too_long(out, item)
+        if too_long:
+            pending.remove(item)
+            failed[str(item.path)] = summary.failed[str(item.path)] = too_long
+            logger.warning("skipping %s", too_long)
     with _out_lock(out):  # what a run started meanwhile wrote is segment's too
-        owned.update(_owned_files(read_parts_json(parts_json)))
+        disk = read_parts_json(parts_json)
+        if disk is not None and disk.get("settings") != settings and not overwrite:
+            raise ValueError(
+                f"{parts_json} was written meanwhile by another partdisco segment run with other settings "
+                f"({_settings_diff(disk.get('settings') or {}, settings)}); choose another --out"
+            )
+        owned.update(_owned_files(disk))
         _refuse_foreign_files(out, pending, owned, save_probs)
-    data["owned_files"] = owned  # a set while running; a sorted list on disk
+        data["owned_files"] = owned  # a set while running; a sorted list on disk
+        if disk is None or disk.get("settings") != settings:  # claim --out for these settings at once
+            data["owned_files"] = sorted(owned)
+            write_json(parts_json, data, indent=1, sort_keys=False)
+            data["owned_files"] = owned
     rank, world = dist_utils.rank(), dist_utils.world_size()
     if world > 1:
         dist_utils.barrier()  # every rank has listed what is pending before any rank writes
@@ -794,6 +879,8 @@ def segment_files(
                 continue  # stopped: list only the images whose files were all written
             entries[item.name] = job.result()
             owned.update(entries[item.name]["files"].values())
+            if entries[item.name]["foreground_area"] == 0:
+                summary.no_foreground.append(item.name)
             if maps.note:
                 summary.notes[item.name] = maps.note
             failed.pop(str(item.path), None)
@@ -810,6 +897,13 @@ def segment_files(
                 failed[str(item.path)] = summary.failed[str(item.path)] = str(err)
                 logger.warning("skipping an unreadable file: %s", err)
                 bar.update(1)
+            if loaded:
+                # the ledger first: files a killed run leaves are then segment's own on the rerun
+                kinds = ("labels", "color", "overlay", "input") + (("probs",) if save_probs else ())
+                for item, _, _ in loaded:
+                    paths = output_paths(out, item.name)
+                    owned.update(paths[kind].relative_to(out).as_posix() for kind in kinds)
+                _merge_and_write(out, data, summary.written)
             results = _segment_or_skip(model, loaded, bool(mask_paths), run) if loaded else []
             if k > 0:
                 finish_writes()  # chunk k - 1's files, written while this chunk ran
@@ -841,6 +935,12 @@ def segment_files(
         _gather_summary(summary, items)
         summary.index_html = out / "index.html"
         dist_utils.barrier()  # no rank reports before index.html exists
+    if summary.no_foreground:
+        logger.warning(
+            "no foreground found in %d image(s) (all background; marked in index.html), first: %s",
+            len(summary.no_foreground),
+            ", ".join(summary.no_foreground[:5]),
+        )
     logger.info(
         "segmented %d images, skipped %d done, %d unreadable -> %s",
         len(summary.written),

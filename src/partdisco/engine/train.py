@@ -21,6 +21,7 @@ step. Everything random in a step is drawn before it by :func:`draw_step` from a
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -40,6 +41,7 @@ from partdisco.data.samplers import ResumableBatchSampler
 from partdisco.engine import distributed as dist_utils
 from partdisco.engine.checkpoint import (
     checkpoint_dir,
+    latest_checkpoint,
     load_checkpoint,
     prune_checkpoints,
     resolve_resume,
@@ -59,8 +61,8 @@ from partdisco.engine.precision import autocast_ctx, make_scaler
 from partdisco.engine.runfolder import (
     RunLock,
     check_checkpoint_fields,
+    check_new_run_folder,
     check_resume_changes,
-    refuse_if_holds_run,
     remove_stale_tmp,
     require_writable_dir,
 )
@@ -356,7 +358,7 @@ def _default_run_dir(cfg: RunConfig) -> Path:
 
 
 def _state(
-    learner: Learner, step: int, cfg: RunConfig, metrics: dict[str, Any] | None = None
+    learner: Learner, step: int, cfg: RunConfig, metrics: dict[str, Any] | None = None, world: int = 1
 ) -> dict[str, Any]:
     """The checkpoint dict: weights, optimiser and scaler state, config, metrics (docs/RELIABILITY.md)."""
     return checkpoint_record(
@@ -368,6 +370,7 @@ def _state(
         config=cfg.to_dict(),
         metrics=metrics or {},
         torch_version=str(torch.__version__),
+        world_size=world,  # processes: the global batch is train.batch_size x world_size
     )
 
 
@@ -413,18 +416,23 @@ def fit(cfg: RunConfig, *, stop_after: int | None = None) -> Path:
     if main:
         # The folder is ours before anything is written: writable, locked, and not another run's.
         require_writable_dir(run_dir, "out")
+        if resume_ckpt is None:
+            check_new_run_folder(run_dir)  # before the lock file: a refused folder gets no new file
         lock = RunLock(run_dir)
+    restarted = False
     try:
         resume_state = None
         if resume_ckpt is None:
-            if main:
-                refuse_if_holds_run(run_dir)
+            if main and check_new_run_folder(run_dir):
+                restarted = True
         else:
             resume_state = _load_resume_state(resume_ckpt, cfg)
         if main:
             for path in remove_stale_tmp(run_dir):
                 log.debug("removed %s, left by an interrupted write", path)
         setup_logging(run_dir if main else None, main_process=main)
+        if restarted:
+            log.info("%s holds a run that stopped before its first checkpoint: starting it again", run_dir)
         try:
             return _fit_locked(cfg, run_dir, device, resume_ckpt, resume_state, stop_after)
         except TrainingDivergedError as err:
@@ -449,6 +457,13 @@ def _load_resume_state(resume_ckpt: Path, cfg: RunConfig) -> dict[str, Any]:
             f"run folder ({resume_ckpt.parent}) or one of its checkpoints/step_*.pt"
         )
     check_checkpoint_fields(state, resume_ckpt)
+    world, saved_world = dist_utils.world_size(), state.get("world_size")
+    if saved_world is not None and int(saved_world) != world:
+        raise ConfigError(
+            f"resume: {resume_ckpt} was trained by {saved_world} process(es), this is {world}: the global "
+            f"batch (train.batch_size x processes) would change; resume with torchrun --nproc_per_node "
+            f"{saved_world}"
+        )
     changes = check_resume_changes(state["config"], cfg.to_dict(), resume_ckpt)
     step = int(state["step"])
     if cfg.train.steps < step:
@@ -543,8 +558,6 @@ def build_run(
         log.info("resumed from %s at step %d", resume_ckpt, start_step)
     for group in optimizer.param_groups:
         group.setdefault("base_lr", group["lr"])
-    if main:
-        save_config(cfg, run_dir / "config.yaml")
 
     net: nn.Module = model
     if world > 1 and cfg.train.sync_bn and not cfg.model.freeze_bn:
@@ -580,6 +593,9 @@ def build_run(
         pin_memory=device.type == "cuda",
         persistent_workers=cfg.data.num_workers > 0,
     )
+    vis_batch = _fixed_batch(test_set, 8)  # reads test images: unreadable data fails before config.yaml
+    if main:  # every check has passed (the sampler refuses a batch larger than the data set)
+        save_config(cfg, run_dir / "config.yaml")
     return Run(
         cfg=cfg,
         run_dir=run_dir,
@@ -593,7 +609,7 @@ def build_run(
         learner=learner,
         loader=loader,
         writer=MetricWriter(run_dir, cfg.log, cfg.to_dict()) if main else None,
-        vis_batch=_fixed_batch(test_set, 8),
+        vis_batch=vis_batch,
         start_step=start_step,
     )
 
@@ -634,65 +650,148 @@ def train_loop(run: Run, stop_after: int | None = None) -> tuple[int, Path | Non
     """Train from ``run.start_step`` to ``cfg.train.steps`` (or ``stop_after`` steps of this session).
 
     Returns:
-        The step reached, the last checkpoint written in this session (or None), and whether the loop was
+        The step reached, the last good checkpoint (or None), and whether the loop was
         stopped by ``stop_after`` (then the run is not finished: no final evaluation or model.pt).
     """
-    cfg, learner, device = run.cfg, run.learner, run.device
-    total = cfg.train.steps
-    step, last_saved = run.start_step, None
-    first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first non-finite step, no host sync
+    cfg = run.cfg
+    first_bad = torch.full((), -1, dtype=torch.long, device=run.device)  # first non-finite step, no sync
     progress = tqdm(
-        total=total,
-        initial=step,
+        total=cfg.train.steps,
+        initial=run.start_step,
         desc="train",
         disable=not (run.main and cfg.log.progress),
         dynamic_ncols=True,
     )
-    set_train_mode(learner.model, cfg.model.freeze_bn)
+    set_train_mode(run.learner.model, cfg.model.freeze_bn)
     t0 = time.perf_counter()
-    with progress:
-        for batch in run.loader:
-            for group in learner.optimizer.param_groups:
-                group["lr"] = group["base_lr"] * lr_factor(step, cfg.optim, total)
-            inputs = StepInputs.from_batch(batch, device, run.mask_free)
-            draws = draw_step(cfg.seed, step, cfg.loss, inputs.image.shape[0], run.rank, run.world)
-            terms = train_step(learner, inputs, draws)
-            bad = ~torch.isfinite(terms["total"])
-            first_bad = torch.where((first_bad < 0) & bad, torch.full_like(first_bad, step), first_bad)
-            step += 1
-            progress.update(1)
-            if step == run.start_step + ETA_AFTER_STEPS and step < total:
-                _log_eta(time.perf_counter() - t0, step - run.start_step, total - step)
-            is_last, checkpoint_now = step == total, step % cfg.train.checkpoint_every == 0
-            if step % cfg.train.log_every == 0 or is_last or checkpoint_now:
-                _raise_if_diverged(first_bad, terms, last_saved)
-                _log_step(run, step, terms, progress, time.perf_counter() - t0)
-            if run.writer is not None and (step % cfg.train.vis_every == 0 or is_last):
-                run.writer.image("parts/test", _part_grid(run), step)
-            if cfg.train.eval_every > 0 and step % cfg.train.eval_every == 0 and not is_last:
-                metrics = _evaluate(run)
-                if run.writer is not None:
-                    run.writer.scalars(
-                        {k: v for k, v in metrics.items() if isinstance(v, float)}, step, "eval"
-                    )
-                set_train_mode(learner.model, cfg.model.freeze_bn)
-            if checkpoint_now or is_last:
-                last_saved = _save_checkpoint(run, step, terms, last_saved)
-            if stop_after is not None and step - run.start_step >= stop_after:
-                log.info("stopping after %d steps as asked (step %d)", stop_after, step)
-                return step, last_saved, True
+    with progress, _CtrlC(run.world == 1) as ctrl_c:
+        try:
+            return _loop_steps(run, stop_after, progress, t0, first_bad, ctrl_c)
+        except Exception:
+            # loader workers get the Ctrl-C too and exit: the loader then fails; the steps done are kept
+            if not ctrl_c.asked or ctrl_c.step == run.start_step:
+                raise
+            _stop_on_ctrl_c(run, ctrl_c.step, ctrl_c.last_saved)
+
+
+class _CtrlC:
+    """The first Ctrl-C (SIGINT) asks the loop to stop after the current step and save a checkpoint.
+
+    A second Ctrl-C stops at once. Only for one process in the main thread (ranks of a distributed run
+    would stop at different steps); elsewhere Ctrl-C stops at once, as before.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        import signal
+        import threading
+
+        self.asked = False
+        self.step, self.last_saved = 0, None  # the last finished step and checkpoint (kept by the loop)
+        self._enabled = enabled and threading.current_thread() is threading.main_thread()
+        self._signal = signal
+        self._pid = os.getpid()
+        self._old: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.asked or os.getpid() != self._pid:  # (loader workers inherit the handler: they just stop)
+            raise KeyboardInterrupt
+        self.asked = True
+        log.warning("Ctrl-C: stopping after this step and saving a checkpoint (Ctrl-C again stops at once)")
+
+    def __enter__(self) -> _CtrlC:
+        if self._enabled:
+            self._old = self._signal.signal(self._signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._enabled:
+            self._signal.signal(self._signal.SIGINT, self._old)
+
+
+def _stop_on_ctrl_c(run: Run, step: int, last_saved: Path | None) -> None:
+    """After a Ctrl-C: save the steps done since the last checkpoint, say where, stop (KeyboardInterrupt)."""
+    if last_saved is None or last_saved.name != f"step_{step:07d}.pt":
+        try:
+            last_saved = _save_checkpoint(run, step, {}, last_saved)
+        except (TrainingDivergedError, OSError, RuntimeError) as err:
+            log.warning("interrupted at step %d; no checkpoint written (%s)", step, err)
+    if last_saved is not None:
+        log.warning(
+            "interrupted at step %d: saved %s; continue with resume=%s", step, last_saved, run.run_dir
+        )
+    raise KeyboardInterrupt
+
+
+def _loop_steps(
+    run: Run, stop_after: int | None, progress: Any, t0: float, first_bad: torch.Tensor, ctrl_c: _CtrlC
+) -> tuple[int, Path | None, bool]:
+    """The body of :func:`train_loop`."""
+    cfg, learner, device = run.cfg, run.learner, run.device
+    total = cfg.train.steps
+    # a resumed run's last good checkpoint is the one it resumed from until it writes one
+    step, last_saved = run.start_step, latest_checkpoint(run.run_dir) if run.start_step else None
+    ctrl_c.step, ctrl_c.last_saved = step, last_saved
+    t_first = t0
+    for batch in run.loader:
+        for group in learner.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * lr_factor(step, cfg.optim, total)
+        inputs = StepInputs.from_batch(batch, device, run.mask_free)
+        draws = draw_step(cfg.seed, step, cfg.loss, inputs.image.shape[0], run.rank, run.world)
+        terms = train_step(learner, inputs, draws)
+        bad = ~torch.isfinite(terms["total"])
+        first_bad = torch.where((first_bad < 0) & bad, torch.full_like(first_bad, step), first_bad)
+        step += 1
+        progress.update(1)
+        now = time.perf_counter()
+        if step == run.start_step + 1:
+            t_first = now  # the first step carries the start-up (allocations, workers): left out of the ETA
+        per_step = (now - t_first) / max(1, step - run.start_step - 1)  # running average since step 1
+        if step == run.start_step + ETA_AFTER_STEPS and step < total:
+            _log_eta(per_step, step - run.start_step - 1, total - step)
+        is_last, checkpoint_now = step == total, step % cfg.train.checkpoint_every == 0
+        if step % cfg.train.log_every == 0 or is_last or checkpoint_now:
+            _raise_if_diverged(first_bad, terms, last_saved)
+            eta = per_step * (total - step) if step - run.start_step > 1 else None
+            _log_step(run, step, terms, progress, time.perf_counter() - t0, eta)
+        if run.writer is not None and (step % cfg.train.vis_every == 0 or is_last):
+            run.writer.image("parts/test", _part_grid(run), step)
+        if cfg.train.eval_every > 0 and step % cfg.train.eval_every == 0 and not is_last:
+            metrics = _evaluate(run)
+            if run.writer is not None:
+                run.writer.scalars({k: v for k, v in metrics.items() if isinstance(v, float)}, step, "eval")
+            set_train_mode(learner.model, cfg.model.freeze_bn)
+        if checkpoint_now or is_last:
+            last_saved = _save_checkpoint(run, step, terms, last_saved)
+        ctrl_c.step, ctrl_c.last_saved = step, last_saved
+        if ctrl_c.asked and not is_last:
+            _raise_if_diverged(first_bad, terms, last_saved)  # a diverged step is not saved
+            _stop_on_ctrl_c(run, step, last_saved)
+        if stop_after is not None and step - run.start_step >= stop_after:
+            log.info("stopping after %d steps as asked (step %d)", stop_after, step)
+            return step, last_saved, True
     return step, last_saved, False
 
 
-def _log_step(run: Run, step: int, terms: dict[str, torch.Tensor], progress: Any, elapsed_s: float) -> None:
-    """The one logging block: progress bar, ``train.log`` (without a bar or at checkpoints), TensorBoard."""
+def _log_step(
+    run: Run,
+    step: int,
+    terms: dict[str, torch.Tensor],
+    progress: Any,
+    elapsed_s: float,
+    eta_s: float | None = None,
+) -> None:
+    """The one logging block: progress bar, ``train.log`` (without a bar or at checkpoints), TensorBoard.
+
+    ``eta_s``: the remaining time from the running average of the step time (the first step left out).
+    """
     cfg = run.cfg
     values = {k: dist_utils.reduce_mean(v).item() for k, v in terms.items()}
     values["lr"] = run.learner.optimizer.param_groups[0]["lr"]
     progress.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k != "grad_norm"})
     if not cfg.log.progress or step % cfg.train.checkpoint_every == 0:
         shown = " ".join(f"{k}={v:.4g}" for k, v in values.items())
-        log.info("step %d/%d %s", step, cfg.train.steps, shown)
+        left = f" (about {_duration(eta_s)} left)" if eta_s is not None and step < cfg.train.steps else ""
+        log.info("step %d/%d %s%s", step, cfg.train.steps, shown, left)
     if run.writer is not None:
         run.writer.scalars(values, step, prefix="train")
         run.writer.scalars({"steps_per_s": (step - run.start_step) / elapsed_s}, step, "speed")
@@ -705,7 +804,8 @@ def _save_checkpoint(
     _raise_if_weights_diverged(run.learner.model, step, terms, last_saved)
     if run.main:
         last_saved = save_torch(
-            _state(run.learner, step, run.cfg), checkpoint_dir(run.run_dir) / f"step_{step:07d}.pt"
+            _state(run.learner, step, run.cfg, world=run.world),
+            checkpoint_dir(run.run_dir) / f"step_{step:07d}.pt",
         )
         prune_checkpoints(run.run_dir, run.cfg.train.keep_checkpoints)
     dist_utils.barrier()
@@ -737,18 +837,22 @@ def finish_run(run: Run, step: int, last_saved: Path | None) -> None:
         assert run.writer is not None
         run.writer.scalars({k: v for k, v in metrics.items() if isinstance(v, float)}, step, "eval")
         # The final model is weights-only (a third of the size); the full state stays in checkpoints/.
-        final = _state(run.learner, step, cfg, metrics)
+        final = _state(run.learner, step, cfg, metrics, world=run.world)
         save_torch(
             {k: v for k, v in final.items() if k not in ("optimizer", "scaler")}, run.run_dir / "model.pt"
         )
         write_json(run.run_dir / "metrics.json", metrics)
         save_png(run.run_dir / "parts.png", _part_grid(run))
-        log.info("held-out metrics (x100):\n%s", format_metrics(metrics))
-        if "diagnostics" in metrics:
+        which = _test_split_words(run)
+        if "diagnostics" not in metrics:  # (without labels the table would be empty)
+            log.info("%s metrics (x100):\n%s", which, format_metrics(metrics))
+        else:
             log.info(
-                "no labels to score: unsupervised diagnostics of the parts on %d held-out images "
+                "no labels to score: unsupervised diagnostics of the parts on %d of the %d %s images "
                 "(look at %s too):\n%s",
                 metrics["diagnostics"]["images"],
+                len(run.test_set),
+                which,
                 run.run_dir / "parts.png",
                 format_diagnostics(metrics["diagnostics"]),
             )
@@ -756,6 +860,14 @@ def finish_run(run: Run, step: int, last_saved: Path | None) -> None:
             log.warning("%s", note)
         log.info("finished %d steps; run folder %s", step, run.run_dir)
     dist_utils.barrier()
+
+
+def _test_split_words(run: Run) -> str:
+    """``held-out``, or what the test images are when they are training images (a folder without a split)."""
+    train_files, test_files = getattr(run.train_set, "files", None), getattr(run.test_set, "files", None)
+    if train_files is not None and test_files is not None and set(test_files) & set(train_files):
+        return "test (= training images: the data set has no test.txt / train.txt, so nothing is held out)"
+    return "held-out"
 
 
 def _fit_locked(
@@ -782,12 +894,19 @@ ETA_AFTER_STEPS = 3  # the projected run time is logged once, after this many st
 SLOW_RUN_S = 3600.0  # ... and is a warning when the remaining steps project to more than this
 
 
-def _log_eta(elapsed_s: float, done: int, remaining: int) -> None:
-    per_step = elapsed_s / done
+def _duration(seconds: float) -> str:
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours} h {rest // 60} min" if hours else f"{rest // 60} min {rest % 60} s"
+
+
+def _log_eta(per_step: float, done: int, remaining: int) -> None:
+    """The first projection of the run time; the step lines of ``train.log`` keep it updated."""
     eta = per_step * remaining
-    hours, rest = divmod(int(eta), 3600)
-    text = f"{hours} h {rest // 60} min" if hours else f"{rest // 60} min {rest % 60} s"
-    message = f"{per_step:.2f} s/step in the first {done} steps: the other {remaining} take about {text}"
+    text = _duration(eta)
+    message = (
+        f"{per_step:.2f} s/step over {done} steps after the first (its start-up left out): the other "
+        f"{remaining} take about {text}"
+    )
     if eta > SLOW_RUN_S:
         log.warning(
             "%s on this machine (fewer train.steps, a smaller data.image_size or a GPU help)", message
@@ -840,10 +959,11 @@ def _raise_if_diverged(
     if bad_step < 0:
         return
     shown = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
-    kept = f"last good checkpoint: {last_saved}" if last_saved else "no checkpoint was written yet"
+    kept = f"last good checkpoint: {last_saved}" if last_saved else NO_CHECKPOINT_YET
     raise TrainingDivergedError(f"non-finite loss at step {bad_step + 1} ({shown}); stopped; {kept}")
 
 
+NO_CHECKPOINT_YET = "no checkpoint was written yet (start the run again with the same command)"
 FOREGROUND_PROBES = 16  # training samples looked at before step 0
 
 
@@ -880,7 +1000,7 @@ def _raise_if_weights_diverged(
     if not bad:
         return
     shown = f" ({', '.join(f'{k}={v.item():.4g}' for k, v in terms.items())})" if terms else ""
-    kept = f"last good checkpoint: {last_saved}" if last_saved else "no checkpoint was written yet"
+    kept = f"last good checkpoint: {last_saved}" if last_saved else NO_CHECKPOINT_YET
     raise TrainingDivergedError(
         f"non-finite weights at step {step}{shown}: {len(bad)} tensor(s), first {bad[0]}; stopped without "
         f"saving them (lower optim.lr); {kept}"

@@ -93,6 +93,8 @@ def read_safetensors(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         header = json.loads(data[8 : 8 + n].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{str(path)!r}: safetensors header is not JSON ({err})") from None
+    except RecursionError:
+        raise CheckpointError(f"{str(path)!r}: safetensors header nests too deep to be a header") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{str(path)!r}: safetensors header is not a JSON object")
     body = memoryview(data)[8 + n :]
@@ -104,7 +106,7 @@ def read_safetensors(path: str | os.PathLike[str]) -> dict[str, Tensor]:
             dtype = _ST_DTYPES[info["dtype"]]
             shape = [int(s) for s in info["shape"]]
             start, stop = (int(v) for v in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: 1e400 in a shape
             raise CheckpointError(f"{str(path)!r}: tensor {name!r} has a bad header entry {info!r}") from None
         numel = 1
         for s in shape:
