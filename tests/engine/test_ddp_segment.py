@@ -82,7 +82,9 @@ def _worker(rank: int, init_file: str, ckpt: str, photos: str, out: str, kill: b
         real = engine_segment._merge_and_write
 
         def merge_then_die(*args, **kwargs):
-            real(*args, **kwargs)
+            result = real(*args, **kwargs)
+            if len(args[2]) < 4:  # this rank's first chunk is not listed yet (args: out, data, written)
+                return result
             for _ in range(600):
                 data = json.loads(Path(out, "parts.json").read_text())
                 if len(data["images"]) + len(data["failed"]) == 4 + (N_IMAGES + 1) // 2:
