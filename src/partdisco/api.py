@@ -202,6 +202,8 @@ def evaluate_checkpoint(
             regression_dataset=reg_set,
             baseline_dataset=None,
             progress=progress,
+            size=cfg.data.image_size,
+            padding=cfg.data.padding_frac,
         )
     metrics.update(
         checkpoint=str(checkpoint),
