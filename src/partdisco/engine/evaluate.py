@@ -392,7 +392,7 @@ def evaluate(
         s = clustering_scores(level_table.table)
         results.update(px_nmi=s["nmi"], px_ari=s["ari"], full_pixels=int(s["count"]))
     if predicted_bg is not None:
-        results.update(_foreground_ious(model, dataset, cfg, predicted_bg.results(), size, padding))
+        results.update(_foreground_ious(model, dataset, cfg, predicted_bg.results(), size, padding, progress))
     if regression_dataset is not None and num_keypoints:  # the same on every rank (collective below)
         results.update(
             _regression_errors(
@@ -436,6 +436,7 @@ def _foreground_ious(
     crop_scores: dict[str, float],
     size: int | None,
     padding: float | None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Predicted-background scores: ``fg_iou`` from whole images as segment does, ``fg_iou_crops`` on crops.
 
@@ -461,6 +462,7 @@ def _foreground_ious(
                 fg_refine=(cfg.fg_refine_radius, cfg.fg_refine_eps),
                 batch_size=cfg.batch_size,
                 max_images=cfg.max_images,
+                progress=progress,
             )
         )
     return out

@@ -199,6 +199,7 @@ def whole_image_fg_iou(
     fg_refine: tuple[float, float],
     batch_size: int = 8,
     max_images: int | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """The mask-free foreground IoU of ``partdisco segment`` on a split's whole images (module docstring).
 
@@ -215,6 +216,7 @@ def whole_image_fg_iou(
         fg_refine: ``(eval.fg_refine_radius, eval.fg_refine_eps)``.
         batch_size: images per forward pass (the result does not depend on it).
         max_images: score only the first images of the split.
+        progress: show a progress bar.
 
     Returns:
         :meth:`ForegroundIoU.results`: ``fg_iou`` (pooled), ``fg_iou_mean`` (per image), ``fg_iou_images``.
@@ -223,7 +225,10 @@ def whole_image_fg_iou(
         raise ValueError("the whole-image foreground IoU needs a model with a background channel")
     n = len(dataset) if max_images is None else min(len(dataset), max_images)
     indices = list(range(dist_utils.rank(), n, dist_utils.world_size()))
+    from tqdm.auto import tqdm
+
     tally = ForegroundIoU()
+    bar = tqdm(total=len(indices), desc="fg IoU (whole images)", disable=not progress, leave=False)
     for start in range(0, len(indices), batch_size):
         pairs = [dataset.whole_image(i) for i in indices[start : start + batch_size]]
         maps = segment_images(
@@ -238,6 +243,8 @@ def whole_image_fg_iou(
         )
         for (_, mask), result in zip(pairs, maps):
             tally.add(result.labels > 0, mask)
+        bar.update(len(pairs))
+    bar.close()
     tally.all_reduce(next(model.parameters()).device)
     return tally.results()
 
