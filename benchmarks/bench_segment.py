@@ -18,6 +18,15 @@ The table is printed and appended to BENCHMARKS.md in the repo root.
     python benchmarks/bench_segment.py                      # CPU, the defaults below
     python benchmarks/bench_segment.py --device cuda --images 64
     python benchmarks/bench_segment.py --no-append          # print only
+
+``--floor``: ``segment`` against its floor, the network's forward alone, on a folder of synthetic 512-px
+JPEG photos (``--photos``): the forward on the very tensors segment feeds it (decoded, resized, normalised
+beforehand, untimed) vs ``segment_files`` end to end (decode, resize, forward, labels, PNG / JPEG files,
+parts.json, index.html), for PyTorch and onnxruntime (``--runtimes``). Run it under torchrun for more
+processes: each rank takes its share of the images, with cores / ranks threads.
+
+    python benchmarks/bench_segment.py --floor                                  # 1 process
+    torchrun --standalone --nproc_per_node=2 benchmarks/bench_segment.py --floor  # 2 processes
 """
 
 from __future__ import annotations
@@ -75,6 +84,123 @@ def time_end_to_end(model, folder: Path, warm: Path, batch: int, size: int, repe
     return rates
 
 
+def make_photos(folder: Path, count: int, side: int) -> list[Path]:
+    """``count`` smooth random side x side JPEGs (photo-like: they compress like photos, not like noise)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(count):
+        path = folder / f"photo{i:04d}.jpg"
+        if not path.exists():
+            small = rng.integers(0, 256, (side // 8, side // 8, 3), dtype=np.uint8)
+            Image.fromarray(small).resize((side, side), Image.Resampling.BICUBIC).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def floor_main(args: argparse.Namespace) -> None:
+    """``--floor``: segment's images/s against the forward-only images/s on the same tensors."""
+    import shutil
+
+    from partdisco.data.io import read_image
+    from partdisco.engine import distributed as dist_utils
+    from partdisco.engine.inference import image_to_tensor, processing_size
+
+    dist_utils.init_from_env(torch.device("cpu"))
+    rank, world = dist_utils.rank(), dist_utils.world_size()
+    threads = args.threads[0] if args.threads else max(1, (os.cpu_count() or 1) // world)
+    torch.set_num_threads(threads)
+    work = Path(args.workdir)
+    if rank == 0:
+        make_photos(work / "photos", args.photos, args.photo_size)
+    dist_utils.barrier()
+    files = sorted((work / "photos").glob("*.jpg"))[: args.photos]
+    torch.manual_seed(0)
+    seg = create_segmenter(args.archs[0], num_parts=args.parts, background_channel=args.background).eval()
+    # the forward's inputs: exactly what segment feeds the network (untimed)
+    mine = files[rank::world]
+    tensors = []
+    for path in mine:
+        image = read_image(path)
+        size = processing_size(image.shape[0], image.shape[1], args.size)
+        tensors.append(seg.preprocess(image_to_tensor(image, size)))
+    batch = args.batches[0]
+    batches = [torch.stack(tensors[i : i + batch]) for i in range(0, len(tensors), batch)]
+    load_before = os.getloadavg()[0]
+    rows = []
+    for runtime in args.runtimes:
+        if runtime == "onnx":
+            from partdisco.models.onnx_model import OnnxSegmenter, export_onnx
+
+            if rank == 0:
+                export_onnx(seg, work / "model.onnx")
+            dist_utils.barrier()
+            model = OnnxSegmenter(work / "model.onnx", threads=threads)
+        else:
+            model = seg
+        with torch.no_grad():
+            model(batches[0])  # warm-up
+        forward, end_to_end = [], []
+        for r in range(args.repeats):
+            dist_utils.barrier()
+            start = time.perf_counter()
+            with torch.no_grad():
+                for x in batches:
+                    model(x)
+            dist_utils.barrier()
+            forward.append(len(files) / (time.perf_counter() - start))
+            out = work / f"out-{runtime}-{r}"
+            if rank == 0:
+                shutil.rmtree(out, ignore_errors=True)
+            dist_utils.barrier()
+            start = time.perf_counter()
+            segment_files(model, [work / "photos"], out, size=args.size, batch_size=batch, progress=False)
+            dist_utils.barrier()
+            end_to_end.append(len(files) / (time.perf_counter() - start))
+        rows.append((runtime, max(forward), max(end_to_end)))
+        if rank == 0:
+            print(f"{runtime}: forward {max(forward):.2f} img/s, segment {max(end_to_end):.2f} img/s")
+    if rank != 0:
+        return
+    load_after = os.getloadavg()[0]
+    import partdisco.engine.segment as engine_segment
+
+    overlap = (
+        f"{getattr(engine_segment, 'IO_THREADS', 0)} I/O threads"
+        if hasattr(engine_segment, "IO_THREADS")
+        else "sequential (no I/O threads)"
+    )
+    versions = f"torch {torch.__version__}"
+    if "onnx" in args.runtimes:
+        import onnxruntime
+
+        versions += f", onnxruntime {onnxruntime.__version__}"
+    lines = [
+        "",
+        f"## `partdisco segment` vs its forward-only floor, {args.photo_size}-px photos, {world} "
+        f"process{'es' if world > 1 else ''} (benchmarks/bench_segment.py --floor)",
+        "",
+        f"{datetime.datetime.now().isoformat(timespec='minutes')}, {cpu_model()}, {os.cpu_count()} cores, "
+        f"{world} process(es) x {threads} thread(s), {versions}, Python {platform.python_version()}, "
+        f"load average {load_before:.1f} before / {load_after:.1f} after (other agents share the machine).",
+        f"{args.archs[0]}, K = {args.parts}{' + background' if args.background else ''}, {len(files)} JPEG "
+        f"photos {args.photo_size}x{args.photo_size} -> network input {args.size} px, batch {batch}, segment "
+        f"{overlap}; best of {args.repeats}. *Forward*: the network alone on the tensors segment feeds it. "
+        "*Segment*: `segment_files` end to end (decode, resize, forward, labels, thumbnail + 3 PNGs per "
+        "image, parts.json, index.html).",
+        "",
+        "| runtime | forward images/s | segment images/s | segment / forward |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [f"| {rt} | {f:.2f} | {e:.2f} | {100 * e / f:.0f} % |" for rt, f, e in rows]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.no_append:
+        with (ROOT / "BENCHMARKS.md").open("a", encoding="utf-8") as f:
+            f.write(text)
+        print(f"appended to {ROOT / 'BENCHMARKS.md'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archs", nargs="+", default=["resnet18", "deeplab_r50_2branch"])
@@ -92,7 +218,18 @@ def main() -> None:
         help="torch thread counts to time (default: 1 and torch's)",
     )
     parser.add_argument("--no-append", action="store_true", help="do not append to BENCHMARKS.md")
+    parser.add_argument("--floor", action="store_true", help="segment vs forward-only on 512-px photos")
+    parser.add_argument("--photos", type=int, default=32, help="--floor: number of photos")
+    parser.add_argument("--photo-size", type=int, default=512, help="--floor: photo side")
+    parser.add_argument("--runtimes", nargs="+", default=["torch", "onnx"], choices=["torch", "onnx"])
+    parser.add_argument("--background", action="store_true", help="--floor: a background channel")
+    parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "partdisco-bench-segment"))
     args = parser.parse_args()
+    if args.floor:
+        if args.batches == [1, 16]:
+            args.batches = [8]  # segment's default batch size
+        floor_main(args)
+        return
     thread_counts = list(dict.fromkeys(args.threads or [1, torch.get_num_threads()]))
     device = torch.device(args.device)
     rng = np.random.default_rng(0)

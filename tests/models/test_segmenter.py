@@ -103,7 +103,7 @@ class TestOutputSize:
 
 class TestRegistry:
     def test_list(self):
-        assert list_archs() == sorted(ARCHS)
+        assert list_archs() == sorted([*ARCHS, "efficientnet_lite0"])  # ResNet trunks + EfficientNet
 
     def test_unknown(self):
         with pytest.raises(ValueError, match="choose from"):

@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the table."""
-    from partdisco.api import evaluate_checkpoint, format_metrics
+    from partdisco.api import evaluate_checkpoint, format_metrics, process_rank
 
     metrics, out = evaluate_checkpoint(
         args.checkpoint,
@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         regression=not args.no_regression,
         progress=not args.quiet,
     )
-    print(format_metrics(metrics))
-    print(f"wrote {out}")
+    if process_rank() == 0:  # torchrun: every rank holds the summed metrics; rank 0 reports them
+        print(format_metrics(metrics))
+        print(f"wrote {out}")
     return 0

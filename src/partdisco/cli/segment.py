@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         0, also when some files were unreadable (they are listed); 1 when no image could be read.
     """
-    from partdisco.api import default_out_dir, open_checkpoint, segment_files
+    from partdisco.api import default_out_dir, open_checkpoint, process_rank, segment_files
 
     if args.no_background and args.background != "auto":
         raise ValueError("--no-background and --background cannot be combined; use one")
@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     out_dir = args.out
     if out_dir is None:
         out_dir = default_out_dir(args.inputs)
-        print(f"writing to {out_dir} (no --out given: next to the inputs)")
+        if process_rank() == 0:
+            print(f"writing to {out_dir} (no --out given: next to the inputs)")
     summary = segment_files(
         loaded.segmenter,
         args.inputs,
@@ -126,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
         fg_refine=args.fg_refine,  # None: the checkpoint's eval.fg_refine_radius (inference_fg_refine)
     )
     total = len(summary.written) + len(summary.skipped) + len(summary.failed)
+    if process_rank() != 0:  # torchrun: the summary holds every rank's images; rank 0 reports them
+        return 1 if summary.failed and not (summary.written or summary.skipped) else 0
     print(
         f"{total} images: {len(summary.written)} segmented, {len(summary.skipped)} already done, "
         f"{len(summary.failed)} unreadable"

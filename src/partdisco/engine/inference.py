@@ -168,6 +168,12 @@ def _predict(
 
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where a segmenter's inputs go: its parameters' device (CPU for one without, e.g. an ONNX model)."""
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
 def processing_size(height: int, width: int, size: int) -> tuple[int, int]:
     """The network input size: the shorter side becomes ``size``, the aspect ratio is kept.
 
@@ -465,7 +471,7 @@ def segment_images(
             raise ValueError(
                 f"image {i}: mask {tuple(mask.shape)} must have the image's size {image.shape[:2]}"
             )
-    device = next(model.parameters()).device
+    device = model_device(model)
     object_crops = crop != "none"
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i, image in enumerate(images):

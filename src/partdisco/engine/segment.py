@@ -9,6 +9,11 @@ Outputs under ``out_dir`` (NAME = the input's path relative to the folder it was
 ``labels/NAME.png`` (palette PNG, uint8 labels 0..K), ``color/NAME.png``, ``overlay/NAME.png``, optional
 ``probs/NAME.npz``, plus ``parts.json`` and ``index.html``. Every file is written atomically; an image is
 skipped on a rerun when all its files and its ``parts.json`` entry exist (docs/SEGMENT.md).
+
+Under ``torchrun`` (an initialised process group) the images still to do are dealt to the ranks in input
+order (rank r takes every world-th one); each rank writes its own images' files and merges its entries into
+the one ``parts.json`` (under the folder lock, as two runs into one ``--out`` do), and rank 0 writes the
+final ``parts.json`` (entries in input order, as one process writes them) and ``index.html``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import logging
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +33,7 @@ import numpy as np
 from torch import nn
 
 from partdisco.data.io import IMAGE_EXTENSIONS, ImageReadError, check_same_size, read_image, read_mask
+from partdisco.engine import distributed as dist_utils
 from partdisco.engine.inference import (
     PartMaps,
     check_background,
@@ -50,6 +57,7 @@ logger = logging.getLogger(__name__)
 
 PARTS_JSON_VERSION = 1
 MAX_WORKING_PIXELS = 4096 * 4096  # larger images are shrunk while decoding: memory stays bounded
+IO_THREADS = 2  # threads that decode inputs and encode outputs while the network runs
 THUMB_SIDE = 320  # longer side of the input thumbnails that index.html shows (inside --out: portable)
 _GLOB_CHARS = frozenset("*?[")
 
@@ -496,12 +504,17 @@ def _out_lock(out: Path) -> Iterator[None]:
 
 
 def _merge_and_write(
-    out: Path, data: dict[str, Any], written: Sequence[str], num_parts: int | None = None
+    out: Path,
+    data: dict[str, Any],
+    written: Sequence[str],
+    num_parts: int | None = None,
+    order: Sequence[InputImage] | None = None,
 ) -> Path | None:
     """Write ``parts.json`` (and ``index.html``) merged with what other runs wrote there meanwhile.
 
     Entries this run wrote win; every other entry on disk is kept, so two runs into one ``--out`` list all
-    images. ``data`` is updated in place with the merged content.
+    images. ``data`` is updated in place with the merged content. ``order``: list the entries (and the
+    failed files) of these images first, in this order (the ranks of one run: as one process lists them).
     """
     parts_json = out / "parts.json"
     mine = set(written)
@@ -516,6 +529,8 @@ def _merge_and_write(
                 if path not in done_here:
                     data["failed"].setdefault(path, reason)
             data["owned_files"].update(_owned_files(disk))
+        if order is not None:
+            _put_in_order(data, order)
         owned = data["owned_files"]
         data["owned_files"] = sorted(owned)
         try:
@@ -525,6 +540,29 @@ def _merge_and_write(
         if num_parts is None:
             return None
         return _write_index(out, data, num_parts)
+
+
+def _put_in_order(data: dict[str, Any], order: Sequence[InputImage]) -> None:
+    """Reorder ``data["images"]`` and ``data["failed"]`` in place: ``order``'s images first, in its order."""
+    for key, of in (("images", lambda item: item.name), ("failed", lambda item: str(item.path))):
+        table = data[key]
+        first = [of(item) for item in order if of(item) in table]
+        data[key] = {k: table[k] for k in first} | {k: v for k, v in table.items() if k not in set(first)}
+
+
+def _gather_summary(summary: SegmentSummary, items: Sequence[InputImage]) -> None:
+    """Every rank's written / failed / notes, gathered into ``summary`` in input order (collective)."""
+    import torch.distributed as dist
+
+    mine = (summary.written, summary.failed, summary.notes)
+    everyone: list[Any] = [None] * dist_utils.world_size()
+    dist.all_gather_object(everyone, mine)
+    written = {name for w, _, _ in everyone for name in w}
+    failed = {path: reason for _, f, _ in everyone for path, reason in f.items()}
+    notes = {name: note for _, _, n in everyone for name, note in n.items()}
+    summary.written = [item.name for item in items if item.name in written]
+    summary.failed = {str(i.path): failed[str(i.path)] for i in items if str(i.path) in failed}
+    summary.notes = {i.name: notes[i.name] for i in items if i.name in notes}
 
 
 def _fit_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -558,6 +596,26 @@ def _segment_or_skip(
     for one in loaded:
         results += _segment_or_skip(model, [one], with_masks, run)
     return results
+
+
+def _read_chunk(
+    chunk: Sequence[InputImage], mask_paths: dict[str, Path]
+) -> tuple[list[tuple[InputImage, np.ndarray, np.ndarray | None]], list[tuple[InputImage, ImageReadError]]]:
+    """Read a chunk's images (and masks): ``(loaded, unreadable)``, both in input order."""
+    loaded: list[tuple[InputImage, np.ndarray, np.ndarray | None]] = []
+    unreadable: list[tuple[InputImage, ImageReadError]] = []
+    for item in chunk:
+        try:
+            image = read_image(item.path, max_pixels=MAX_WORKING_PIXELS)
+            mask = None
+            if item.name in mask_paths:
+                mask = _fit_mask(read_mask(mask_paths[item.name]), image.shape[:2])
+                check_same_size(item.path, mask_paths[item.name], image.shape, mask.shape)
+        except ImageReadError as err:
+            unreadable.append((item, err))
+            continue
+        loaded.append((item, image, mask))
+    return loaded, unreadable
 
 
 def _chunks(items: Sequence[InputImage], size: int) -> Iterable[Sequence[InputImage]]:
@@ -704,53 +762,85 @@ def segment_files(
         owned.update(_owned_files(read_parts_json(parts_json)))
         _refuse_foreign_files(out, pending, owned, save_probs)
     data["owned_files"] = owned  # a set while running; a sorted list on disk
-    if summary.skipped:
+    rank, world = dist_utils.rank(), dist_utils.world_size()
+    if world > 1:
+        dist_utils.barrier()  # every rank has listed what is pending before any rank writes
+        pending = pending[rank::world]  # dealt in input order: the same shares on every rank
+    if summary.skipped and rank == 0:
         logger.info("%d of %d images already segmented in %s, skipped", len(summary.skipped), len(items), out)
-    bar = tqdm(total=len(pending), unit="img", desc="segment", disable=not progress)
+    bar = tqdm(total=len(pending), unit="img", desc="segment", disable=not progress or rank != 0)
+    run = dict(
+        size=size,
+        background=background,
+        batch_size=batch_size,
+        with_probs=save_probs,
+        crop=crop,
+        padding=padding,
+        fg_refine=refine,
+    )
+    # Decoding and encoding (PIL releases the GIL) run in threads while the network runs: chunk k + 1 is
+    # read and chunk k - 1's files are written during chunk k's forward passes. Results are taken in input
+    # order, so parts.json and every file are what the sequential loop wrote.
+    io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="segment-io")
+    # A few batches per chunk, so images of equal processing size can share a batch.
+    chunks = list(_chunks(pending, 4 * batch_size))
+    reads = [io.submit(_read_chunk, chunks[0], mask_paths)] if chunks else []
+    writing: list[tuple[InputImage, PartMaps, Future[dict[str, Any]]]] = []
+
+    def finish_writes(interrupted: bool = False) -> None:
+        while writing:
+            item, maps, job = writing.pop(0)
+            if interrupted and (job.cancelled() or job.exception() is not None):
+                continue  # stopped: list only the images whose files were all written
+            entries[item.name] = job.result()
+            owned.update(entries[item.name]["files"].values())
+            if maps.note:
+                summary.notes[item.name] = maps.note
+            failed.pop(str(item.path), None)
+            summary.written.append(item.name)
+            bar.update(1)
+        _merge_and_write(out, data, summary.written)  # after every chunk: a killed run resumes here
+
     try:
-        # A few batches per chunk, so images of equal processing size can share a batch.
-        for chunk in _chunks(pending, 4 * batch_size):
-            loaded: list[tuple[InputImage, np.ndarray, np.ndarray | None]] = []
-            for item in chunk:
-                try:
-                    image = read_image(item.path, max_pixels=MAX_WORKING_PIXELS)
-                    mask = None
-                    if item.name in mask_paths:
-                        mask = _fit_mask(read_mask(mask_paths[item.name]), image.shape[:2])
-                        check_same_size(item.path, mask_paths[item.name], image.shape, mask.shape)
-                except ImageReadError as err:
-                    failed[str(item.path)] = str(err)
-                    summary.failed[str(item.path)] = str(err)
-                    logger.warning("skipping an unreadable file: %s", err)
+        for k in range(len(chunks)):
+            loaded, unreadable = reads[k].result()
+            if k + 1 < len(chunks):
+                reads.append(io.submit(_read_chunk, chunks[k + 1], mask_paths))
+            for item, err in unreadable:
+                failed[str(item.path)] = summary.failed[str(item.path)] = str(err)
+                logger.warning("skipping an unreadable file: %s", err)
+                bar.update(1)
+            results = _segment_or_skip(model, loaded, bool(mask_paths), run) if loaded else []
+            if k > 0:
+                finish_writes()  # chunk k - 1's files, written while this chunk ran
+            for (item, image, _), maps in results:
+                if isinstance(maps, str):  # could not be processed (memory): skipped by name
+                    failed[str(item.path)] = summary.failed[str(item.path)] = maps
+                    logger.warning("skipping %s: %s", item.path, maps)
                     bar.update(1)
-                    continue
-                loaded.append((item, image, mask))
-            if loaded:
-                run = dict(
-                    size=size,
-                    background=background,
-                    batch_size=batch_size,
-                    with_probs=save_probs,
-                    crop=crop,
-                    padding=padding,
-                    fg_refine=refine,
-                )
-                for (item, image, _), maps in _segment_or_skip(model, loaded, bool(mask_paths), run):
-                    if isinstance(maps, str):  # could not be processed (memory): skipped by name
-                        failed[str(item.path)] = summary.failed[str(item.path)] = maps
-                        logger.warning("skipping %s: %s", item.path, maps)
-                    else:
-                        entries[item.name] = write_outputs(out, item, image, maps, save_probs, alpha=alpha)
-                        owned.update(entries[item.name]["files"].values())
-                        if maps.note:
-                            summary.notes[item.name] = maps.note
-                        failed.pop(str(item.path), None)
-                        summary.written.append(item.name)
-                    bar.update(1)
-            _merge_and_write(out, data, summary.written)  # after every chunk: a killed run resumes here
+                else:
+                    job = io.submit(write_outputs, out, item, image, maps, save_probs, alpha=alpha)
+                    writing.append((item, maps, job))
+        if chunks:
+            finish_writes()
+    except BaseException:
+        for job in reads:
+            job.cancel()  # no more reading; the segmented images' files are still written (as before)
+        io.shutdown(wait=True)
+        finish_writes(interrupted=True)  # and listed: a rerun skips them
+        raise
     finally:
+        io.shutdown(wait=True)
         bar.close()
-    summary.index_html = _merge_and_write(out, data, summary.written, num_parts=num_parts)
+    if world == 1:
+        summary.index_html = _merge_and_write(out, data, summary.written, num_parts=num_parts)
+    else:
+        dist_utils.barrier()  # every rank's entries are in parts.json
+        if rank == 0:  # one final parts.json, in input order, and the one index.html
+            _merge_and_write(out, data, summary.written, num_parts=num_parts, order=items)
+        _gather_summary(summary, items)
+        summary.index_html = out / "index.html"
+        dist_utils.barrier()  # no rank reports before index.html exists
     logger.info(
         "segmented %d images, skipped %d done, %d unreadable -> %s",
         len(summary.written),

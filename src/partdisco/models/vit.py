@@ -179,9 +179,9 @@ def patch_multiple(size: int, patch: int) -> int:
 def resize_to_patch_multiple(x: Tensor, patch: int) -> Tensor:
     """Bilinearly resize (B, 3, H, W) to the nearest multiples of ``patch`` (no-op if they are)."""
     H, W = x.shape[-2:]
-    size = (patch_multiple(H, patch), patch_multiple(W, patch))
-    if size == (H, W):
+    if H % patch == 0 and W % patch == 0 and H >= patch and W >= patch:  # (no branch on exported multiples)
         return x
+    size = (patch_multiple(H, patch), patch_multiple(W, patch))
     return F.interpolate(x, size=size, mode="bilinear", align_corners=RESIZE_ALIGN)  # (B, 3, h0 * p, w0 * p)
 
 
@@ -207,7 +207,8 @@ def interpolate_pos_embed(
     """
     N = pos_embed.shape[1] - 1
     h0, w0 = grid
-    if h0 * w0 == N and image_equal_sides:
+    symbolic = not (isinstance(h0, int) and isinstance(w0, int))  # sizes traced for ONNX export
+    if not symbolic and h0 * w0 == N and image_equal_sides:
         return pos_embed
     M = int(math.sqrt(N))
     if M * M != N:
@@ -216,17 +217,76 @@ def interpolate_pos_embed(
     dtype = pos_embed.dtype
     table = pos_embed.float()
     patch = table[:, 1:].reshape(1, M, M, C).permute(0, 3, 1, 2)  # (1, C, M, M)
-    if offset:
-        size_or_scale: dict[str, Any] = {"scale_factor": (float(h0 + offset) / M, float(w0 + offset) / M)}
+    if symbolic and offset:  # ONNX export: a float scale factor would be fixed at the traced size
+        if antialias:
+            raise NotImplementedError("exporting interpolate_offset > 0 with antialiasing is not supported")
+        # the stored table for a square M x M grid without a branch on the size (nearest at M x M: a copy)
+        same = (torch.scalar_tensor(h0) == M) & (torch.scalar_tensor(w0) == M)
+        kept = F.interpolate(patch, size=(h0, w0), mode="nearest")  # (1, C, h0, w0)
+        scaled = bicubic_by_scale(patch, (h0, w0), offset)  # (1, C, h0, w0)
+        patch = torch.where(same, kept, scaled)
     else:
-        size_or_scale = {"size": (h0, w0)}
-    patch = F.interpolate(
-        patch, mode="bicubic", antialias=antialias, align_corners=POS_ALIGN, **size_or_scale
-    )
-    if tuple(patch.shape[-2:]) != (h0, w0):
+        if offset:
+            size_or_scale: dict[str, Any] = {"scale_factor": (float(h0 + offset) / M, float(w0 + offset) / M)}
+        else:
+            size_or_scale = {"size": (h0, w0)}
+        patch = F.interpolate(
+            patch, mode="bicubic", antialias=antialias, align_corners=POS_ALIGN, **size_or_scale
+        )
+    if not symbolic and tuple(patch.shape[-2:]) != (h0, w0):
         raise RuntimeError(f"position interpolation gave {tuple(patch.shape[-2:])}, expected {(h0, w0)}")
     patch = patch.permute(0, 2, 3, 1).reshape(1, h0 * w0, C)  # (1, h0 * w0, C)
     return torch.cat([table[:, :1], patch], dim=1).to(dtype)
+
+
+def _bicubic_matrix(n_out: Any, n_in: int, offset: float) -> Tensor:
+    """(n_out, n_in) weights of PyTorch's bicubic resize at the scale factor (n_out + offset) / n_in.
+
+    align_corners False, no antialiasing, A = -0.75, indices clamped at the borders, as ATen computes them;
+    ``n_out`` may be a ``torch.SymInt``.
+    """
+    A = -0.75
+    dst = torch.arange(n_out, dtype=torch.float32)
+    inverse = 1.0 / ((torch.scalar_tensor(n_out, dtype=torch.float64) + offset) / n_in)  # as PyTorch: 1 / sf
+    inverse = inverse.float()
+    src = (dst + 0.5) * inverse - 0.5
+    first = torch.floor(src)
+    t = src - first
+
+    def near(x: Tensor) -> Tensor:  # |x| <= 1
+        return ((A + 2) * x - (A + 3)) * x * x + 1
+
+    def far(x: Tensor) -> Tensor:  # 1 < |x| < 2
+        return ((A * x - 5 * A) * x + 8 * A) * x - 4 * A
+
+    weights = torch.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], dim=1)  # (n_out, 4)
+    index = (first.long()[:, None] + torch.arange(-1, 3)[None]).clamp(0, n_in - 1)  # (n_out, 4)
+    return torch.zeros(n_out, n_in).scatter_add(1, index, weights)  # (n_out, n_in)
+
+
+def bicubic_by_scale(grid: Tensor, size: tuple[Any, Any], offset: float) -> Tensor:
+    """Bicubic resize by the scale factors ((h + offset) / M, (w + offset) / M) as two matrix products.
+
+    ``F.interpolate(grid, scale_factor=..., mode="bicubic", align_corners=False)`` within float rounding, for
+    sizes traced symbolically (ONNX export), where a float scale factor would be fixed at the traced size.
+
+    Args:
+        grid: (B, C, M, M) float.
+        size: (h, w), ints or ``torch.SymInt``.
+        offset: the official ``interpolate_offset`` (0.1).
+
+    Returns:
+        (B, C, h, w).
+
+    Example:
+        >>> g = torch.randn(1, 2, 4, 4)
+        >>> ref = F.interpolate(g, scale_factor=(6.1 / 4, 3.1 / 4), mode="bicubic", align_corners=False)
+        >>> bool(torch.allclose(bicubic_by_scale(g, (6, 3), 0.1), ref, atol=1e-5))
+        True
+    """
+    M = grid.shape[-1]
+    rows, cols = _bicubic_matrix(size[0], M, offset), _bicubic_matrix(size[1], M, offset)
+    return torch.einsum("hm,bcmn,wn->bchw", rows, grid.float(), cols).to(grid.dtype)  # (B, C, h, w)
 
 
 class PatchEmbed(nn.Module):

@@ -86,6 +86,11 @@ class ViTSegmenter(PartSegmenter):
         """The backbone's :class:`ViTSpec`."""
         return self.backbone.spec
 
+    @property
+    def input_multiple(self) -> int:  # type: ignore[override]
+        """Input sides are resized to multiples of the patch size inside :meth:`forward_features`."""
+        return self.spec.patch_size
+
     def train(self, mode: bool = True) -> ViTSegmenter:
         """Train mode for the trained blocks and the head; the frozen part stays in eval mode."""
         super().train(mode)

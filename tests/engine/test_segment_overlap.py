@@ -1,0 +1,61 @@
+"""segment reads and writes in threads while the network runs (issue #24): same files, clean stops."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import partdisco.engine.segment as engine_segment
+from partdisco.engine.segment import segment_files
+from partdisco.models import create_segmenter
+
+
+@pytest.fixture()
+def photos(tmp_path):
+    root = tmp_path / "photos"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(9):
+        Image.fromarray(rng.integers(0, 256, (24, 30, 3), dtype=np.uint8)).save(root / f"im{i}.png")
+    return root
+
+
+@pytest.fixture()
+def model():
+    torch.manual_seed(0)
+    return create_segmenter("resnet18", num_parts=3).eval()
+
+
+def _files(out):
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_many_chunks_write_what_one_chunk_writes(tmp_path, photos, model):
+    # batch 1: chunks of 4 images, reads and writes overlapping the next chunk; batch 16: one chunk
+    segment_files(model, [photos], tmp_path / "a" / "out", size=24, batch_size=1, progress=False)
+    segment_files(model, [photos], tmp_path / "b" / "out", size=24, batch_size=16, progress=False)
+    assert _files(tmp_path / "a" / "out") == _files(tmp_path / "b" / "out")
+
+
+def test_a_stop_mid_run_lists_what_was_written_and_a_rerun_finishes(tmp_path, photos, model, monkeypatch):
+    real, calls = engine_segment._segment_or_skip, [0]
+
+    def stop_at_the_third_chunk(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine_segment, "_segment_or_skip", stop_at_the_third_chunk)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        segment_files(model, [photos], out, size=24, batch_size=1, progress=False)
+    listed = set(json.loads((out / "parts.json").read_text())["images"])
+    assert listed == {f"im{i}" for i in range(8)}  # chunk 2's files were being written: listed too
+    monkeypatch.setattr(engine_segment, "_segment_or_skip", real)
+    summary = segment_files(model, [photos], out, size=24, batch_size=1, progress=False)
+    assert summary.written == ["im8"] and len(summary.skipped) == 8
