@@ -135,3 +135,38 @@ def test_fg_iou_needs_whole_images(photos: tuple[Path, list[str]]) -> None:
     test_set = folder.build(DataConfig(name="folder", root=str(root), image_size=SIZE), "test", train=False)
     out = evaluate(SaturationForeground().eval(), CropsOnly(test_set), EvalConfig(baseline=False), "cpu")
     assert "fg_iou" not in out and 0.0 < out["fg_iou_crops"] <= 100.0
+
+
+def _whole_image_scores(root: str) -> dict:
+    from partdisco.engine.evaluate_full import whole_image_fg_iou
+
+    torch.set_num_threads(1)
+    test_set = folder.build(DataConfig(name="folder", root=root, image_size=SIZE), "test", train=False)
+    model = SaturationForeground().eval()
+    return whole_image_fg_iou(model, test_set, size=SIZE, padding=PADDING, fg_refine=(0.0625, 1e-3))
+
+
+def _worker(rank: int, world: int, init_file: str, root: str, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        Path(out, f"rank{rank}.json").write_text(json.dumps(_whole_image_scores(root)))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.ddp
+def test_whole_image_fg_iou_with_two_ranks_equals_one_process(
+    photos: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    import torch.multiprocessing as mp
+
+    root = str(photos[0])
+    single = _whole_image_scores(root)
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), root, str(tmp_path)), nprocs=2, join=True)
+    for rank in (0, 1):
+        got = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert got["fg_iou_images"] == single["fg_iou_images"] == 3
+        for key in ("fg_iou", "fg_iou_mean"):
+            assert got[key] == pytest.approx(single[key], abs=1e-9), (rank, key)
