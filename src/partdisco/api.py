@@ -260,6 +260,8 @@ def _evaluate_loaded(
             regression_dataset=reg_set,
             baseline_dataset=None,
             progress=progress,
+            size=cfg.data.image_size,
+            padding=cfg.data.padding_frac,
         )
     metrics.update(
         checkpoint=checkpoint,

@@ -192,7 +192,7 @@ def test_pipeline_eval_scores_the_refined_foreground(synth_folder: Path) -> None
     test_set = folder.build(DataConfig(name="folder", root=str(synth_folder), image_size=64), "test", False)
     for radius in (0.0, 0.0625):
         cfg = EvalConfig(baseline=False, fg_refine_radius=radius)
-        reported = evaluate(model, test_set, cfg, torch.device("cpu"))["fg_iou"]
+        reported = evaluate(model, test_set, cfg, torch.device("cpu"))["fg_iou_crops"]
         inter = union = 0
         for i in range(len(test_set)):  # by hand: upsample, softmax, refine, argmax over K + 1
             sample = test_set[i]

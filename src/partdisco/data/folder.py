@@ -270,6 +270,21 @@ class FolderDataset(SampleDataset):
         default = np.zeros((len(self.keypoint_names), 3))
         return self.keypoints.get(name, default).copy()
 
+    def whole_image(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Image ``index`` as ``partdisco segment`` reads it and its mask, uncropped, at the file's size.
+
+        Returns:
+            ``(uint8 (H, W, 3) RGB, bool (H, W) mask or None without masks/)``; the whole-image foreground
+            IoU (:func:`partdisco.engine.evaluate_full.whole_image_fg_iou`) scores these.
+        """
+        name = self.files[index]
+        image = read_image(self.image_dir / name)
+        if self.mask_paths is None:
+            return image, None
+        mask = read_mask(self.mask_paths[name], mode="binary") > 0.5
+        check_same_size(self.image_dir / name, self.mask_paths[name], image.shape, mask.shape)
+        return image, mask
+
     def _report_empty_mask(self, name: str) -> None:
         """An all-empty mask is an error with ``data.strict``, else a warning naming it (once per image)."""
         assert self.mask_paths is not None

@@ -1066,6 +1066,16 @@ class SyntheticParts(PartsDataset):
             self._cache[index] = out
         return out
 
+    def whole_image(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scene ``index`` as :func:`write_folder` saves it: uint8 (S, S, 3) RGB and bool (S, S) mask.
+
+        The samples are whole images already; this is what ``partdisco segment`` would read from the files
+        (:func:`partdisco.engine.evaluate_full.whole_image_fg_iou` scores these).
+        """
+        arrays = self.arrays(index)
+        rgb = np.round(arrays["image"].transpose(1, 2, 0) * 255.0).astype(np.uint8)
+        return rgb, arrays["fg_mask"][0] > 0.5
+
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
         # the training sampler passes (index, epoch): a scene does not depend on the epoch
         index = int(item[0] if isinstance(item, tuple) else item)

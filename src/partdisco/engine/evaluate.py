@@ -278,6 +278,8 @@ def evaluate(
     regression_dataset: PartsDataset | None = None,
     baseline_dataset: PartsDataset | None = None,
     progress: bool = False,
+    size: int | None = None,
+    padding: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate a segmenter on a data set split.
 
@@ -290,9 +292,15 @@ def evaluate(
             None skips keypoint regression.
         baseline_dataset: split to fit the (x, y) k-means baseline on (default: ``dataset``).
         progress: show a progress bar.
+        size: network input side of the whole-image foreground IoU (``partdisco segment``'s default: the
+            training ``data.image_size``); None = the model's ``image_size``, else the data set's.
+        padding: its object crop padding (the training ``data.padding_frac``); None = the model's.
 
     Returns:
-        A JSON-serialisable dict of metrics (x100 for NMI/ARI/mIoU/regression error) and counts.
+        A JSON-serialisable dict of metrics (x100 for NMI/ARI/mIoU/regression error) and counts. With a
+        background channel and masks: ``fg_iou`` / ``fg_iou_mean`` are the whole-image foreground IoU of
+        ``partdisco segment`` (pooled / mean per image, :func:`.evaluate_full.whole_image_fg_iou`) when the
+        data set has whole images, and ``fg_iou_crops`` the IoU on the pipeline's (mask-box) crops.
     """
     from tqdm.auto import tqdm
 
@@ -384,7 +392,7 @@ def evaluate(
         s = clustering_scores(level_table.table)
         results.update(px_nmi=s["nmi"], px_ari=s["ari"], full_pixels=int(s["count"]))
     if predicted_bg is not None:
-        results.update(predicted_bg.results())
+        results.update(_foreground_ious(model, dataset, cfg, predicted_bg.results(), size, padding, progress))
     if regression_dataset is not None and num_keypoints:  # the same on every rank (collective below)
         results.update(
             _regression_errors(
@@ -412,10 +420,52 @@ def evaluate(
     }
     if predicted_bg is not None:
         results["protocol"]["predicted_background"] = (
-            "fg_iou: IoU of the model's predicted foreground (background channel not the argmax) with the "
-            "mask; *_predbg: the Full protocols with the model's predicted background instead of the mask"
+            "fg_iou / fg_iou_mean: IoU of the foreground `partdisco segment` predicts on the whole images "
+            "(no mask; whole image, then the crop around the predicted foreground) with the masks, pooled "
+            "over the split's pixels / mean per image, as benchmarks/score_segment.py; fg_iou_crops: the "
+            "same IoU on the evaluation crops around the masks' boxes (not what segment sees); *_predbg: "
+            "the Full protocols with the model's predicted background instead of the mask, on those crops"
         )
     return results
+
+
+def _foreground_ious(
+    model: torch.nn.Module,
+    dataset: PartsDataset,
+    cfg: EvalConfig,
+    crop_scores: dict[str, float],
+    size: int | None,
+    padding: float | None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Predicted-background scores: ``fg_iou`` from whole images as segment does, ``fg_iou_crops`` on crops.
+
+    The crops are cut around the masks' boxes, so the mask tells the model where the object is and the
+    background is a thin frame: their IoU is not what a user gets from ``partdisco segment`` on the
+    photos. Data sets without whole images (:func:`.evaluate_full.has_whole_images`) report only
+    ``fg_iou_crops``.
+    """
+    from partdisco.engine.evaluate_full import has_whole_images, whole_image_fg_iou
+    from partdisco.engine.inference import inference_padding, inference_size
+
+    out = dict(crop_scores)
+    out["fg_iou_crops"] = out.pop("fg_iou")
+    if has_whole_images(dataset):
+        if size is None and getattr(model, "image_size", None) is None:
+            size = getattr(dataset, "size", None) or getattr(dataset, "image_size", None)
+        out.update(
+            whole_image_fg_iou(
+                model,
+                dataset,
+                size=inference_size(model, size),
+                padding=inference_padding(model, padding),
+                fg_refine=(cfg.fg_refine_radius, cfg.fg_refine_eps),
+                batch_size=cfg.batch_size,
+                max_images=cfg.max_images,
+                progress=progress,
+            )
+        )
+    return out
 
 
 FULL_KEYS = ("kp_nmi", "kp_ari", "px_nmi", "px_ari")

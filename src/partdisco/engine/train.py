@@ -1041,7 +1041,16 @@ def _evaluate(run: Run) -> dict[str, Any]:
     """Held-out metrics of the model on the test split (eval mode; the caller restores train mode)."""
     run.learner.model.eval()
     progress = run.cfg.log.progress and run.main
-    return evaluate(run.learner.model, run.test_set, run.cfg.eval, run.device, progress=progress)
+    data = run.cfg.data  # the whole-image fg_iou runs as `partdisco segment` would on the final model.pt
+    return evaluate(
+        run.learner.model,
+        run.test_set,
+        run.cfg.eval,
+        run.device,
+        progress=progress,
+        size=data.image_size,
+        padding=data.padding_frac,
+    )
 
 
 __all__ = [
