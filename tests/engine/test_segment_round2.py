@@ -176,3 +176,20 @@ def test_images_without_foreground_are_flagged_and_empty_masks_named(model, tmp_
     assert "NO FOREGROUND FOUND" in (out / "index.html").read_text()
     assert "no foreground found in 2 image(s)" in caplog.text
     assert f"{src.resolve() / 'im0.png'}: its mask is empty" in caplog.text
+
+
+def test_the_weights_fingerprint_of_a_file_backed_model_is_the_files(tmp_path):
+    from torch import nn
+
+    from partdisco.engine.segment import weights_fingerprint
+
+    class FileModel(nn.Module):  # as OnnxSegmenter: no state dict, the weights are the file
+        def __init__(self, path):
+            super().__init__()
+            self.path = path
+
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    a.write_bytes(b"weights one")
+    b.write_bytes(b"weights two")
+    assert weights_fingerprint(FileModel(a)) != weights_fingerprint(FileModel(b))
+    assert weights_fingerprint(FileModel(a)) == weights_fingerprint(FileModel(tmp_path / "a.onnx"))

@@ -524,7 +524,12 @@ def weights_fingerprint(model: nn.Module) -> str:
     import hashlib
 
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    state = model.state_dict()
+    onnx_file = getattr(model, "path", None) if not state else None  # an ONNX model: its weights are the file
+    if onnx_file is not None and Path(onnx_file).is_file():
+        digest.update(Path(onnx_file).read_bytes())
+        return digest.hexdigest()[:16]
+    for name, tensor in sorted(state.items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
