@@ -47,20 +47,29 @@ def _every_reader(array: np.ndarray) -> list[np.ndarray]:
     "array",
     [
         np.random.default_rng(2).random((5, 6, 3), dtype=np.float32),  # floats are [0, 1]
-        np.random.default_rng(3).random((5, 6, 3)) * 3 - 1,  # clipped to [0, 1]
         np.random.default_rng(4).integers(0, 256, (5, 6, 4), dtype=np.uint8),  # alpha on black
         np.random.default_rng(5).random((5, 6, 4), dtype=np.float32),  # float alpha in [0, 1]
         np.random.default_rng(6).integers(0, 65536, (5, 6, 1), dtype=np.uint16),  # 16 bit
         np.random.default_rng(7).integers(-50, 400, (5, 6, 3)),  # other integers clipped
         np.random.default_rng(8).random((5, 6, 1)) > 0.5,  # bool: 0 / 255
     ],
-    ids=["float", "float-out-of-range", "rgba-uint8", "rgba-float", "uint16", "int64", "bool"],
+    ids=["float", "rgba-uint8", "rgba-float", "uint16", "int64", "bool"],
 )
 def test_one_value_rule_for_every_caller(array: np.ndarray) -> None:
     first, *others = _every_reader(array)
     assert first.dtype == np.uint8 and first.shape == (5, 6, 3)
     for other in others:
         np.testing.assert_array_equal(other, first)
+
+
+def test_out_of_range_floats_are_clipped_by_pictures_and_refused_by_the_api() -> None:
+    from partdisco.geometry.image import to_rgb_uint8
+    from partdisco.visualise.overlay import to_uint8_image
+
+    array = np.random.default_rng(3).random((5, 6, 3)) * 3 - 1
+    np.testing.assert_array_equal(to_uint8_image(array), to_rgb_uint8(array))  # pictures clip to [0, 1]
+    with pytest.raises(ValueError, match="image 0: float images must hold values in 0..1"):
+        _image_to_rgb_uint8(array, 0)  # partdisco.segment: a 0..255 float array is not silently binarised
 
 
 def test_the_rule_values() -> None:
