@@ -127,7 +127,8 @@ def test_recipe_cpu_is_download_free_and_overridable() -> None:
     with pytest.raises(ConfigError, match="recipe=cpu"):
         load_config("folder", [f"data.root={root}"])
     cfg = load_config("folder", [f"data.root={root}", "recipe=cpu", "train.steps=7"])
-    assert cfg.recipe == "cpu" and cfg.model.features == "efficientnet" and cfg.model.arch == "efficientnet_lite0"
+    assert cfg.recipe == "cpu" and cfg.model.features == "efficientnet"
+    assert cfg.model.arch == "efficientnet_lite0"
     assert cfg.data.foreground == "discover" and cfg.model.normalization == "lite"
     assert cfg.data.image_size == 128 and cfg.train.steps == 7 and cfg.data.name == "folder"
     with pytest.raises(ConfigError, match="unknown recipe"):
