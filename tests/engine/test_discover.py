@@ -33,7 +33,7 @@ class ColourNetwork:
 
     prototypes = torch.tensor([OBJECT, *DISTRACTORS])  # (4, 3)
 
-    def __call__(self, image01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, image01: torch.Tensor, with_logits: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         dense = F.avg_pool2d(image01, 8)  # (1, 3, h8, w8)
         dist = ((dense[0].permute(1, 2, 0)[:, :, None, :] - self.prototypes) ** 2).sum(-1)  # (h8, w8, 4)
         logits = (8.0 * (0.3 - dist).clamp_min(0)).permute(2, 0, 1)[None]  # 0 everywhere but near a prototype
@@ -162,3 +162,13 @@ def test_recipe_cpu_discovers_the_foreground_of_a_folder_and_trains_on_it(tmp_pa
     state = torch.load(run / "model.pt", map_location="cpu", weights_only=False)
     assert state["config"]["model"]["background_channel"] is True
     assert state["config"]["model"]["arch"] == "efficientnet_lite0"
+
+
+def test_a_run_stopped_during_or_after_discovery_can_be_started_again(tmp_path):
+    from partdisco.engine.runfolder import check_new_run_folder
+
+    run = tmp_path / "run"
+    (run / "foreground" / "masks").mkdir(parents=True)  # killed before the first checkpoint
+    (run / "foreground" / "masks" / "im00.png").write_bytes(b"")
+    (run / "train.log").write_text("")
+    check_new_run_folder(run)  # a failed start, not "files of the user's": the same command starts again

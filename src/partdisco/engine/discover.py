@@ -45,22 +45,26 @@ from torch import Tensor
 
 from partdisco.data.io import read_image
 from partdisco.engine.refine import guided_filter, refine_radius
-from partdisco.fileio import atomic_write, write_json
+from partdisco.fileio import write_json
+from partdisco.visualise import image_grid, save_png
 
 log = logging.getLogger(__name__)
 
 MASKS = "masks"  # RUN/foreground/masks/<stem>.png
-FOREGROUND_DIR = "foreground"
 SEEDS_PER_IMAGE = 400  # seed locations drawn per image for the linear classifier
 MAX_CLASS_IMAGES = 500  # images (evenly spaced) that find the recurring classes and give the seeds
 GRID = 32  # the network's input sides are multiples of its largest stride
+OVERVIEW_COLUMNS = 8  # overview.png: the first 3 rows of 8 training images
 
 
 class DiscoveryNetwork(Protocol):
-    """What discovery needs from a network (the EfficientNet-Lite0 of :func:`efficientnet_network`)."""
+    """What discovery needs from a network (:class:`EfficientNetDiscovery` by default)."""
 
-    def __call__(self, image01: Tensor) -> tuple[Tensor, Tensor]:
-        """(1, 3, H, W) RGB in [0, 1] -> (dense (1, D, h8, w8) features, class logits (1, C, h32, w32))."""
+    def __call__(self, image01: Tensor, with_logits: bool = True) -> tuple[Tensor, Tensor | None]:
+        """(1, 3, H, W) RGB in [0, 1] -> (dense (1, D, h8, w8) features, class logits (1, C, h, w) or None).
+
+        ``with_logits=False`` (the mask pass needs only the dense features) may skip the classifier.
+        """
         ...
 
 
@@ -101,13 +105,15 @@ class EfficientNetDiscovery:
         self.net = load_efficientnet_lite("lite0", output_stride=32).to(self.device).eval()
 
     @torch.no_grad()
-    def __call__(self, image01: Tensor) -> tuple[Tensor, Tensor]:
+    def __call__(self, image01: Tensor, with_logits: bool = True) -> tuple[Tensor, Tensor | None]:
         """(1, 3, H, W) RGB [0, 1] -> unit-norm (1, 152, H/8, W/8) features, (1, 1000, H/32, W/32) logits."""
         x = self.net.preprocess(image01.to(self.device))  # the weights' own normalisation
-        stages = self.net.forward_stages(x)
+        stages = self.net.forward_stages(x, stages=None if with_logits else ("stage3", "stage4"))
         s3, s4 = stages["stage3"], stages["stage4"]
         s4 = F.interpolate(s4, size=s3.shape[-2:], mode="bilinear", align_corners=False)
         dense = torch.cat([F.normalize(s3, dim=1), F.normalize(s4, dim=1)], dim=1)  # (1, 152, h8, w8)
+        if not with_logits:
+            return dense.float(), None
         head = F.relu6(self.net._bn1(self.net._conv_head(stages["stage5"])))  # (1, 1280, h32, w32)
         logits = torch.einsum("bchw,kc->bkhw", head, self.net._fc.weight)
         logits = logits + self.net._fc.bias.view(1, -1, 1, 1)
@@ -134,6 +140,7 @@ def recurring_classes(
     total: Tensor | None = None
     for image in images:
         _, logits = network(image)
+        assert logits is not None
         probs = logits.mean(dim=(2, 3)).softmax(dim=1)[0].cpu()  # (C,)
         total = probs if total is None else total + probs
     assert total is not None
@@ -248,6 +255,7 @@ def discover_foreground(
     bar = tqdm(seed_images, desc="foreground 2/3: seeds", unit="img", disable=not progress, leave=False)
     for i in bar:
         dense, logits = network(load(int(i))[1])
+        assert logits is not None
         dense = dense[0].cpu()  # (D, h8, w8)
         foot = footprint(logits, classes)
         foot = F.interpolate(foot[None, None], size=dense.shape[-2:], mode="bilinear", align_corners=False)[
@@ -265,16 +273,18 @@ def discover_foreground(
             + ("foreground" if y[0] > 0.5 else "background")
             + "; the recurring classes do not single out an object (try data.discover_classes)"
         )
-    mean, std, w, b = fit_linear(x, y)
+    linear: tuple[Tensor, ...] = fit_linear(x, y)
 
     # 3. every image's mask: classifier at stride 8 -> image size -> guided filter -> threshold
     fractions, thumbs = [], []
     for i in tqdm(range(n), desc="foreground 3/3: masks", unit="img", disable=not progress, leave=False):
         image, inp = load(i)
-        dense, _ = network(inp)
+        dense, _ = network(inp, with_logits=False)
         d = dense[0]  # on the network's device: the per-pixel work below stays there
-        linear = [t.to(d.device) for t in (mean, std, w, b)]
-        prob = torch.sigmoid(((d.permute(1, 2, 0) - linear[0]) / linear[1]) @ linear[2] + linear[3])
+        if linear[0].device != d.device:
+            linear = tuple(t.to(d.device) for t in linear)
+        mean, std, w, b = linear
+        prob = torch.sigmoid(((d.permute(1, 2, 0) - mean) / std) @ w + b)
         prob = F.interpolate(prob[None, None], size=inp.shape[-2:], mode="bilinear", align_corners=False)
         if settings.refine_radius > 0:
             radius = refine_radius(min(inp.shape[-2:]), settings.refine_radius)
@@ -284,13 +294,11 @@ def discover_foreground(
         if not mask.any():  # never an empty mask: the most object-like tenth of the image
             mask = prob >= prob.flatten().quantile(0.9)
         fractions.append(float(mask.float().mean()))
-        png = Image.fromarray(mask.numpy().astype(np.uint8) * 255)
-        atomic_write(
-            mask_dir / f"{Path(image_paths[i]).stem}.png", lambda f, png=png: png.save(f, format="PNG")
-        )
-        if len(thumbs) < 24:
+        save_png(mask_dir / f"{Path(image_paths[i]).stem}.png", mask.numpy().astype(np.uint8) * 255)
+        if len(thumbs) < OVERVIEW_COLUMNS * 3:
             thumbs.append(_thumb(image, mask.numpy()))
-    _overview(thumbs, Path(out_dir) / "overview.png")
+    rows = [thumbs[k : k + OVERVIEW_COLUMNS] for k in range(0, len(thumbs), OVERVIEW_COLUMNS)]
+    save_png(Path(out_dir) / "overview.png", image_grid(rows, pad=0, bg=0, tile_height=128))
     seconds = time.perf_counter() - start
     result = Discovery(
         mask_dir, classes.tolist(), [float(s) for s in share], float(np.mean(fractions)), seconds
@@ -317,23 +325,11 @@ def discover_foreground(
     return result
 
 
-def _thumb(image: np.ndarray, mask: np.ndarray, side: int = 128) -> np.ndarray:
-    """The image with the background darkened, resized to ``side`` x ``side``."""
-    shown = image.astype(np.float32) * np.where(mask[..., None], 1.0, 0.3)
-    return np.asarray(Image.fromarray(shown.astype(np.uint8)).resize((side, side), Image.BILINEAR))
-
-
-def _overview(thumbs: list[np.ndarray], path: Path, columns: int = 8) -> None:
-    if not thumbs:
-        return
-    rows = -(-len(thumbs) // columns)
-    side = thumbs[0].shape[0]
-    sheet = np.zeros((rows * side, columns * side, 3), np.uint8)
-    for k, t in enumerate(thumbs):
-        r, c = divmod(k, columns)
-        sheet[r * side : (r + 1) * side, c * side : (c + 1) * side] = t
-    png = Image.fromarray(sheet)
-    atomic_write(path, lambda f: png.save(f, format="PNG"))
+def _thumb(image: np.ndarray, mask: np.ndarray, height: int = 128) -> np.ndarray:
+    """The image with its background darkened, ``height`` pixels high (aspect kept)."""
+    shown = Image.fromarray((image.astype(np.float32) * np.where(mask[..., None], 1.0, 0.3)).astype(np.uint8))
+    width = max(1, round(shown.width * height / shown.height))
+    return np.asarray(shown.resize((width, height), Image.BILINEAR))
 
 
 def discovery_complete(out_dir: Path, image_paths: Sequence[Path]) -> bool:

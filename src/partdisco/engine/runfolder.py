@@ -29,7 +29,8 @@ RUN_MARKERS = ("config.yaml", "checkpoints", "model.pt")
 # a user's own ``notes.tmp`` in a run folder is not ours to delete.
 _STALE_TMP = re.compile(r"^(\..+|config\.yaml|model\.pt|metrics\.json|parts\.png|step_\d+\.pt)\.tmp(-\d+)?$")
 # What a run that stopped before its first checkpoint leaves: a new run may start over it.
-_FAILED_START = ("config.yaml", "train.log", "tensorboard", "checkpoints", LOCK_NAME)
+FOREGROUND_DIR = "foreground"  # data.foreground=discover: the discovered masks (engine/discover.py)
+_FAILED_START = ("config.yaml", "train.log", "tensorboard", "checkpoints", FOREGROUND_DIR, LOCK_NAME)
 
 RESUME_MUTABLE: dict[str, str] = {
     "train.steps": "train longer (the poly horizon follows unless optim.schedule_steps is set)",
@@ -79,8 +80,9 @@ def check_new_run_folder(run_dir: Path, config_file: str | None = None) -> bool:
     """Refuse a new run into a folder that holds a run or files that are not a run's; say if it restarts.
 
     A new run may go into a missing or empty folder, or into the folder of a run that stopped before its
-    first checkpoint (only ``config.yaml``, ``train.log``, ``tensorboard/``, an empty ``checkpoints/`` and
-    our temp files): that run cannot be resumed, so starting it again is the way on.
+    first checkpoint (only ``config.yaml``, ``train.log``, ``tensorboard/``, an empty ``checkpoints/``,
+    the discovered masks ``foreground/`` and our temp files): that run cannot be resumed, so starting it
+    again is the way on (a finished discovery is reused).
 
     Returns:
         True when the folder holds such a failed start (the caller logs that it starts over).

@@ -48,7 +48,6 @@ from partdisco.engine.checkpoint import (
 )
 from partdisco.engine.diagnostics import format_diagnostics, has_label_metrics, part_diagnostics
 from partdisco.engine.discover import (
-    FOREGROUND_DIR,
     MASKS,
     DiscoverySettings,
     discover_foreground,
@@ -59,6 +58,7 @@ from partdisco.engine.inference import predict_labels, resolve_device
 from partdisco.engine.monitor import MetricWriter, setup_logging, teardown_logging
 from partdisco.engine.precision import autocast_ctx, make_scaler
 from partdisco.engine.runfolder import (
+    FOREGROUND_DIR,
     RunLock,
     check_checkpoint_fields,
     check_new_run_folder,
