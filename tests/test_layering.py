@@ -1,9 +1,16 @@
-"""Imports only go down the floors of docs/ARCHITECTURE.md; the CLI goes through the API (issue #12, 8).
+"""Imports only go down the floors of docs/ARCHITECTURE.md, with no circle anywhere (issues #12, #23).
 
 The floors, bottom up: ``config`` -> ``geometry`` -> ``data`` -> ``models`` -> ``losses`` -> ``engine`` ->
 ``api`` -> ``cli``; ``metrics`` and ``visualise`` are leaves that import only ``config`` and ``geometry`` and
 are called by ``engine`` and ``api``. The CLI imports only ``api`` (or the package root, which re-exports it)
 and ``config``. Every ``import`` in the source counts, including imports inside functions.
+
+Inside a floor, modules may import each other, but never in a circle (issue #23): a circle means no module
+of it can be read, tested or replaced on its own. ``from partdisco.models.vit import x`` is an edge to
+``partdisco.models.vit`` only (not to the package ``__init__``, which Python also runs): a package's
+``__init__`` re-exports its modules, so counting the implicit parent import would make every re-export a
+circle. ``from partdisco.models import x`` is an edge to the ``__init__`` (it runs all of it), or to the
+module ``partdisco.models.x`` when ``x`` is one.
 """
 
 from __future__ import annotations
@@ -59,8 +66,57 @@ def imported_modules(source: str, module: str, is_package: bool) -> set[str]:
                 else:  # from . import io
                     found.update(".".join([*base, alias.name]) for alias in node.names)
             elif node.module:
-                found.add(node.module)
+                for alias in node.names:
+                    sub = f"{node.module}.{alias.name}"
+                    found.add(sub if _is_module(sub) else node.module)
     return {name for name in found if name == "partdisco" or name.startswith("partdisco.")}
+
+
+def _is_module(name: str) -> bool:
+    """``partdisco.models.vit`` names a file or package under src/ (not an attribute of a module)."""
+    if not name.startswith("partdisco."):
+        return False
+    relative = SRC.joinpath(*name.split(".")[1:])
+    return relative.with_suffix(".py").is_file() or (relative / "__init__.py").is_file()
+
+
+def import_cycles(edges: set[tuple[str, str]]) -> list[list[str]]:
+    """The circles among ``edges``: each strongly connected set of modules (Tarjan), sorted, biggest first."""
+    graph: dict[str, set[str]] = {}
+    for a, b in edges:
+        graph.setdefault(a, set()).add(b)
+        graph.setdefault(b, set())
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1 or node in graph[node]:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(found, key=lambda c: (-len(c), c))
 
 
 def floor(module: str) -> str:
@@ -103,6 +159,13 @@ def test_imports_go_down_the_floors() -> None:
     )
 
 
+def test_no_import_circles() -> None:
+    cycles = import_cycles(EDGES)
+    assert not cycles, "import circles (function-level imports count):\n" + "\n".join(
+        "  " + " <-> ".join(c) for c in cycles
+    )
+
+
 def test_known_violations_are_still_there() -> None:
     """Each pinned edge still exists; a fixed one fails here until it is deleted from KNOWN_VIOLATIONS."""
     fixed = sorted(set(KNOWN_VIOLATIONS) - violations(EDGES))
@@ -130,6 +193,24 @@ class TestChecker:
             ("partdisco.metrics.keypoints", "partdisco.visualise.overlay"),
             ("partdisco.cli.train", "partdisco.engine.train"),
         }
+
+    def test_from_package_import_module_is_an_edge_to_the_module(self) -> None:
+        found = imported_modules(
+            "from partdisco.models import vit, build_segmenter\n", "partdisco.api", False
+        )
+        assert found == {"partdisco.models.vit", "partdisco.models"}
+
+    def test_circles_are_found(self) -> None:
+        edges = {
+            ("partdisco.a", "partdisco.b"),
+            ("partdisco.b", "partdisco.c"),
+            ("partdisco.c", "partdisco.a"),  # a -> b -> c -> a
+            ("partdisco.c", "partdisco.d"),
+            ("partdisco.e", "partdisco.e"),  # a module importing itself
+            ("partdisco.f", "partdisco.d"),
+        }
+        assert import_cycles(edges) == [["partdisco.a", "partdisco.b", "partdisco.c"], ["partdisco.e"]]
+        assert import_cycles({("partdisco.a", "partdisco.b"), ("partdisco.b", "partdisco.c")}) == []
 
     def test_scan_sees_the_package(self) -> None:
         assert ("partdisco.engine.train", "partdisco.losses") in EDGES
