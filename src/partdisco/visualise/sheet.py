@@ -193,6 +193,12 @@ def part_grid(
     return out
 
 
+# zlib level of every PNG we write. PIL's default, 6, made encoding the 512-px overlay cost 438 ms, most of
+# segment's writing time; level 1 takes 214 ms for files ~10 % larger (issue #24, BENCHMARKS.md). Lossless
+# either way: the pixels read back are the same.
+PNG_COMPRESS_LEVEL = 1
+
+
 def save_png(path: str | os.PathLike[str], array: Any) -> Path:
     """Write an image as PNG atomically (temp file in the same folder, then ``os.replace``).
 
@@ -221,7 +227,7 @@ def save_png(path: str | os.PathLike[str], array: Any) -> Path:
     if arr.dtype != np.uint8:
         raise TypeError(f"cannot write {path}: expected uint8, got {arr.dtype}; convert with to_uint8_image")
     pil = Image.fromarray(np.ascontiguousarray(arr))
-    return atomic_write(Path(path), lambda tmp: pil.save(tmp, format="PNG"))
+    return atomic_write(Path(path), lambda tmp: pil.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL))
 
 
 def save_label_png(path: str | os.PathLike[str], labels: Any) -> Path:
@@ -247,7 +253,7 @@ def save_label_png(path: str | os.PathLike[str], labels: Any) -> Path:
     height, width = lab.shape
     pil = Image.frombytes("P", (width, height), np.ascontiguousarray(lab, dtype=np.uint8).tobytes())
     pil.putpalette(palette_for_png())
-    return atomic_write(Path(path), lambda tmp: pil.save(tmp, format="PNG"))
+    return atomic_write(Path(path), lambda tmp: pil.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL))
 
 
 _CSS = """
