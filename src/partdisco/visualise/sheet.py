@@ -199,6 +199,11 @@ def part_grid(
 PNG_COMPRESS_LEVEL = 1
 
 
+def _write_png(path: str | os.PathLike[str], pil: Image.Image) -> Path:
+    """Save ``pil`` as PNG at ``path`` atomically, at :data:`PNG_COMPRESS_LEVEL`."""
+    return atomic_write(Path(path), lambda tmp: pil.save(tmp, "PNG", compress_level=PNG_COMPRESS_LEVEL))
+
+
 def save_png(path: str | os.PathLike[str], array: Any) -> Path:
     """Write an image as PNG atomically (temp file in the same folder, then ``os.replace``).
 
@@ -227,7 +232,7 @@ def save_png(path: str | os.PathLike[str], array: Any) -> Path:
     if arr.dtype != np.uint8:
         raise TypeError(f"cannot write {path}: expected uint8, got {arr.dtype}; convert with to_uint8_image")
     pil = Image.fromarray(np.ascontiguousarray(arr))
-    return atomic_write(Path(path), lambda tmp: pil.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL))
+    return _write_png(path, pil)
 
 
 def save_label_png(path: str | os.PathLike[str], labels: Any) -> Path:
@@ -253,7 +258,7 @@ def save_label_png(path: str | os.PathLike[str], labels: Any) -> Path:
     height, width = lab.shape
     pil = Image.frombytes("P", (width, height), np.ascontiguousarray(lab, dtype=np.uint8).tobytes())
     pil.putpalette(palette_for_png())
-    return atomic_write(Path(path), lambda tmp: pil.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL))
+    return _write_png(path, pil)
 
 
 _CSS = """
