@@ -69,7 +69,10 @@ CONFIGS = {
     "naive": "reference structure: per-image / per-anchor / per-sample loops, fp32",
     "ours_fp32": "train_step, fp32",
     "ours_fast": "train_step, bf16 autocast, channels-last",
+    "floor_fp32": "floor: the segmenter's two forward+backward passes alone, fp32",
+    "floor_fast": "floor: the segmenter's two forward+backward passes alone, bf16, channels-last",
 }
+FLOOR_OF = {"ours_fp32": "floor_fp32", "ours_fast": "floor_fast"}  # issue #24: step vs its floor
 TARGETS = {"ours_fp32": 2.0, "ours_fast": 4.0}  # issue #7: speed-up over naive
 SEED = 1234
 RESULT_TAG = "BENCH_STEP_RESULT "
@@ -136,8 +139,42 @@ class InMemory(PartsDataset):
         return self.samples[index]
 
 
+def measure_floor(config: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """The step's floor (issue #24): the segmenter's own two forward+backward passes, nothing else.
+
+    A training step runs the segmenter on the batch and on its warped copy and back-propagates through
+    both; everything else (feature network, warps, losses, jitter, optimiser) is overhead on top. Here the
+    two passes run on the batch and a flipped copy with a plain sum as the loss, gradients zeroed each time.
+    """
+    torch.manual_seed(0)
+    model = create_segmenter(args.arch, num_parts=args.parts).to(device)
+    fast = config == "floor_fast"
+    if fast:
+        model = model.to(memory_format=torch.channels_last)
+    set_train_mode(model, freeze_bn=False)
+    inputs = synthetic_batch(args.batch, args.size, device)
+    images = [model.preprocess(inputs.image), model.preprocess(inputs.image.flip(-1))]
+    if fast:
+        images = [x.contiguous(memory_format=torch.channels_last) for x in images]
+    precision = "bf16" if fast else "fp32"
+
+    def step(i: int) -> None:
+        model.zero_grad(set_to_none=True)
+        with autocast_ctx(device, precision):
+            loss = sum(model(x).float().sum() for x in images)
+        loss.backward()
+
+    setup_rss = peak_rss_mib()
+    result = time_calls(step, args.warmup, args.steps, device)
+    result["setup_rss_mib"] = setup_rss
+    result["peak_rss_mib"] = peak_rss_mib()
+    return result
+
+
 def measure_train(config: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """Time training steps of one configuration (fresh model, same initial weights for every config)."""
+    if config.startswith("floor"):
+        return measure_floor(config, args, device)
     torch.manual_seed(0)
     model = create_segmenter(args.arch, num_parts=args.parts).to(device)
     features_net = build_feature_extractor(args.features, args.features_weights).to(device)
@@ -328,6 +365,9 @@ def train_table(results: dict[str, dict[str, Any]], args: argparse.Namespace) ->
             f"{rate[config] * args.batch:.2f} | {memory_text(result, device)} | "
             + (f"{rate[config] / rate['naive']:.2f}x |" if "naive" in rate else "- |")
         )
+    for config, floor in FLOOR_OF.items():
+        if config in rate and floor in rate:
+            lines.append(f"- {config}: {rate[floor] / rate[config]:.2f}x its floor ({floor})")
     if "naive" in rate:
         lines.append("")
         for config, target in TARGETS.items():
