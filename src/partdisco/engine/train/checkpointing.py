@@ -15,13 +15,13 @@ import torch
 from partdisco.config import ConfigError, RunConfig
 from partdisco.engine import distributed as dist_utils
 from partdisco.engine.checkpoint import (
-    checkpoint_dir,
     load_checkpoint,
     prune_checkpoints,
 )
 from partdisco.engine.runfolder import (
     check_checkpoint_fields,
     check_resume_changes,
+    step_checkpoint_path,
 )
 from partdisco.engine.train.divergence import raise_if_weights_diverged
 from partdisco.engine.train.setup import Run
@@ -57,7 +57,7 @@ def save_checkpoint(
     if run.main:
         last_saved = save_torch(
             checkpoint_state(run.learner, step, run.cfg, world=run.world),
-            checkpoint_dir(run.run_dir) / f"step_{step:07d}.pt",
+            step_checkpoint_path(run.run_dir, step),
         )
         prune_checkpoints(run.run_dir, run.cfg.train.keep_checkpoints)
     dist_utils.barrier()

@@ -15,6 +15,7 @@ from partdisco.engine import distributed as dist_utils
 from partdisco.engine.diagnostics import format_diagnostics, has_label_metrics, part_diagnostics
 from partdisco.engine.evaluate import evaluate, metric_warnings
 from partdisco.engine.inference import predict_labels
+from partdisco.engine.runfolder import METRICS_FILE, MODEL_FILE, PARTS_PICTURE
 from partdisco.engine.train.checkpointing import checkpoint_state
 from partdisco.engine.train.divergence import raise_if_weights_diverged
 from partdisco.engine.train.setup import Run
@@ -53,10 +54,10 @@ def finish_run(run: Run, step: int, last_saved: Path | None) -> None:
         # The final model is weights-only (a third of the size); the full state stays in checkpoints/.
         final = checkpoint_state(run.learner, step, cfg, metrics, world=run.world)
         save_torch(
-            {k: v for k, v in final.items() if k not in ("optimizer", "scaler")}, run.run_dir / "model.pt"
+            {k: v for k, v in final.items() if k not in ("optimizer", "scaler")}, run.run_dir / MODEL_FILE
         )
-        write_json(run.run_dir / "metrics.json", metrics)
-        save_png(run.run_dir / "parts.png", parts_picture(run))
+        write_json(run.run_dir / METRICS_FILE, metrics)
+        save_png(run.run_dir / PARTS_PICTURE, parts_picture(run))
         which = _test_split_words(run)
         if "diagnostics" not in metrics:  # (without labels the table would be empty)
             log.info("%s metrics (x100):\n%s", which, format_metrics(metrics))
@@ -67,7 +68,7 @@ def finish_run(run: Run, step: int, last_saved: Path | None) -> None:
                 metrics["diagnostics"]["images"],
                 len(run.test_set),
                 which,
-                run.run_dir / "parts.png",
+                run.run_dir / PARTS_PICTURE,
                 format_diagnostics(metrics["diagnostics"]),
             )
         for note in dict.fromkeys(metric_warnings(metrics).values()):

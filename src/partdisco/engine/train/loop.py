@@ -18,6 +18,7 @@ from partdisco.engine import distributed as dist_utils
 from partdisco.engine.checkpoint import (
     latest_checkpoint,
 )
+from partdisco.engine.runfolder import step_checkpoint_name
 from partdisco.engine.schedule import lr_factor
 from partdisco.engine.train.checkpointing import save_checkpoint
 from partdisco.engine.train.divergence import TrainingDivergedError, raise_if_diverged
@@ -92,7 +93,7 @@ class _CtrlC:
 
 def _stop_on_ctrl_c(run: Run, step: int, last_saved: Path | None) -> None:
     """After a Ctrl-C: save the steps done since the last checkpoint, say where, stop (KeyboardInterrupt)."""
-    if last_saved is None or last_saved.name != f"step_{step:07d}.pt":
+    if last_saved is None or last_saved.name != step_checkpoint_name(step):
         try:
             last_saved = save_checkpoint(run, step, {}, last_saved)
         except (TrainingDivergedError, OSError, RuntimeError) as err:

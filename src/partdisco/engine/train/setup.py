@@ -31,11 +31,12 @@ from partdisco.engine.discover import (
 from partdisco.engine.monitor import MetricWriter
 from partdisco.engine.precision import make_scaler
 from partdisco.engine.runfolder import (
+    CONFIG_FILE,
     FOREGROUND_DIR,
 )
 from partdisco.engine.train.step import Learner, make_optimizer
 from partdisco.losses import Objective
-from partdisco.models import build_feature_extractor, build_segmenter
+from partdisco.models import Segmenter, build_feature_extractor, build_segmenter
 
 log = logging.getLogger("partdisco.train")
 
@@ -89,7 +90,9 @@ def build_run(
 ) -> Run:
     """Build what a run holds: data, model (resumed when asked), wrappers, optimiser, loader, writer.
 
-    Writes ``config.yaml`` (main process) once every check has passed: a refused run changes no file.
+    Writes ``config.yaml`` (main process) once every check has passed: a refused run changes no file. The
+    run's config is ``cfg`` with ``model.background_channel`` resolved (:func:`resolve_background_channel`);
+    ``cfg`` itself is not changed.
     """
     rank, world, main = dist_utils.rank(), dist_utils.world_size(), dist_utils.is_main()
     if device.type == "cuda":
@@ -100,22 +103,91 @@ def build_run(
         log.warning(slow)
 
     # Data first: a missing or broken data set fails before any model work.
+    train_set, test_set, mask_free, without_masks = _training_data(cfg, run_dir, device, main)
+    cfg = resolve_background_channel(cfg, without_masks)
+    learner, start_step = _build_learner(cfg, device, mask_free, resume_state, resume_ckpt)
+    sampler = ResumableBatchSampler(
+        len(train_set), cfg.train.batch_size, cfg.train.steps, cfg.seed, start_step, rank, world
+    )
+    loader = DataLoader(
+        train_set,  # indexed by (index, epoch): augmentations from (seed, epoch, index)
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=cfg.data.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=cfg.data.num_workers > 0,
+    )
+    vis_batch = _fixed_batch(test_set, 8)  # reads test images: unreadable data fails before config.yaml
+    if main:  # every check has passed (the sampler refuses a batch larger than the data set)
+        save_config(cfg, run_dir / CONFIG_FILE)
+    return Run(
+        cfg=cfg,
+        run_dir=run_dir,
+        device=device,
+        rank=rank,
+        world=world,
+        main=main,
+        train_set=train_set,
+        test_set=test_set,
+        mask_free=mask_free,
+        learner=learner,
+        loader=loader,
+        writer=MetricWriter(run_dir, cfg.log, cfg.to_dict()) if main else None,
+        vis_batch=vis_batch,
+        start_step=start_step,
+    )
+
+
+def _training_data(
+    cfg: RunConfig, run_dir: Path, device: torch.device, main: bool
+) -> tuple[PartsDataset, PartsDataset, bool, bool]:
+    """The train and test splits, whether training is mask-free, and whether the data came without masks.
+
+    Data that came without masks (or with ``data.masks=ignore``) trains mask-free, or with the masks of
+    foreground discovery (``data.foreground=discover``); either way the run needs the background channel.
+    """
     train_set = build_dataset(cfg.data, "train", train=True, seed=cfg.seed)
     test_set = build_dataset(cfg.data, "test", train=False)
     log.info("data %s: %d train / %d test images", cfg.data.name, len(train_set), len(test_set))
-    mask_free = cfg.data.masks == "ignore" or not train_set.has_masks
+    without_masks = mask_free = cfg.data.masks == "ignore" or not train_set.has_masks
     if mask_free and cfg.data.foreground == "discover":
         train_set = _discovered_train_set(cfg, train_set, run_dir, device, main)
         mask_free = not train_set.has_masks
-        if not mask_free:
-            cfg.model.background_channel = True  # the discovered masks teach the background channel
     if mask_free:
         why = "data.masks=ignore" if cfg.data.masks == "ignore" else "the data set has no foreground masks"
         log.info("%s: mask-free training, the background channel is learnt from priors", why)
-        cfg.model.background_channel = True  # mask-free training needs the K + 1 output
     else:
         _require_foreground(train_set, cfg.data.name)
+    return train_set, test_set, mask_free, without_masks
 
+
+def resolve_background_channel(cfg: RunConfig, without_masks: bool) -> RunConfig:
+    """``cfg`` with ``model.background_channel`` on when the data came without masks (a copy; cfg unchanged).
+
+    Mask-free training needs the K + 1 output, and discovered masks teach the background channel. The
+    resolved value is what ``config.yaml`` and the checkpoints record.
+
+    Example:
+        >>> from partdisco.config import load_config
+        >>> cfg = load_config("synthetic", check=False)
+        >>> cfg.model.background_channel = False
+        >>> resolve_background_channel(cfg, True).model.background_channel, cfg.model.background_channel
+        (True, False)
+    """
+    if not without_masks or cfg.model.background_channel:
+        return cfg
+    return replace(cfg, model=replace(cfg.model, background_channel=True))
+
+
+def _build_learner(
+    cfg: RunConfig,
+    device: torch.device,
+    mask_free: bool,
+    resume_state: dict[str, Any] | None,
+    resume_ckpt: Path | None,
+) -> tuple[Learner, int]:
+    """Model (same initial weights on every rank), phi, losses, optimiser, wrappers, resumed."""
+    rank, world = dist_utils.rank(), dist_utils.world_size()
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     model = build_segmenter(cfg.model).to(device)
     features_net = build_feature_extractor(
@@ -138,18 +210,47 @@ def build_run(
     scaler = make_scaler(device, cfg.train.precision)
     start_step = 0
     if resume_state is not None:
-        model.load_state_dict(resume_state["model"], strict=True)
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scaler.load_state_dict(resume_state["scaler"])
-        start_step = int(resume_state["step"])
-        # optim.lr may change on resume: it sets the groups' base lr; the optimiser's moments are kept
-        fresh = model.param_groups(cfg.optim.lr, cfg.optim.lr * cfg.optim.head_lr_mult)
-        for group, new in zip(optimizer.param_groups, fresh, strict=True):
-            group["base_lr"] = new["lr"]
-        log.info("resumed from %s at step %d", resume_ckpt, start_step)
+        start_step = _resume(model, optimizer, scaler, cfg, resume_state, resume_ckpt)
     for group in optimizer.param_groups:
         group.setdefault("base_lr", group["lr"])
+    model, net = _wrap(model, cfg, device, world)
+    learner = Learner(
+        model=model,
+        net=net,
+        features_net=features_net,
+        objective=objective,
+        optimizer=optimizer,
+        scaler=scaler,
+        precision=cfg.train.precision,
+        clip_grad=cfg.optim.clip_grad,
+        channels_last=cfg.train.channels_last,
+    )
+    return learner, start_step
 
+
+def _resume(
+    model: Segmenter,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    cfg: RunConfig,
+    resume_state: dict[str, Any],
+    resume_ckpt: Path | None,
+) -> int:
+    """Load the checkpoint's weights, optimiser and scaler state; return its step."""
+    model.load_state_dict(resume_state["model"], strict=True)
+    optimizer.load_state_dict(resume_state["optimizer"])
+    scaler.load_state_dict(resume_state["scaler"])
+    start_step = int(resume_state["step"])
+    # optim.lr may change on resume: it sets the groups' base lr; the optimiser's moments are kept
+    fresh = model.param_groups(cfg.optim.lr, cfg.optim.lr * cfg.optim.head_lr_mult)
+    for group, new in zip(optimizer.param_groups, fresh, strict=True):
+        group["base_lr"] = new["lr"]
+    log.info("resumed from %s at step %d", resume_ckpt, start_step)
+    return start_step
+
+
+def _wrap(model: nn.Module, cfg: RunConfig, device: torch.device, world: int) -> tuple[nn.Module, nn.Module]:
+    """(model, net): SyncBatchNorm when asked (CUDA), DDP over several ranks, ``torch.compile`` when asked."""
     net: nn.Module = model
     if world > 1 and cfg.train.sync_bn and not cfg.model.freeze_bn:
         if device.type == "cuda":
@@ -162,47 +263,7 @@ def build_run(
         )
     if cfg.train.compile:
         net = torch.compile(net)
-    learner = Learner(
-        model=model,
-        net=net,
-        features_net=features_net,
-        objective=objective,
-        optimizer=optimizer,
-        scaler=scaler,
-        precision=cfg.train.precision,
-        clip_grad=cfg.optim.clip_grad,
-        channels_last=cfg.train.channels_last,
-    )
-    sampler = ResumableBatchSampler(
-        len(train_set), cfg.train.batch_size, cfg.train.steps, cfg.seed, start_step, rank, world
-    )
-    loader = DataLoader(
-        train_set,  # indexed by (index, epoch): augmentations from (seed, epoch, index)
-        batch_sampler=sampler,
-        collate_fn=collate,
-        num_workers=cfg.data.num_workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=cfg.data.num_workers > 0,
-    )
-    vis_batch = _fixed_batch(test_set, 8)  # reads test images: unreadable data fails before config.yaml
-    if main:  # every check has passed (the sampler refuses a batch larger than the data set)
-        save_config(cfg, run_dir / "config.yaml")
-    return Run(
-        cfg=cfg,
-        run_dir=run_dir,
-        device=device,
-        rank=rank,
-        world=world,
-        main=main,
-        train_set=train_set,
-        test_set=test_set,
-        mask_free=mask_free,
-        learner=learner,
-        loader=loader,
-        writer=MetricWriter(run_dir, cfg.log, cfg.to_dict()) if main else None,
-        vis_batch=vis_batch,
-        start_step=start_step,
-    )
+    return model, net
 
 
 def _discovered_train_set(

@@ -237,9 +237,17 @@ def train_step(learner: Learner, inputs: StepInputs, draws: StepDraws) -> dict[s
         lab=lab,
         generator=draws.generator,
     )
+    grad_norm = _backward_and_step(learner, terms["total"])
+    out = {k: v.detach() for k, v in terms.items()}
+    out["grad_norm"] = grad_norm.detach()
+    return out
+
+
+def _backward_and_step(learner: Learner, total: torch.Tensor) -> torch.Tensor:
+    """Backward of ``total`` (scaled for fp16), gradient clipping, optimizer step; returns the grad norm."""
     optimizer, scaler = learner.optimizer, learner.scaler
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(terms["total"]).backward()
+    scaler.scale(total).backward()
     scaler.unscale_(optimizer)
     params = [p for p in learner.model.parameters() if p.requires_grad]
     if learner.clip_grad > 0:
@@ -250,6 +258,4 @@ def train_step(learner: Learner, inputs: StepInputs, draws: StepDraws) -> dict[s
         )
     scaler.step(optimizer)
     scaler.update()
-    out = {k: v.detach() for k, v in terms.items()}
-    out["grad_norm"] = grad_norm.detach()
-    return out
+    return grad_norm
