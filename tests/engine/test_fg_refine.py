@@ -14,7 +14,7 @@ from torch import nn
 from partdisco.config import ConfigError, DataConfig, EvalConfig, load_config
 from partdisco.data import folder
 from partdisco.data.synthetic import write_folder
-from partdisco.engine.evaluate_full import evaluate_full_images
+from partdisco.engine.evaluate import evaluate_full_images
 from partdisco.engine.inference import DEFAULT_FG_REFINE, inference_fg_refine, segment_images
 from partdisco.engine.refine import box_mean, guided_filter, refine_probs, refine_radius
 from partdisco.engine.segment import segment_files
