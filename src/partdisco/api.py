@@ -97,7 +97,7 @@ def load(path: str | Path, device: str = "cpu") -> Segmenter:
         interface) in eval mode on ``device``; ``model.preprocess`` turns RGB [0, 1] images into its
         input, and ``model(x)`` returns part logits (B, K or K + 1, h, w).
     """
-    from partdisco.engine.inference import resolve_device
+    from partdisco.engine.inference.network import resolve_device
     from partdisco.models.convert import load_segmenter
 
     return load_segmenter(path).to(resolve_device(device)).eval()
@@ -123,7 +123,7 @@ def open_checkpoint(path: str | Path, device: str = "cpu", allow_pickle: bool = 
         FileNotFoundError: no such file or run folder.
         CheckpointError: unreadable, unknown layout, or a backbone file (the message names the file).
     """
-    from partdisco.engine.inference import resolve_device
+    from partdisco.engine.inference.network import resolve_device
     from partdisco.models.convert import LoadedCheckpoint, load_checkpoint_file
 
     if Path(path).suffix.lower() == ".onnx":  # an exported model, run by onnxruntime on the CPU
@@ -293,66 +293,6 @@ def format_metrics(metrics: dict[str, Any], decimals: int = 1) -> str:
     return table(metrics, decimals, thin=metric_warnings(metrics))
 
 
-FLOAT_SLACK = 0.01  # float images may overshoot 0..1 this much (resampling); they are clipped
-
-
-def _image_to_rgb_uint8(image: Any, index: int) -> Any:
-    """One image of :func:`segment` -> uint8 (H, W, 3) RGB (see its docstring for what is accepted)."""
-    import numpy as np
-
-    from partdisco.data.io import read_image
-    from partdisco.geometry.image import to_rgb_uint8
-
-    if isinstance(image, (str, Path)):
-        return read_image(image)
-    if hasattr(image, "mode") and hasattr(image, "convert"):  # a PIL image: its mode, as files are read
-        from partdisco.data.io import _to_rgb_uint8 as pil_to_rgb_uint8
-
-        return pil_to_rgb_uint8(image, Path(f"image {index}"))
-    if hasattr(image, "detach"):  # torch tensor (C, H, W) or (H, W)
-        t = image.detach().cpu()
-        array = t.float().numpy() if t.is_floating_point() else t.numpy()
-        if array.ndim == 3:
-            array = np.moveaxis(array, 0, -1)  # (H, W, C)
-    else:
-        array = np.asarray(image)  # numpy (H, W[, C]) or a PIL image
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
-        raise ValueError(
-            f"image {index}: expected (H, W), (H, W, 1|3|4) arrays or (C, H, W) tensors, got {array.shape}"
-        )
-    if np.issubdtype(array.dtype, np.floating) and array.size:
-        low, high = float(np.nanmin(array)), float(np.nanmax(array))
-        if low < -FLOAT_SLACK or high > 1 + FLOAT_SLACK:  # 0..255 floats would be clipped to a binary image
-            raise ValueError(
-                f"image {index}: float images must hold values in 0..1, got {low:.4g}..{high:.4g} "
-                "(divide 0..255 values by 255, or pass uint8)"
-            )
-    return to_rgb_uint8(array)  # the one value rule: floats [0, 1], uint16 / 257, alpha on black
-
-
-def _mask_to_float(mask: Any, index: int) -> Any:
-    """One mask of :func:`segment` -> float32 (H, W) in [0, 1]."""
-    import numpy as np
-
-    from partdisco.data.io import read_mask
-
-    if mask is None:
-        return None
-    if isinstance(mask, (str, Path)):
-        return read_mask(mask)
-    array = mask.detach().cpu().numpy() if hasattr(mask, "detach") else np.asarray(mask)
-    array = np.squeeze(array)
-    if array.ndim != 2:
-        raise ValueError(f"mask {index}: expected (H, W), got shape {np.shape(mask)}")
-    if array.dtype == np.bool_:
-        return array.astype(np.float32)
-    if np.issubdtype(array.dtype, np.floating):
-        return np.clip(array.astype(np.float32), 0.0, 1.0)
-    return (array > 0).astype(np.float32)  # integer masks: any non-zero value, as read_mask does
-
-
 def segment(
     model: Segmenter | str | Path,
     images: Any,
@@ -417,24 +357,15 @@ def segment(
     """
     import numpy as np
 
-    from partdisco.engine.inference import resolve_device, segment_images
+    from partdisco.engine.inference.images import segment_images
+    from partdisco.engine.inference.inputs import as_image_lists
+    from partdisco.engine.inference.network import resolve_device
 
     if isinstance(model, (str, Path)):
         model = load(model, device=str(resolve_device(device or "auto")))
     elif device is not None:
         model = model.to(resolve_device(device))
-    is_batch = getattr(images, "ndim", 0) == 4
-    is_list = isinstance(images, (list, tuple))
-    items = list(images) if (is_batch or is_list) else [images]
-    if not items:
-        raise ValueError("segment: got no images")
-    mask_items = None
-    if masks is not None:
-        mask_items = list(masks) if (is_batch or is_list) else [masks]
-        if len(mask_items) != len(items):
-            raise ValueError(f"segment: got {len(mask_items)} masks for {len(items)} images")
-        mask_items = [_mask_to_float(m, i) for i, m in enumerate(mask_items)]
-    arrays = [_image_to_rgb_uint8(image, i) for i, image in enumerate(items)]
+    arrays, mask_items, shape = as_image_lists(images, masks)
     results = segment_images(
         model,
         arrays,
@@ -449,9 +380,9 @@ def segment(
     )
     labels = [r.labels for r in results]
     probs = [r.probs for r in results if r.probs is not None]  # with_probs=True: one per image
-    if is_batch:
+    if shape == "batch":
         return np.stack(labels), np.stack(probs)
-    if is_list:
+    if shape == "list":
         return labels, probs
     return labels[0], probs[0]
 

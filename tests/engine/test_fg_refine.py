@@ -1,4 +1,4 @@
-"""Colour-guided refinement of the predicted foreground (engine/refine.py) and its use by segment/eval."""
+"""Colour-guided refinement of the predicted foreground (engine/inference/refine.py), used by segment/eval."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from partdisco.data import folder
 from partdisco.data.synthetic import write_folder
 from partdisco.engine.evaluate import evaluate_full_images
 from partdisco.engine.inference import DEFAULT_FG_REFINE, inference_fg_refine, segment_images
-from partdisco.engine.refine import box_mean, guided_filter, refine_probs, refine_radius
+from partdisco.engine.inference.refine import box_mean, guided_filter, refine_probs, refine_radius
 from partdisco.engine.segment import segment_files
 from partdisco.models.convert import trained_fg_refine
 

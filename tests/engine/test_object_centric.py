@@ -15,9 +15,9 @@ from partdisco.config import DataConfig, EvalConfig
 from partdisco.data import folder
 from partdisco.data.synthetic import write_folder
 from partdisco.data.transforms import crop_resize_labels
-from partdisco.engine.crop import crop_input, object_crop, paste_probs
 from partdisco.engine.evaluate import evaluate, evaluate_full_images
 from partdisco.engine.inference import segment_images
+from partdisco.engine.inference.crop import crop_input, object_crop, paste_probs
 from partdisco.engine.segment import segment_files
 from partdisco.metrics.clustering import clustering_scores
 

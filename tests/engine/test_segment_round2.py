@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from partdisco.engine import inference as inference_mod
 from partdisco.engine import segment as segment_mod
+from partdisco.engine.inference import images as inference_mod  # segment_images resizes there
 from partdisco.engine.inference import processing_size
 from partdisco.engine.segment import segment_files
 from partdisco.models import create_segmenter

@@ -17,7 +17,7 @@ ImageNet EfficientNet-Lite0 that ships as a pip package (:mod:`partdisco.models.
    one linear foreground / background classifier on the dense stride-8 features (stages 3 and 4): the
    object's appearance is learnt over the photos where it is clear and applied to every photo.
 4. **Its edges.** The classifier's stride-8 probability is upsampled and snapped to the image's colour
-   edges by the guided filter of :mod:`partdisco.engine.refine`, then thresholded at 0.5.
+   edges by the guided filter of :mod:`partdisco.engine.inference.refine`, then thresholded at 0.5.
 
 The masks are written to ``RUN/foreground/masks/<stem>.png`` (at each image's size) with a contact sheet
 ``RUN/foreground/overview.png`` and ``RUN/foreground/discovery.json`` (the recurring classes, the seeds,
@@ -44,7 +44,7 @@ from PIL import Image
 from torch import Tensor
 
 from partdisco.data.io import read_image
-from partdisco.engine.refine import guided_filter, refine_radius
+from partdisco.engine.inference.refine import guided_filter, refine_radius
 from partdisco.fileio import write_json
 from partdisco.visualise import image_grid, save_png
 

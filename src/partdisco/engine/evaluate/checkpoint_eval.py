@@ -30,7 +30,7 @@ from partdisco.data import build_dataset
 from partdisco.engine import distributed
 from partdisco.engine.evaluate.protocols import evaluate
 from partdisco.engine.evaluate.whole_image import evaluate_full_images
-from partdisco.engine.inference import resolve_device
+from partdisco.engine.inference.network import resolve_device
 from partdisco.engine.runfolder import is_writable_dir, refuse_run_file
 from partdisco.fileio import write_json
 from partdisco.models.convert import load_checkpoint_file, resolve_checkpoint_path

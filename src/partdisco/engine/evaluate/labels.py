@@ -13,8 +13,8 @@ import torch
 
 from partdisco.data import Batch, PartsDataset, collate
 from partdisco.engine import distributed as dist_utils
-from partdisco.engine.inference import network_logits
-from partdisco.engine.refine import refine_probs
+from partdisco.engine.inference.network import network_logits, part_channels
+from partdisco.engine.inference.refine import refine_probs
 from partdisco.geometry.logits import ALIGN_KEYPOINTS, upsample_logits
 from partdisco.metrics.keypoints import (
     logits_to_labels,
@@ -79,8 +79,8 @@ def predicted_background_labels(
     """Labels with the model's own background (0) from (B, K + 1, h, w) logits, as ``partdisco segment``.
 
     Upsampled bilinearly to ``size`` and, when ``refine[0] > 0``, the foreground is refined along the colour
-    edges of ``image`` (B, 3, H, W in [0, 1]; :func:`partdisco.engine.refine.refine_probs`) before the
-    argmax over the K + 1 channels.
+    edges of ``image`` (B, 3, H, W in [0, 1]; :func:`partdisco.engine.inference.refine.refine_probs`)
+    before the argmax over the K + 1 channels.
     """
     if refine[0] <= 0:
         return logits_to_labels(all_logits, size, align_corners=align_corners)
@@ -95,7 +95,7 @@ def split_part_logits(
     """(K part logits, all K + 1 logits or None): the network's logits without its background channel."""
     logits = network_logits(model, image)  # (B, K(+1), h, w)
     if model.background_channel:
-        return logits[:, 1:], logits
+        return part_channels(logits, True), logits
     return logits, None
 
 

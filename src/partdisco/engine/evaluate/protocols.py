@@ -38,7 +38,7 @@ from partdisco.engine.evaluate.labels import (
 )
 from partdisco.engine.evaluate.regression import Columns, add_columns, new_columns, regression_errors
 from partdisco.engine.evaluate.whole_image import has_whole_images, whole_image_fg_iou
-from partdisco.engine.inference import inference_padding, inference_size
+from partdisco.engine.inference.network import inference_padding, inference_size
 from partdisco.geometry.logits import ALIGN_KEYPOINTS, ALIGN_PIXELS
 from partdisco.metrics.baselines import assign_to_centers, bbox_normalized_grid, kmeans
 from partdisco.metrics.clustering import ContingencyTable, clustering_scores

@@ -12,7 +12,7 @@ mask). With ``full_images=predicted`` the background is the model's own: ``fg_io
 vs the mask) and the Full protocols ``px_nmi_predbg`` / ``kp_nmi_predbg`` (and ARI); the FG protocols
 (``px_fg_*``, ``kp_fg_*``, ``miou``) still score the K part labels on ground-truth foreground pixels. The
 predicted foreground is refined as ``partdisco segment`` refines it (``eval.fg_refine_radius`` /
-``eval.fg_refine_eps``, :mod:`partdisco.engine.refine`).
+``eval.fg_refine_eps``, :mod:`partdisco.engine.inference.refine`).
 
 The foreground IoU of a mask-free model (:func:`whole_image_fg_iou`, also what the default evaluation and
 the end of training print as ``fg_iou``) is defined as ``benchmarks/score_segment.py`` defines it on a
@@ -32,7 +32,8 @@ from partdisco.data.folder import FolderDataset
 from partdisco.data.io import read_image, read_label_map, read_mask
 from partdisco.engine import distributed as dist_utils
 from partdisco.engine.evaluate.accumulators import Accumulator
-from partdisco.engine.inference import segment_images
+from partdisco.engine.inference.images import segment_images
+from partdisco.engine.inference.network import part_channels
 
 FULL_IMAGE_MODES = ("off", "mask", "predicted")
 
@@ -152,7 +153,7 @@ def _count_image(
     """Count one segmented image (its probabilities and labels) against its keypoints and part map."""
     assert result.probs is not None
     probs = torch.from_numpy(result.probs)  # (C, H, W)
-    parts = probs[1:] if background_channel else probs
+    parts = part_channels(probs, background_channel, dim=0)
     fg_labels = parts.argmax(0)[None]  # (1, H, W) in [0, K)
     full_labels = torch.from_numpy(result.labels.astype(np.int64))[None]  # (1, H, W), 0 = bg
     keypoints = parts_gt = None

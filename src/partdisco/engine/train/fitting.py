@@ -13,7 +13,7 @@ from partdisco.engine import distributed as dist_utils
 from partdisco.engine.checkpoint import (
     resolve_resume,
 )
-from partdisco.engine.inference import resolve_device
+from partdisco.engine.inference.network import resolve_device
 from partdisco.engine.monitor import setup_logging, teardown_logging
 from partdisco.engine.runfolder import (
     RunLock,
