@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-import partdisco.engine.segment as engine_segment
+import partdisco.engine.segment.run as engine_segment  # segment_files calls _segment_or_skip there
 from partdisco.engine.segment import segment_files
 from partdisco.models import create_segmenter
 

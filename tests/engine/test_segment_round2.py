@@ -9,9 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from partdisco.engine import segment as segment_mod
 from partdisco.engine.inference import images as inference_mod  # segment_images resizes there
 from partdisco.engine.inference import processing_size
+from partdisco.engine.segment import (
+    run as segment_mod,  # segment_files calls segment_images, write_outputs there
+)
 from partdisco.engine.segment import segment_files
 from partdisco.models import create_segmenter
 
