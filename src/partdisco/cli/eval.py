@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from partdisco.config import CHOICES
+from partdisco.cli._options import add_checkpoint_argument, add_device_option
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,13 +26,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "checkpoint",
-        help="a run folder (its model.pt), our checkpoint, a released unsup-parts .pth or a SCOPS state dict",
-    )
+    add_checkpoint_argument(p)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="data set / evaluation overrides")
     p.add_argument("--out", help="metrics JSON path (default: next to the checkpoint)")
-    p.add_argument("--device", default="auto", help=f"{' | '.join(CHOICES['device'])} (default auto)")
+    add_device_option(p)
     p.add_argument(
         "--no-regression", action="store_true", help="skip keypoint regression (needs the train split)"
     )
