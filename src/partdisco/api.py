@@ -360,24 +360,15 @@ def segment(
     from partdisco.engine.inference.images import segment_images
     from partdisco.engine.inference.inputs import as_image_lists
     from partdisco.engine.inference.network import resolve_device
+    from partdisco.engine.inference.options import SegmentOptions
 
     if isinstance(model, (str, Path)):
         model = load(model, device=str(resolve_device(device or "auto")))
     elif device is not None:
         model = model.to(resolve_device(device))
     arrays, mask_items, shape = as_image_lists(images, masks)
-    results = segment_images(
-        model,
-        arrays,
-        mask_items,
-        size=size,
-        background=background,
-        batch_size=batch_size,
-        with_probs=True,
-        crop=crop,
-        padding=padding,
-        fg_refine=fg_refine,
-    )
+    options = SegmentOptions(size, background, batch_size, crop, padding, fg_refine)
+    results = segment_images(model, arrays, mask_items, with_probs=True, **options.as_kwargs())
     labels = [r.labels for r in results]
     probs = [r.probs for r in results if r.probs is not None]  # with_probs=True: one per image
     if shape == "batch":
@@ -443,27 +434,24 @@ def segment_files(
         FileNotFoundError: an input does not exist, or an image has no mask in ``masks_dir``.
     """
     from partdisco.engine import distributed
-    from partdisco.engine.segment import segment_files as _segment_files
+    from partdisco.engine.inference.options import SegmentOptions
+    from partdisco.engine.segment.run import segment_files as _segment_files
 
     # under torchrun: one process group for the run (gloo on CPU), the images dealt to the ranks
     started = not distributed.is_initialized() and distributed.init_from_env(_model_device(model))
     try:
+        options = SegmentOptions(size, background, batch_size, crop, padding, fg_refine)
         return _segment_files(
             model,
             inputs,
             out_dir,
+            options,
             masks_dir=masks_dir,
-            size=size,
-            batch_size=batch_size,
-            background=background,
             save_probs=save_probs,
             overwrite=overwrite,
             alpha=alpha,
             checkpoint=checkpoint,
             progress=progress,
-            crop=crop,
-            padding=padding,
-            fg_refine=fg_refine,
         )
     finally:
         if started:

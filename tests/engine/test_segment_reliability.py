@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
+from partdisco.engine.segment import SegmentOptions, segment_files
 from partdisco.engine.segment import inputs as segment_inputs
 from partdisco.engine.segment import ledger as segment_ledger
 from partdisco.engine.segment import run as segment_mod  # segment_files calls segment_images there
-from partdisco.engine.segment import segment_files
 from partdisco.models import create_segmenter
 
 
@@ -31,7 +31,7 @@ def _image(path, size=(40, 30), seed=0):
 
 
 def _run(model, inputs, out, **kw):
-    return segment_files(model, [str(p) for p in inputs], out, size=32, progress=False, **kw)
+    return segment_files(model, [str(p) for p in inputs], out, SegmentOptions(size=32), progress=False, **kw)
 
 
 def test_files_segment_did_not_write_are_never_replaced(model, tmp_path):
@@ -111,12 +111,12 @@ def test_a_10000_pixel_square_png_stays_small(tmp_path):
     script = textwrap.dedent(
         f"""
         import resource, torch
-        from partdisco.engine.segment import segment_files
+        from partdisco.engine.segment import SegmentOptions, segment_files
         from partdisco.models import create_segmenter
         torch.set_num_threads(1)
         model = create_segmenter("resnet18", num_parts=3).eval()
-        s = segment_files(model, [{str(tmp_path / "huge.png")!r}], {str(tmp_path / "out")!r}, size=32,
-                          progress=False)
+        s = segment_files(model, [{str(tmp_path / "huge.png")!r}], {str(tmp_path / "out")!r},
+                          SegmentOptions(size=32), progress=False)
         print(len(s.written), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
         """
     )

@@ -4,7 +4,7 @@ Rooms: :mod:`.network` (defaults, processing size, tensors -> logits / probabili
 background channel), :mod:`.images` (:func:`segment_images`: whole image or object crop, back to the
 image's size), :mod:`.background` (``--background`` modes, the border heuristic), :mod:`.crop` (object-centric
 crops), :mod:`.refine` (guided-filter refinement of a predicted foreground), :mod:`.inputs` (user images and
-masks of any type -> the arrays :func:`segment_images` takes).
+masks of any type -> the arrays :func:`segment_images` takes), :mod:`.options` (:class:`SegmentOptions`).
 
 This ``__init__`` re-exports what ``engine/inference.py`` exported before it became this package; the
 modules import each other directly, never through it.
@@ -18,7 +18,7 @@ from partdisco.engine.inference.background import (
     border_background_parts,
     check_background,
 )
-from partdisco.engine.inference.images import CROP_MODES, MAX_PARTS, PartMaps, segment_images
+from partdisco.engine.inference.images import MAX_PARTS, PartMaps, segment_images
 from partdisco.engine.inference.network import (
     BACKGROUND_CHANNEL,
     DEFAULT_FG_REFINE,
@@ -39,6 +39,7 @@ from partdisco.engine.inference.network import (
     processing_size,
     resolve_device,
 )
+from partdisco.engine.inference.options import CROP_MODES, SegmentOptions
 
 __all__ = [
     "BACKGROUND_CHANNEL",
@@ -54,6 +55,7 @@ __all__ = [
     "MAX_PARTS",
     "RESIZE_ALIGN",
     "PartMaps",
+    "SegmentOptions",
     "border_background_parts",
     "check_background",
     "image_to_tensor",

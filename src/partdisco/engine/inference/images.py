@@ -33,7 +33,6 @@ from partdisco.engine.inference.background import (
     BORDER_NOT_FOUND,
     background_mode,
     border_background_parts,
-    check_background,
     own_background,
 )
 from partdisco.engine.inference.crop import crop_input, object_crop, paste_probs
@@ -41,9 +40,6 @@ from partdisco.engine.inference.network import (
     BACKGROUND_CHANNEL,
     RESIZE_ALIGN,
     image_to_tensor,
-    inference_fg_refine,
-    inference_padding,
-    inference_size,
     labels_from_probs,
     model_device,
     part_channels,
@@ -51,12 +47,12 @@ from partdisco.engine.inference.network import (
     predict_refined,
     processing_size,
 )
+from partdisco.engine.inference.options import SegmentOptions
 from partdisco.metrics.keypoints import part_centroids
 from partdisco.visualise import resize_labels
 
 logger = logging.getLogger(__name__)
 
-CROP_MODES = ("auto", "object", "none")
 MAX_PARTS = 255  # labels are stored as uint8
 
 
@@ -183,16 +179,8 @@ def segment_images(
         >>> out[0].labels.shape, out[0].labels.dtype, out[0].probs.shape, out[0].background
         ((20, 30), dtype('uint8'), (3, 20, 30), 'none')
     """
-    check_background(background)
-    size = inference_size(model, size)
-    padding = inference_padding(model, padding)
-    refine = inference_fg_refine(model, fg_refine)
-    if crop not in CROP_MODES:
-        raise ValueError(f"crop must be one of {CROP_MODES}, got {crop!r}")
-    if not 0.0 <= padding < 1.0:
-        raise ValueError(f"padding must be in [0, 1), got {padding}")
-    if size < 1 or batch_size < 1:
-        raise ValueError(f"size and batch_size must be >= 1, got size={size}, batch_size={batch_size}")
+    opts = SegmentOptions(size, background, batch_size, crop, padding, fg_refine).resolved(model)
+    size, padding, refine = int(opts.size), float(opts.padding), opts.fg_refine  # type: ignore[arg-type]
     num_parts, background_channel = int(model.num_parts), bool(model.background_channel)
     if num_parts > MAX_PARTS:
         raise ValueError(f"the model has {num_parts} parts; label maps are uint8, so at most {MAX_PARTS}")

@@ -21,6 +21,7 @@ Rooms: :mod:`.inputs` (collecting and reading inputs and masks), :mod:`.outputs`
 ``engine/segment.py`` exported before it became this package; the modules import each other directly.
 """
 
+from partdisco.engine.inference.options import SegmentOptions
 from partdisco.engine.segment.inputs import (
     MAX_WORKING_PIXELS,
     InputImage,
@@ -38,6 +39,7 @@ __all__ = [
     "PARTS_JSON_VERSION",
     "THUMB_SIDE",
     "InputImage",
+    "SegmentOptions",
     "SegmentSummary",
     "collect_images",
     "default_out_dir",

@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import nn
 
+from partdisco.engine.inference.options import SegmentOptions
 from partdisco.engine.runfolder import require_writable_dir
 from partdisco.engine.segment.inputs import InputImage
 from partdisco.engine.segment.outputs import INDEX_HTML, output_paths, write_index
@@ -191,27 +192,30 @@ def _put_in_order(data: dict[str, Any], order: Sequence[InputImage]) -> None:
 def segment_settings(
     model: nn.Module,
     checkpoint: str | None,
-    size: int,
-    background: str,
+    options: SegmentOptions,
     masks_dir: str | os.PathLike[str] | None,
-    crop: str,
-    padding: float,
-    refine: tuple[float, float],
 ) -> dict[str, Any]:
-    """The settings ``parts.json`` records: a rerun with other settings is refused (or ``--overwrite``)."""
+    """The settings ``parts.json`` records (``options`` resolved): a rerun with others is refused."""
+    size, background, crop, padding, refine = (
+        options.size,
+        options.background,
+        options.crop,
+        options.padding,
+        options.fg_refine,
+    )
     settings = {
         "checkpoint": checkpoint,
         "arch": str(getattr(model, "arch", type(model).__name__)),
         "num_parts": int(model.num_parts),
         "background_channel": bool(model.background_channel),
-        "size": int(size),
+        "size": int(size),  # type: ignore[arg-type]
         "background": background,
         "masks": None if masks_dir is None else str(Path(masks_dir).expanduser().resolve()),
         "crop": crop,
-        "padding": float(padding),
+        "padding": float(padding),  # type: ignore[arg-type]
     }
     if model.background_channel:  # (a key only they have: older parts.json of other models still match)
-        settings["fg_refine"] = list(refine)
+        settings["fg_refine"] = list(refine)  # type: ignore[arg-type]
     settings["weights"] = weights_fingerprint(model)  # a retrained model.pt is another model
     return settings
 

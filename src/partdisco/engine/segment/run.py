@@ -21,14 +21,10 @@ from torch import nn
 from partdisco.config import MAX_IMAGE_SIZE
 from partdisco.data.io import IMAGE_EXTENSIONS, ImageReadError
 from partdisco.engine import distributed as dist_utils
-from partdisco.engine.inference import (
-    PartMaps,
-    check_background,
-    inference_fg_refine,
-    inference_padding,
-    inference_size,
-    segment_images,
-)
+from partdisco.engine.inference.background import check_background
+from partdisco.engine.inference.images import PartMaps, segment_images
+from partdisco.engine.inference.network import inference_size
+from partdisco.engine.inference.options import SegmentOptions
 from partdisco.engine.runfolder import require_writable_dir
 from partdisco.engine.segment.inputs import InputImage, chunked, collect_images, find_masks, read_chunk
 from partdisco.engine.segment.ledger import (
@@ -116,19 +112,14 @@ def segment_files(
     model: nn.Module,
     inputs: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
+    options: SegmentOptions | None = None,
     *,
     masks_dir: str | os.PathLike[str] | None = None,
-    size: int | None = None,
-    batch_size: int = 8,
-    background: str = "auto",
     save_probs: bool = False,
     overwrite: bool = False,
     alpha: float = 0.5,
     checkpoint: str | None = None,
     progress: bool = True,
-    crop: str = "auto",
-    padding: float | None = None,
-    fg_refine: float | None = None,
 ) -> SegmentSummary:
     """Segment image files and write label maps, colour maps, overlays, ``parts.json`` and ``index.html``.
 
@@ -140,21 +131,15 @@ def segment_files(
         model: a Segmenter, already on its device.
         inputs: files, folders (recursive) and glob patterns (:func:`.inputs.collect_images`).
         out_dir: output folder.
+        options: how to segment (:class:`~partdisco.engine.inference.options.SegmentOptions`: size, batch
+            size, background, crop, padding, foreground refinement; None = the defaults); ``background``
+            must be ``"auto"`` with masks.
         masks_dir: foreground masks named like the images (:func:`.inputs.find_mask`); they define background.
-        size: shorter side of the network input; None = the model's training size (``inference_size``).
-        batch_size: images per forward pass.
-        background: ``"auto"``, ``"none"`` or ``"border"`` (see ``segment_images``); must be ``"auto"`` with
-            masks.
         save_probs: also write ``probs/NAME.npz`` (float16 (C, H, W)).
         overwrite: recompute images whose outputs exist.
         alpha: part opacity in the overlays.
         checkpoint: checkpoint path, recorded in ``parts.json`` and compared on a rerun.
         progress: show a progress bar.
-        crop: object-centric inference, ``"auto"``, ``"object"`` or ``"none"`` (``segment_images``).
-        padding: per-side padding of the object crop; None = the checkpoint's ``data.padding_frac``
-            (``inference_padding``).
-        fg_refine: refinement radius of the predicted foreground (``segment_images``); None = the
-            checkpoint's ``eval.fg_refine_radius``.
 
     Returns:
         A :class:`SegmentSummary`.
@@ -164,18 +149,18 @@ def segment_files(
             settings (without ``overwrite``); a mask whose size differs from its image's (names both files).
         FileNotFoundError: an input does not exist, or an image has no mask in ``masks_dir``.
     """
-    check_background(background)
-    if masks_dir is not None and background != "auto":
+    options = options or SegmentOptions()
+    check_background(options.background)
+    if masks_dir is not None and options.background != "auto":
         raise ValueError(
-            f"background={background!r} cannot be combined with masks: masks define the background"
+            f"background={options.background!r} cannot be combined with masks: masks define the background"
         )
-    size = inference_size(model, size)
-    padding = inference_padding(model, padding)
-    refine = inference_fg_refine(model, fg_refine)
+    size, batch_size = inference_size(model, options.size), options.batch_size
     if not 1 <= size <= MAX_IMAGE_SIZE or batch_size < 1:
         raise ValueError(
             f"size must be 1..{MAX_IMAGE_SIZE} and batch_size >= 1, got size={size}, batch_size={batch_size}"
         )
+    options = options.resolved(model)
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} exists and is not a folder")
@@ -186,7 +171,7 @@ def segment_files(
             f"(image suffixes: {', '.join(IMAGE_EXTENSIONS)})"
         )
     mask_paths = find_masks(masks_dir, items) if masks_dir is not None else {}
-    settings = segment_settings(model, checkpoint, size, background, masks_dir, crop, padding, refine)
+    settings = segment_settings(model, checkpoint, options, masks_dir)
     data, owned = open_ledger(out, settings, overwrite, int(model.num_parts))
     out.mkdir(parents=True, exist_ok=True)
     require_writable_dir(out, "--out")
@@ -201,16 +186,7 @@ def segment_files(
         logger.info(
             "%d of %d images already segmented in %s, skipped", len(session.summary.skipped), len(items), out
         )
-    run = dict(
-        size=size,
-        background=background,
-        batch_size=batch_size,
-        with_probs=save_probs,
-        crop=crop,
-        padding=padding,
-        fg_refine=refine,
-    )
-    session.run(model, pending, mask_paths, run, alpha, progress=progress and rank == 0)
+    session.run(model, pending, mask_paths, options, alpha, progress=progress and rank == 0)
     session.finish(items, int(model.num_parts))
     return session.summary
 
@@ -251,7 +227,7 @@ class _Session:
         model: nn.Module,
         pending: Sequence[InputImage],
         mask_paths: dict[str, Path],
-        run: dict[str, Any],
+        options: SegmentOptions,
         alpha: float,
         progress: bool,
     ) -> None:
@@ -266,14 +242,14 @@ class _Session:
         self.bar = tqdm(total=len(pending), unit="img", desc="segment", disable=not progress)
         io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="segment-io")
         # A few batches per chunk, so images of equal processing size can share a batch.
-        chunks = list(chunked(pending, 4 * run["batch_size"]))
+        chunks = list(chunked(pending, 4 * options.batch_size))
         reads = [io.submit(read_chunk, chunks[0], mask_paths)] if chunks else []
         try:
             for k in range(len(chunks)):
                 loaded, unreadable = reads[k].result()
                 if k + 1 < len(chunks):
                     reads.append(io.submit(read_chunk, chunks[k + 1], mask_paths))
-                self._chunk(model, k, loaded, unreadable, bool(mask_paths), run, alpha, io)
+                self._chunk(model, k, loaded, unreadable, bool(mask_paths), options, alpha, io)
             if chunks:
                 self._finish_writes()
         except BaseException:
@@ -293,7 +269,7 @@ class _Session:
         loaded: list[tuple[InputImage, np.ndarray, np.ndarray | None]],
         unreadable: list[tuple[InputImage, ImageReadError]],
         with_masks: bool,
-        run: dict[str, Any],
+        options: SegmentOptions,
         alpha: float,
         io: ThreadPoolExecutor,
     ) -> None:
@@ -309,6 +285,7 @@ class _Session:
                 paths = output_paths(self.out, item.name)
                 self.owned.update(paths[kind].relative_to(self.out).as_posix() for kind in kinds)
             merge_and_write(self.out, self.data, self.summary.written)
+        run = dict(options.as_kwargs(), with_probs=self.save_probs)
         results = _segment_or_skip(model, loaded, with_masks, run) if loaded else []
         if k > 0:
             self._finish_writes()  # chunk k - 1's files, written while this chunk ran
