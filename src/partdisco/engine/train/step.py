@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -74,31 +75,30 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63 - 1))
 
 
+# The sampler's argument -> the ``loss.*`` key that sets its range.
+JITTER_RANGES = {
+    "prob": "jitter_prob",
+    "brightness": "brightness",
+    "contrast": "contrast",
+    "saturation": "saturation",
+    "hue": "hue",
+    "grayscale_prob": "grayscale_prob",
+}
+WARP_RANGES = {k: k for k in ("rotation_deg", "scale_low", "scale_high", "translation", "tps_sigma")}
+
+
+def _ranges(cfg: LossConfig, keys: dict[str, str]) -> dict[str, Any]:
+    return {arg: getattr(cfg, key) for arg, key in keys.items()}
+
+
 def sample_step_jitter(n: int, generator: torch.Generator, cfg: LossConfig) -> JitterParams:
-    """Colour-jitter draws for ``n`` views with the configured ranges."""
-    return sample_jitter_params(
-        n,
-        generator,
-        prob=cfg.jitter_prob,
-        brightness=cfg.brightness,
-        contrast=cfg.contrast,
-        saturation=cfg.saturation,
-        hue=cfg.hue,
-        grayscale_prob=cfg.grayscale_prob,
-    )
+    """Colour-jitter draws for ``n`` views with the configured ranges (:data:`JITTER_RANGES`)."""
+    return sample_jitter_params(n, generator, **_ranges(cfg, JITTER_RANGES))
 
 
 def sample_step_warps(n: int, generator: torch.Generator, cfg: LossConfig) -> WarpParams:
-    """Equivariance warps for ``n`` images with the configured ranges."""
-    return sample_warp_params(
-        n,
-        generator,
-        rotation_deg=cfg.rotation_deg,
-        scale_low=cfg.scale_low,
-        scale_high=cfg.scale_high,
-        translation=cfg.translation,
-        tps_sigma=cfg.tps_sigma,
-    )
+    """Equivariance warps for ``n`` images with the configured ranges (:data:`WARP_RANGES`)."""
+    return sample_warp_params(n, generator, **_ranges(cfg, WARP_RANGES))
 
 
 def draw_step(
