@@ -370,7 +370,7 @@ def test_metrics_table_has_one_decimal():
 
 
 def test_part_diagnostics_values():
-    from partdisco.engine.diagnostics import part_diagnostics
+    from partdisco.engine.evaluate.diagnostics import part_diagnostics
 
     class Halves(torch.nn.Module):
         """Part 1 on the left half, part 2 on the right, whatever the image."""

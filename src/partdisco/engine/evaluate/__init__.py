@@ -4,7 +4,8 @@ Rooms: :mod:`.protocols` (:func:`evaluate`: the keypoint, pixel, baseline and Fu
 pipeline's crops, :func:`metric_warnings`), :mod:`.labels` (logits -> the labels each protocol scores,
 :func:`iterate_batches`), :mod:`.accumulators` (the streaming contingency tables), :mod:`.regression`
 (keypoint regression, ref §5.2), :mod:`.whole_image` (whole uncropped images through ``partdisco
-segment``'s inference, and the whole-image ``fg_iou``), :mod:`.checkpoint_eval` (``partdisco eval``: a saved
+segment``'s inference, and the whole-image ``fg_iou``), :mod:`.diagnostics` (what the parts look like
+without labels), :mod:`.checkpoint_eval` (``partdisco eval``: a saved
 checkpoint, its config, the metrics file).
 
 This ``__init__`` re-exports what ``engine/evaluate.py`` and ``engine/evaluate_full.py`` exported before they

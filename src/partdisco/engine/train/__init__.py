@@ -15,8 +15,10 @@ Rooms: :mod:`.step` (one step: :class:`StepInputs`, :func:`draw_step`, :class:`L
 :mod:`.setup` (:func:`build_run`, :class:`Run`), :mod:`.loop` (:func:`train_loop`, Ctrl-C, step logging,
 ETA), :mod:`.checkpointing` (checkpoint record, ``checkpoints/step_*.pt``, resume state), :mod:`.divergence`
 (:class:`TrainingDivergedError`), :mod:`.finish` (:func:`finish_run`, held-out metrics and pictures),
-:mod:`.fitting` (:func:`fit`). This ``__init__`` re-exports what ``engine/train.py`` exported before it
-became a package; modules of the package import each other directly, never through it.
+:mod:`.fitting` (:func:`fit`), :mod:`.schedule` (learning rate per step), :mod:`.precision` (autocast,
+GradScaler), :mod:`.monitor` (train.log, TensorBoard, W&B). This ``__init__`` re-exports what
+``engine/train.py`` exported before it became a package; modules of the package import each other directly,
+never through it.
 """
 
 from partdisco.engine.train.divergence import NO_CHECKPOINT_YET, TrainingDivergedError

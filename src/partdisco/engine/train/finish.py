@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from partdisco.engine import distributed as dist_utils
-from partdisco.engine.diagnostics import format_diagnostics, has_label_metrics, part_diagnostics
 from partdisco.engine.evaluate import evaluate, metric_warnings
+from partdisco.engine.evaluate.diagnostics import format_diagnostics, has_label_metrics, part_diagnostics
 from partdisco.engine.inference.network import predict_labels
 from partdisco.engine.runfolder import METRICS_FILE, MODEL_FILE, PARTS_PICTURE
 from partdisco.engine.train.checkpointing import checkpoint_state

@@ -14,7 +14,6 @@ from partdisco.engine.checkpoint import (
     resolve_resume,
 )
 from partdisco.engine.inference.network import resolve_device
-from partdisco.engine.monitor import setup_logging, teardown_logging
 from partdisco.engine.runfolder import (
     RunLock,
     check_new_run_folder,
@@ -25,6 +24,7 @@ from partdisco.engine.train.checkpointing import load_resume_state
 from partdisco.engine.train.divergence import TrainingDivergedError
 from partdisco.engine.train.finish import finish_run
 from partdisco.engine.train.loop import train_loop
+from partdisco.engine.train.monitor import setup_logging, teardown_logging
 from partdisco.engine.train.setup import build_run, check_logging_backends, default_run_dir
 from partdisco.models.convert import resolve_model_config
 

@@ -19,10 +19,10 @@ from partdisco.engine.checkpoint import (
     latest_checkpoint,
 )
 from partdisco.engine.runfolder import step_checkpoint_name
-from partdisco.engine.schedule import lr_factor
 from partdisco.engine.train.checkpointing import save_checkpoint
 from partdisco.engine.train.divergence import TrainingDivergedError, raise_if_diverged
 from partdisco.engine.train.finish import evaluate_test_split, parts_picture
+from partdisco.engine.train.schedule import lr_factor
 from partdisco.engine.train.setup import Run
 from partdisco.engine.train.step import StepInputs, draw_step, set_train_mode, train_step
 

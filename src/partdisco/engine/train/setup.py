@@ -28,12 +28,12 @@ from partdisco.engine.discover import (
     discover_foreground,
     discovery_complete,
 )
-from partdisco.engine.monitor import MetricWriter
-from partdisco.engine.precision import make_scaler
 from partdisco.engine.runfolder import (
     CONFIG_FILE,
     FOREGROUND_DIR,
 )
+from partdisco.engine.train.monitor import MetricWriter
+from partdisco.engine.train.precision import make_scaler
 from partdisco.engine.train.step import Learner, make_optimizer
 from partdisco.losses import Objective
 from partdisco.models import Segmenter, build_feature_extractor, build_segmenter
