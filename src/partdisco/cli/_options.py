@@ -1,8 +1,8 @@
 """Shared CLI helpers: arguments several commands take, and every config key for ``--help`` with its values.
 
-:func:`add_checkpoint_argument`, :func:`add_device_option`, :func:`add_choice_option` spell an argument once
-for ``eval``, ``segment`` and ``data``; :func:`config_keys_help` lists the config keys with the chosen
-preset's values.
+:func:`add_command`, :func:`add_checkpoint_argument`, :func:`add_device_option`, :func:`add_choice_option`
+spell a subcommand or an argument once for ``train``, ``eval``, ``segment``, ``export`` and ``data``;
+:func:`config_keys_help` lists the config keys with the chosen preset's values.
 """
 
 from __future__ import annotations
@@ -128,6 +128,19 @@ def config_keys_help(preset: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def add_command(
+    sub: argparse._SubParsersAction, name: str, help: str, description: str, epilog: str | None = None
+) -> argparse.ArgumentParser:
+    """A subcommand whose description and epilog keep their line breaks (they hold examples)."""
+    return sub.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
     """The ``checkpoint`` positional of ``eval`` and ``segment``: what may be given as a model."""
     parser.add_argument(
@@ -144,5 +157,5 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
 def add_choice_option(
     parser: argparse.ArgumentParser, flag: str, choices: tuple[str, ...], default: str, help: str
 ) -> None:
-    """An option that takes one of ``choices``; the help ends with the default."""
-    parser.add_argument(flag, choices=choices, default=default, help=f"{help} (default {default})")
+    """An option that takes one of ``choices`` (``help`` says which is the default)."""
+    parser.add_argument(flag, choices=choices, default=default, help=help)

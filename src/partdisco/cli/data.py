@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from partdisco.cli._options import add_choice_option
+from partdisco.cli._options import add_choice_option, add_command
 from partdisco.config import DATASETS
 
 
@@ -33,8 +33,8 @@ def _add_synth(data_sub: argparse._SubParsersAction) -> None:
         "--split",
         ("test", "train", "both"),
         "test",
-        "test: held-out images; train: the training images of the built-in data set; both: train and test "
-        "images, --test-fraction of them test (with train.txt / test.txt)",
+        "test: held-out images (default); train: the training images of the built-in data set; both: "
+        "train and test images, --test-fraction of them test (with train.txt / test.txt)",
     )
     synth.add_argument("--n", type=int, default=1000, help="number of images (default 1000)")
     synth.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
@@ -69,7 +69,8 @@ def _add_synth(data_sub: argparse._SubParsersAction) -> None:
 
 def _add_check(data_sub: argparse._SubParsersAction) -> None:
     """``partdisco data check ROOT [--dataset NAME] [key=value ...]``: validate a data set folder."""
-    check = data_sub.add_parser(
+    check = add_command(
+        data_sub,
         "check",
         help="validate a data set folder and report what is present and missing",
         description="Scan a data set folder; print present/missing files (with where they come from), counts "
@@ -77,7 +78,6 @@ def _add_check(data_sub: argparse._SubParsersAction) -> None:
         "same key=value overrides as train, e.g.\n"
         "  partdisco data check VOCdevkit --dataset pascal_part data.pascal_class=cat\n"
         "  partdisco data check CUB_200_2011 --dataset cub data.cub_mask=sup",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     check.add_argument("root", help="data set folder")
     check.add_argument(

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from partdisco.cli._options import add_checkpoint_argument, add_choice_option, add_device_option
+from partdisco.cli._options import add_checkpoint_argument, add_choice_option, add_command, add_device_option
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Attach the ``segment`` subcommand."""
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "segment",
         help="segment your own images into parts (label maps, colour maps, overlays, parts.json, index.html)",
         description=(
@@ -24,7 +25,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "it has one, else none (every pixel is a part); --background border guesses it from the image\n"
             "border. See docs/SEGMENT.md."
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_checkpoint_argument(p)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
@@ -62,7 +62,7 @@ def _add_inference_options(p: argparse.ArgumentParser) -> None:
         ("auto", "none", "border"),
         "auto",
         "auto: masks, else the model's background channel, else none; border: the part covering most of "
-        "the image border is background",
+        "the image border is background (default auto)",
     )
     p.add_argument(
         "--no-background", action="store_true", help="no background label, even from a background channel"
@@ -73,7 +73,8 @@ def _add_inference_options(p: argparse.ArgumentParser) -> None:
         ("auto", "object", "none"),
         "auto",
         "auto/object: crop around the object (the mask, else the model's predicted foreground: two passes) "
-        "with the training padding, segment at the training size, paste back; none: the whole image",
+        "with the training padding, segment at the training size, paste back; none: the whole image "
+        "(default auto)",
     )
     p.add_argument(
         "--padding",

@@ -45,19 +45,9 @@ def evaluate_checkpoint(
     regression: bool = True,
     progress: bool = True,
 ) -> tuple[dict[str, Any], Path]:
-    """Evaluate a checkpoint on a data set split and write the metrics as JSON.
+    """Evaluate a checkpoint on a data set split and write the metrics as JSON; returns (metrics, path).
 
-    Args:
-        checkpoint: our checkpoint, a released unsup-parts file or a SCOPS state dict.
-        overrides: ``dataset=NAME``, ``split=test``, ``data.*`` and ``eval.*`` keys. Without ``dataset=``,
-            our checkpoints are evaluated on the data set they were trained on.
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        out: JSON path; default ``metrics-<dataset>-<split>.json`` next to the checkpoint.
-        regression: also fit and score keypoint regression (needs the data set's train split).
-        progress: show progress bars.
-
-    Returns:
-        The metrics dict and the path of the JSON file.
+    The arguments are those of :func:`partdisco.api.evaluate_checkpoint`, which wraps this function.
     """
     checkpoint = resolve_checkpoint_path(checkpoint)
     out_path = metrics_destination(checkpoint, out)  # before the work: results must have somewhere to go
