@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from partdisco import data as data_sets  # build_dataset looked up per call (tests wrap it)
 from partdisco.config import (
     DATASETS,
     ConfigError,
@@ -26,7 +27,6 @@ from partdisco.config import (
     validate_data,
     validate_eval,
 )
-from partdisco.data import build_dataset
 from partdisco.engine import distributed
 from partdisco.engine.evaluate.protocols import evaluate
 from partdisco.engine.evaluate.whole_image import evaluate_full_images
@@ -91,7 +91,7 @@ def _evaluate_loaded(
     model: Any, cfg: RunConfig, dev: Any, checkpoint: str, regression: bool, progress: bool
 ) -> dict[str, Any]:
     """:func:`evaluate_checkpoint`'s work once the model and its config are known (every rank runs it)."""
-    test_set = build_dataset(cfg.data, cfg.eval.split, train=False)
+    test_set = data_sets.build_dataset(cfg.data, cfg.eval.split, train=False)
     first = test_set[0]
     if not test_set.has_masks and "parts" not in first and "keypoints" not in first:
         raise ConfigError(
@@ -100,7 +100,7 @@ def _evaluate_loaded(
         )
     reg_set = None
     if regression and "keypoints" in first and cfg.eval.split != "train" and cfg.eval.full_images == "off":
-        reg_set = build_dataset(cfg.data, "train", train=False)
+        reg_set = data_sets.build_dataset(cfg.data, "train", train=False)
     if cfg.eval.full_images != "off":
         metrics = evaluate_full_images(
             model,

@@ -1,4 +1,4 @@
-"""The training loop, top to bottom.
+"""Training: a run from its config to ``model.pt``, top to bottom.
 
 Commands:
     CPU, built-in synthetic data:   ``partdisco train``
