@@ -40,9 +40,10 @@ def resolve_train_config(
     if resume is None:
         return load_config(None, overrides, config_file=config_file)
     from partdisco.engine.checkpoint import resolve_resume
+    from partdisco.engine.runfolder import CONFIG_FILE
 
     run_dir, _ = resolve_resume(resume)
-    saved = run_dir / "config.yaml"
+    saved = run_dir / CONFIG_FILE
     if not saved.is_file():
         raise ConfigError(f"resume: run folder {str(run_dir)!r} has no config.yaml")
     _refuse_resume_words(run_dir, saved, given, config_file)
