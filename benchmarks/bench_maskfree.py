@@ -63,7 +63,7 @@ def run(work: Path, root: Path, tag: str, overrides: list[str], score_only: bool
     whole held-out images."""
     from partdisco.api import evaluate_checkpoint, load, resolve_train_config, train
     from partdisco.engine.inference import inference_fg_refine
-    from partdisco.engine.segment import segment_files
+    from partdisco.engine.segment import SegmentOptions, segment_files
 
     run_dir = work / tag
     cfg = resolve_train_config(
@@ -94,8 +94,7 @@ def run(work: Path, root: Path, tag: str, overrides: list[str], score_only: bool
             model,
             [root / "images" / n for n in names],
             out,
-            size=cfg.data.image_size,
-            padding=cfg.data.padding_frac,
+            SegmentOptions(size=cfg.data.image_size, padding=cfg.data.padding_frac),
             progress=False,
             overwrite=True,
         )

@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu_model  # noqa: E402
 
 from partdisco.engine.inference import segment_images
-from partdisco.engine.segment import segment_files
+from partdisco.engine.segment import SegmentOptions, segment_files
 from partdisco.models import create_segmenter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,10 +76,18 @@ def time_end_to_end(model, folder: Path, warm: Path, batch: int, size: int, repe
     count = len(list(folder.iterdir()))
     rates = []
     with tempfile.TemporaryDirectory() as out:
-        segment_files(model, [warm], Path(out) / "warm", size=size, batch_size=batch, progress=False)
+        segment_files(
+            model, [warm], Path(out) / "warm", SegmentOptions(size=size, batch_size=batch), progress=False
+        )
         for r in range(repeats):
             start = time.perf_counter()
-            segment_files(model, [folder], Path(out) / f"run{r}", size=size, batch_size=batch, progress=False)
+            segment_files(
+                model,
+                [folder],
+                Path(out) / f"run{r}",
+                SegmentOptions(size=size, batch_size=batch),
+                progress=False,
+            )
             rates.append(count / (time.perf_counter() - start))
     return rates
 
@@ -154,7 +162,13 @@ def floor_main(args: argparse.Namespace) -> None:
                 shutil.rmtree(out, ignore_errors=True)
             dist_utils.barrier()
             start = time.perf_counter()
-            segment_files(model, [work / "photos"], out, size=args.size, batch_size=batch, progress=False)
+            segment_files(
+                model,
+                [work / "photos"],
+                out,
+                SegmentOptions(size=args.size, batch_size=batch),
+                progress=False,
+            )
             dist_utils.barrier()
             end_to_end.append(len(files) / (time.perf_counter() - start))
         rows.append((runtime, max(forward), max(end_to_end)))

@@ -52,7 +52,6 @@ from partdisco.config import EvalConfig, LossConfig, OptimConfig  # noqa: E402
 from partdisco.data import PartsDataset, collate  # noqa: E402
 from partdisco.data.synthetic import SyntheticParts  # noqa: E402
 from partdisco.engine.evaluate import evaluate  # noqa: E402
-from partdisco.engine.precision import autocast_ctx, make_scaler  # noqa: E402
 from partdisco.engine.train import (  # noqa: E402
     Learner,
     StepInputs,
@@ -62,6 +61,7 @@ from partdisco.engine.train import (  # noqa: E402
     step_generator,
     train_step,
 )
+from partdisco.engine.train.precision import autocast_ctx, make_scaler  # noqa: E402
 from partdisco.losses import Objective  # noqa: E402
 from partdisco.models import build_feature_extractor, create_segmenter  # noqa: E402
 

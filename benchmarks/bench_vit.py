@@ -36,8 +36,8 @@ from machine import cpu_model  # noqa: E402
 
 from partdisco.config import LossConfig, OptimConfig
 from partdisco.data.synthetic import SyntheticParts
-from partdisco.engine.precision import make_scaler
 from partdisco.engine.train import Learner, StepInputs, draw_step, make_optimizer, set_train_mode, train_step
+from partdisco.engine.train.precision import make_scaler
 from partdisco.losses import Objective
 from partdisco.models import build_feature_extractor
 from partdisco.models.vit import VisionTransformer, ViTSpec, random_state_dict

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from partdisco.config import LossConfig, OptimConfig
-from partdisco.engine.precision import make_scaler
 from partdisco.engine.train import (
     Learner,
     StepInputs,
@@ -19,6 +18,7 @@ from partdisco.engine.train import (
     step_generator,
     train_step,
 )
+from partdisco.engine.train.precision import make_scaler
 from partdisco.geometry.color import apply_color_jitter, rgb_to_lab, sample_jitter_params
 from partdisco.geometry.warps import sample_warp_params, warp_grid
 from partdisco.losses import (

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from partdisco.api import _image_to_rgb_uint8
 from partdisco.data.io import read_image
+from partdisco.engine.inference.inputs import image_to_rgb_uint8 as _image_to_rgb_uint8
 
 
 def test_rgba_array_composites_like_the_file(tmp_path: Path) -> None:

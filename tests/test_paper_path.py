@@ -10,8 +10,6 @@ import pytest
 import torch
 
 from partdisco.config import ConfigError, LossConfig, ModelConfig, OptimConfig, load_config
-from partdisco.engine.precision import make_scaler
-from partdisco.engine.schedule import lr_factor
 from partdisco.engine.train import (
     Learner,
     StepInputs,
@@ -21,6 +19,8 @@ from partdisco.engine.train import (
     step_generator,
     train_step,
 )
+from partdisco.engine.train.precision import make_scaler
+from partdisco.engine.train.schedule import lr_factor
 from partdisco.geometry.warps import WARP_ALIGN, warp_grid
 from partdisco.losses import Objective
 from partdisco.models import build_feature_extractor, create_segmenter

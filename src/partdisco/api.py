@@ -9,12 +9,10 @@ Example:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from partdisco.config import ConfigError, RunConfig, load_config, parse_overrides, split_overrides
-from partdisco.fileio import write_json
+from partdisco.config import ConfigError, RunConfig, load_config, split_overrides
 
 if TYPE_CHECKING:  # the heavy modules load when a function needs them: `partdisco --help` stays fast
     import numpy as np
@@ -42,9 +40,10 @@ def resolve_train_config(
     if resume is None:
         return load_config(None, overrides, config_file=config_file)
     from partdisco.engine.checkpoint import resolve_resume
+    from partdisco.engine.runfolder import CONFIG_FILE
 
     run_dir, _ = resolve_resume(resume)
-    saved = run_dir / "config.yaml"
+    saved = run_dir / CONFIG_FILE
     if not saved.is_file():
         raise ConfigError(f"resume: run folder {str(run_dir)!r} has no config.yaml")
     _refuse_resume_words(run_dir, saved, given, config_file)
@@ -99,7 +98,7 @@ def load(path: str | Path, device: str = "cpu") -> Segmenter:
         interface) in eval mode on ``device``; ``model.preprocess`` turns RGB [0, 1] images into its
         input, and ``model(x)`` returns part logits (B, K or K + 1, h, w).
     """
-    from partdisco.engine.inference import resolve_device
+    from partdisco.engine.inference.network import resolve_device
     from partdisco.models.convert import load_segmenter
 
     return load_segmenter(path).to(resolve_device(device)).eval()
@@ -125,7 +124,7 @@ def open_checkpoint(path: str | Path, device: str = "cpu", allow_pickle: bool = 
         FileNotFoundError: no such file or run folder.
         CheckpointError: unreadable, unknown layout, or a backbone file (the message names the file).
     """
-    from partdisco.engine.inference import resolve_device
+    from partdisco.engine.inference.network import resolve_device
     from partdisco.models.convert import LoadedCheckpoint, load_checkpoint_file
 
     if Path(path).suffix.lower() == ".onnx":  # an exported model, run by onnxruntime on the CPU
@@ -177,155 +176,30 @@ def evaluate_checkpoint(
         progress: show progress bars.
 
     Returns:
-        The metrics dict and the path of the JSON file.
+        The metrics dict and the path of the JSON file
+        (:func:`partdisco.engine.evaluate.checkpoint_eval.evaluate_checkpoint`).
     """
-    from partdisco.config import apply_overrides, config_from_dict, validate_data, validate_eval
-    from partdisco.engine import distributed
-    from partdisco.engine.inference import resolve_device
-    from partdisco.models.convert import load_checkpoint_file, resolve_checkpoint_path
+    from partdisco.engine.evaluate.checkpoint_eval import evaluate_checkpoint as _evaluate_checkpoint
 
-    checkpoint = resolve_checkpoint_path(checkpoint)
-    out_path = _metrics_destination(checkpoint, out)  # before the work: results must have somewhere to go
-    given = split_overrides(list(overrides or []), keys=("dataset", "split"))
-    dataset, split, rest = given.dataset, given.split, list(given.rest)
-
-    loaded = load_checkpoint_file(checkpoint)
-    model = loaded.segmenter
-    if loaded.ours and loaded.contents.get("config"):
-        cfg = evaluation_config(config_from_dict(loaded.contents["config"]), dataset, rest)
-    elif dataset is None:
-        raise ConfigError(
-            f"{str(checkpoint)!r} carries no data set config; say which with dataset=NAME data.root=DIR"
-        )
-    else:
-        cfg = load_config(dataset, check=False)
-        apply_overrides(cfg, rest)
-    if split is not None:
-        cfg.eval.split = split
-    validate_data(cfg.data)
-    validate_eval(cfg.eval, data_name=cfg.data.name)
-
-    dev = resolve_device(device)
-    model = model.to(dev).eval()
-    # under torchrun: the evaluator shards the samples over the ranks and sums the counts; rank 0 writes
-    started = not distributed.is_initialized() and distributed.init_from_env(dev)
-    if out_path.is_dir():
-        out_path = out_path / f"metrics-{cfg.data.name}-{cfg.eval.split}.json"
-    try:
-        metrics = _evaluate_loaded(model, cfg, dev, str(checkpoint), regression, progress)
-        if distributed.rank() == 0:
-            _write_metrics(out_path, metrics)
-        distributed.barrier()
-    finally:
-        if started:
-            distributed.destroy()
-    return metrics, out_path
-
-
-def _evaluate_loaded(
-    model: Any, cfg: RunConfig, dev: Any, checkpoint: str, regression: bool, progress: bool
-) -> dict[str, Any]:
-    """:func:`evaluate_checkpoint`'s work once the model and its config are known (every rank runs it)."""
-    from partdisco.data import build_dataset
-    from partdisco.engine.evaluate import evaluate
-
-    test_set = build_dataset(cfg.data, cfg.eval.split, train=False)
-    first = test_set[0]
-    if not test_set.has_masks and "parts" not in first and "keypoints" not in first:
-        raise ConfigError(
-            f"nothing to score: the {cfg.eval.split} split of {cfg.data.root or cfg.data.name} has no "
-            "masks/, parts/ or keypoints.json; `partdisco segment` shows what the model finds"
-        )
-    reg_set = None
-    if regression and "keypoints" in first and cfg.eval.split != "train" and cfg.eval.full_images == "off":
-        reg_set = build_dataset(cfg.data, "train", train=False)
-    if cfg.eval.full_images != "off":
-        from partdisco.engine.evaluate_full import evaluate_full_images
-
-        metrics = evaluate_full_images(
-            model,
-            test_set,
-            cfg.eval,
-            size=cfg.data.image_size,
-            padding=cfg.data.padding_frac,
-            mode=cfg.eval.full_images,
-            progress=progress,
-        )
-    else:
-        metrics = evaluate(
-            model,
-            test_set,
-            cfg.eval,
-            dev,
-            regression_dataset=reg_set,
-            baseline_dataset=None,
-            progress=progress,
-            size=cfg.data.image_size,
-            padding=cfg.data.padding_frac,
-        )
-    metrics.update(
-        checkpoint=checkpoint,
-        dataset=cfg.data.name,
-        split=cfg.eval.split,
-        skipped_images=list(test_set.skipped),
+    return _evaluate_checkpoint(
+        checkpoint, overrides, device=device, out=out, regression=regression, progress=progress
     )
-    return metrics
-
-
-def _write_metrics(out_path: Path, metrics: dict[str, Any]) -> None:
-    """Write the metrics JSON; a failure names the file and still shows the numbers."""
-    try:
-        write_json(out_path, metrics)
-    except OSError as err:
-        scalars = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
-        raise OSError(
-            err.errno, f"{err.strerror}; the metrics were {json.dumps(scalars)}", str(out_path)
-        ) from None
 
 
 def evaluation_config(trained: RunConfig, dataset: str | None, overrides: list[str]) -> RunConfig:
     """The config a checkpoint is evaluated with: its own, changed only where the command line says.
 
-    Every setting (``data.image_size``, ``data.cub_mask``, ``eval.batch_size``, ...) keeps the checkpoint's
-    value; ``dataset=NAME`` changes only the data source (``data.name``), never the preset's other values;
-    ``key=value`` overrides change exactly their key. A ``dataset=`` different from the one trained on needs
-    ``data.root=DIR`` too, since the trained-on folder has another layout.
-
-    Args:
-        trained: the checkpoint's run config.
-        dataset: ``dataset=`` from the command line, or None.
-        overrides: the other ``key=value`` strings (``split=`` already removed).
-
-    Returns:
-        A new config (``trained`` is not modified).
-
-    Raises:
-        ConfigError: an unknown key, a wrong type, or a new data set without ``data.root``.
+    See :func:`partdisco.engine.evaluate.checkpoint_eval.evaluation_config`; ``trained`` is not modified.
 
     Example:
         >>> from partdisco.config import load_config
         >>> trained = load_config("synthetic", ["data.image_size=128"], check=False)
-        >>> cfg = evaluation_config(trained, "folder", ["data.root=photos"])
-        >>> cfg.data.name, cfg.data.root, cfg.data.image_size
-        ('folder', 'photos', 128)
+        >>> evaluation_config(trained, "folder", ["data.root=photos"]).data.image_size
+        128
     """
-    import copy
+    from partdisco.engine.evaluate.checkpoint_eval import evaluation_config as _evaluation_config
 
-    from partdisco.config import DATASETS, apply_overrides
-
-    cfg = copy.deepcopy(trained)
-    if dataset is not None and dataset != cfg.data.name:
-        if dataset not in DATASETS:
-            raise ConfigError(f"dataset: unknown data set {dataset!r}; choose from {DATASETS}")
-        if not any(key == "data.root" for key, _ in parse_overrides(overrides)):
-            raise ConfigError(
-                f"dataset={dataset}: the checkpoint was trained on {cfg.data.name!r}; give data.root=DIR for "
-                f"the {dataset} folder"
-            )
-        cfg.data.name = dataset
-        cfg.dataset = dataset
-    apply_overrides(cfg, overrides)
-    return cfg
+    return _evaluation_config(trained, dataset, overrides)
 
 
 def is_training_divergence(err: BaseException) -> bool:
@@ -407,41 +281,6 @@ def convert(src: str | Path, dst: str | Path, allow_pickle: bool = False) -> tup
     return seg, export_checkpoint(seg, dst, extra={"converted_from": str(src)})
 
 
-def _metrics_destination(checkpoint: Path, out: str | Path | None) -> Path:
-    """Where eval writes: ``out`` (a file, or a folder), else next to the checkpoint, else the current folder.
-
-    Raises:
-        ConfigError: ``out`` is given and its folder is not writable.
-    """
-    from partdisco.engine.runfolder import is_writable_dir, refuse_run_file
-
-    if out is not None:
-        out = Path(out)
-        folder = out if out.is_dir() else out.parent
-        if not out.is_dir():
-            refuse_run_file(out, "--out", source=checkpoint)
-            if out.is_file() and out.read_bytes()[:1] not in (b"{", b""):
-                raise ConfigError(
-                    f"--out {str(out)!r} exists and is not a metrics JSON file; write elsewhere"
-                )
-        if not is_writable_dir(folder):
-            raise ConfigError(f"--out {str(out)!r}: folder {str(folder)!r} is not writable")
-        return out
-    if is_writable_dir(checkpoint.parent):
-        return checkpoint.parent
-    if not is_writable_dir(Path.cwd()):
-        raise ConfigError(
-            f"neither the checkpoint's folder {str(checkpoint.parent)!r} nor the current folder is writable; "
-            "pass --out FILE"
-        )
-    import logging
-
-    logging.getLogger("partdisco").warning(
-        "%s is not writable: the metrics go to the current folder", checkpoint.parent
-    )
-    return Path.cwd()
-
-
 def format_metrics(metrics: dict[str, Any], decimals: int = 1) -> str:
     """A plain-text table of the scalar metrics (and the baseline's, side by side), 1 decimal.
 
@@ -453,66 +292,6 @@ def format_metrics(metrics: dict[str, Any], decimals: int = 1) -> str:
     from partdisco.metrics.report import format_metrics as table
 
     return table(metrics, decimals, thin=metric_warnings(metrics))
-
-
-FLOAT_SLACK = 0.01  # float images may overshoot 0..1 this much (resampling); they are clipped
-
-
-def _image_to_rgb_uint8(image: Any, index: int) -> Any:
-    """One image of :func:`segment` -> uint8 (H, W, 3) RGB (see its docstring for what is accepted)."""
-    import numpy as np
-
-    from partdisco.data.io import read_image
-    from partdisco.geometry.image import to_rgb_uint8
-
-    if isinstance(image, (str, Path)):
-        return read_image(image)
-    if hasattr(image, "mode") and hasattr(image, "convert"):  # a PIL image: its mode, as files are read
-        from partdisco.data.io import _to_rgb_uint8 as pil_to_rgb_uint8
-
-        return pil_to_rgb_uint8(image, Path(f"image {index}"))
-    if hasattr(image, "detach"):  # torch tensor (C, H, W) or (H, W)
-        t = image.detach().cpu()
-        array = t.float().numpy() if t.is_floating_point() else t.numpy()
-        if array.ndim == 3:
-            array = np.moveaxis(array, 0, -1)  # (H, W, C)
-    else:
-        array = np.asarray(image)  # numpy (H, W[, C]) or a PIL image
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
-        raise ValueError(
-            f"image {index}: expected (H, W), (H, W, 1|3|4) arrays or (C, H, W) tensors, got {array.shape}"
-        )
-    if np.issubdtype(array.dtype, np.floating) and array.size:
-        low, high = float(np.nanmin(array)), float(np.nanmax(array))
-        if low < -FLOAT_SLACK or high > 1 + FLOAT_SLACK:  # 0..255 floats would be clipped to a binary image
-            raise ValueError(
-                f"image {index}: float images must hold values in 0..1, got {low:.4g}..{high:.4g} "
-                "(divide 0..255 values by 255, or pass uint8)"
-            )
-    return to_rgb_uint8(array)  # the one value rule: floats [0, 1], uint16 / 257, alpha on black
-
-
-def _mask_to_float(mask: Any, index: int) -> Any:
-    """One mask of :func:`segment` -> float32 (H, W) in [0, 1]."""
-    import numpy as np
-
-    from partdisco.data.io import read_mask
-
-    if mask is None:
-        return None
-    if isinstance(mask, (str, Path)):
-        return read_mask(mask)
-    array = mask.detach().cpu().numpy() if hasattr(mask, "detach") else np.asarray(mask)
-    array = np.squeeze(array)
-    if array.ndim != 2:
-        raise ValueError(f"mask {index}: expected (H, W), got shape {np.shape(mask)}")
-    if array.dtype == np.bool_:
-        return array.astype(np.float32)
-    if np.issubdtype(array.dtype, np.floating):
-        return np.clip(array.astype(np.float32), 0.0, 1.0)
-    return (array > 0).astype(np.float32)  # integer masks: any non-zero value, as read_mask does
 
 
 def segment(
@@ -579,41 +358,23 @@ def segment(
     """
     import numpy as np
 
-    from partdisco.engine.inference import resolve_device, segment_images
+    from partdisco.engine.inference.images import segment_images
+    from partdisco.engine.inference.inputs import as_image_lists
+    from partdisco.engine.inference.network import resolve_device
+    from partdisco.engine.inference.options import SegmentOptions
 
     if isinstance(model, (str, Path)):
         model = load(model, device=str(resolve_device(device or "auto")))
     elif device is not None:
         model = model.to(resolve_device(device))
-    is_batch = getattr(images, "ndim", 0) == 4
-    is_list = isinstance(images, (list, tuple))
-    items = list(images) if (is_batch or is_list) else [images]
-    if not items:
-        raise ValueError("segment: got no images")
-    mask_items = None
-    if masks is not None:
-        mask_items = list(masks) if (is_batch or is_list) else [masks]
-        if len(mask_items) != len(items):
-            raise ValueError(f"segment: got {len(mask_items)} masks for {len(items)} images")
-        mask_items = [_mask_to_float(m, i) for i, m in enumerate(mask_items)]
-    arrays = [_image_to_rgb_uint8(image, i) for i, image in enumerate(items)]
-    results = segment_images(
-        model,
-        arrays,
-        mask_items,
-        size=size,
-        background=background,
-        batch_size=batch_size,
-        with_probs=True,
-        crop=crop,
-        padding=padding,
-        fg_refine=fg_refine,
-    )
+    arrays, mask_items, shape = as_image_lists(images, masks)
+    options = SegmentOptions(size, background, batch_size, crop, padding, fg_refine)
+    results = segment_images(model, arrays, mask_items, with_probs=True, **options.as_kwargs())
     labels = [r.labels for r in results]
     probs = [r.probs for r in results if r.probs is not None]  # with_probs=True: one per image
-    if is_batch:
+    if shape == "batch":
         return np.stack(labels), np.stack(probs)
-    if is_list:
+    if shape == "list":
         return labels, probs
     return labels[0], probs[0]
 
@@ -674,27 +435,24 @@ def segment_files(
         FileNotFoundError: an input does not exist, or an image has no mask in ``masks_dir``.
     """
     from partdisco.engine import distributed
-    from partdisco.engine.segment import segment_files as _segment_files
+    from partdisco.engine.inference.options import SegmentOptions
+    from partdisco.engine.segment.run import segment_files as _segment_files
 
     # under torchrun: one process group for the run (gloo on CPU), the images dealt to the ranks
     started = not distributed.is_initialized() and distributed.init_from_env(_model_device(model))
     try:
+        options = SegmentOptions(size, background, batch_size, crop, padding, fg_refine)
         return _segment_files(
             model,
             inputs,
             out_dir,
+            options,
             masks_dir=masks_dir,
-            size=size,
-            batch_size=batch_size,
-            background=background,
             save_probs=save_probs,
             overwrite=overwrite,
             alpha=alpha,
             checkpoint=checkpoint,
             progress=progress,
-            crop=crop,
-            padding=padding,
-            fg_refine=fg_refine,
         )
     finally:
         if started:

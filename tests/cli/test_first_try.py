@@ -288,7 +288,7 @@ class TestShareableOutputs:
         assert "0: background" in html and "background: mask" in html
 
     def test_border_without_border_part_says_so(self, tmp_path, capsys, monkeypatch):
-        import partdisco.engine.inference as inference_mod
+        import partdisco.engine.inference.images as inference_mod  # _postprocess calls the heuristic there
 
         monkeypatch.setattr(inference_mod, "border_background_parts", lambda labels: [])
         run = make_run(tmp_path / "run")
@@ -306,7 +306,8 @@ class TestShareableOutputs:
         assert "background: none (--background border found no part" in (out / "index.html").read_text()
 
     def test_border_postprocess_values(self):
-        from partdisco.engine.inference import BORDER_NOT_FOUND, _postprocess
+        from partdisco.engine.inference.background import BORDER_NOT_FOUND
+        from partdisco.engine.inference.images import _postprocess
 
         probs = torch.zeros(4, 8, 8)
         probs[0, :4, :4] = probs[1, :4, 4:] = probs[2, 4:, :4] = probs[3, 4:, 4:] = 1.0  # quadrants
@@ -369,7 +370,7 @@ def test_metrics_table_has_one_decimal():
 
 
 def test_part_diagnostics_values():
-    from partdisco.engine.diagnostics import part_diagnostics
+    from partdisco.engine.evaluate.diagnostics import part_diagnostics
 
     class Halves(torch.nn.Module):
         """Part 1 on the left half, part 2 on the right, whatever the image."""

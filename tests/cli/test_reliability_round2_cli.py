@@ -202,7 +202,8 @@ def test_the_eta_leaves_the_start_up_out_and_stays_updated(tmp_path, monkeypatch
     import types
 
     from partdisco.api import resolve_train_config
-    from partdisco.engine import train as train_mod
+    from partdisco.engine.train import fit
+    from partdisco.engine.train import loop as train_mod  # train_step and the clock
 
     clock = {"now": 0.0}
     real = train_mod.train_step
@@ -214,7 +215,7 @@ def test_the_eta_leaves_the_start_up_out_and_stays_updated(tmp_path, monkeypatch
     monkeypatch.setattr(train_mod, "train_step", timed_step)
     monkeypatch.setattr(train_mod, "time", types.SimpleNamespace(perf_counter=lambda: clock["now"]))
     run = tmp_path / "run"
-    train_mod.fit(resolve_train_config([*tiny_args, "eval.baseline=false", "train.steps=5", f"out={run}"]))
+    fit(resolve_train_config([*tiny_args, "eval.baseline=false", "train.steps=5", f"out={run}"]))
     log = (run / "train.log").read_text()
     assert (
         "1.00 s/step over 2 steps after the first (its start-up left out): the other 2 take about 0 min 2 s"

@@ -73,13 +73,13 @@ def _worker(rank: int, init_file: str, ckpt: str, photos: str, out: str, kill: b
 
     import torch.distributed as dist
 
-    import partdisco.engine.segment as engine_segment
+    import partdisco.engine.segment.run as engine_segment  # the run merges the ledger after each chunk
     from partdisco.api import open_checkpoint, segment_files
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     if rank == 1 and kill:  # rank 1 is killed after its first chunk, once rank 0 has done its share
-        real = engine_segment._merge_and_write
+        real = engine_segment.merge_and_write
 
         def merge_then_die(*args, **kwargs):
             result = real(*args, **kwargs)
@@ -92,7 +92,7 @@ def _worker(rank: int, init_file: str, ckpt: str, photos: str, out: str, kill: b
                 time.sleep(0.1)
             os._exit(9)
 
-        engine_segment._merge_and_write = merge_then_die
+        engine_segment.merge_and_write = merge_then_die
     model = open_checkpoint(ckpt).segmenter
     summary = segment_files(model, [photos], out, size=32, batch_size=1, progress=False)  # chunks of 4
     Path(out, f"summary{rank}.json").write_text(json.dumps({"written": summary.written}))

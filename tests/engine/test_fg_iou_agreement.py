@@ -22,8 +22,7 @@ from torch import nn
 
 from partdisco.config import DataConfig, EvalConfig
 from partdisco.data import folder
-from partdisco.engine.evaluate import evaluate
-from partdisco.engine.evaluate_full import evaluate_full_images
+from partdisco.engine.evaluate import evaluate, evaluate_full_images
 from partdisco.engine.segment import segment_files
 
 _BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "score_segment.py"
@@ -138,7 +137,7 @@ def test_fg_iou_needs_whole_images(photos: tuple[Path, list[str]]) -> None:
 
 
 def _whole_image_scores(root: str) -> dict:
-    from partdisco.engine.evaluate_full import whole_image_fg_iou
+    from partdisco.engine.evaluate import whole_image_fg_iou
 
     torch.set_num_threads(1)
     test_set = folder.build(DataConfig(name="folder", root=root, image_size=SIZE), "test", train=False)

@@ -1,4 +1,4 @@
-"""Colour-guided refinement of the predicted foreground (engine/refine.py) and its use by segment/eval."""
+"""Colour-guided refinement of the predicted foreground (engine/inference/refine.py), used by segment/eval."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from torch import nn
 from partdisco.config import ConfigError, DataConfig, EvalConfig, load_config
 from partdisco.data import folder
 from partdisco.data.synthetic import write_folder
-from partdisco.engine.evaluate_full import evaluate_full_images
+from partdisco.engine.evaluate import evaluate_full_images
 from partdisco.engine.inference import DEFAULT_FG_REFINE, inference_fg_refine, segment_images
-from partdisco.engine.refine import box_mean, guided_filter, refine_probs, refine_radius
-from partdisco.engine.segment import segment_files
+from partdisco.engine.inference.refine import box_mean, guided_filter, refine_probs, refine_radius
+from partdisco.engine.segment import SegmentOptions, segment_files
 from partdisco.models.convert import trained_fg_refine
 
 
@@ -151,7 +151,9 @@ def test_api_segment_and_files_use_the_same_refinement(tmp_path: Path) -> None:
     plain, _ = segment(model, image, size=96, fg_refine=0.0)
     assert _iou(labels > 0, mask) > _iou(plain > 0, mask) + 0.03
     Image.fromarray(image).save(tmp_path / "scene.png")
-    summary = segment_files(model, [tmp_path / "scene.png"], tmp_path / "out", size=96, progress=False)
+    summary = segment_files(
+        model, [tmp_path / "scene.png"], tmp_path / "out", SegmentOptions(size=96), progress=False
+    )
     written = np.asarray(Image.open(tmp_path / "out" / "labels" / "scene.png"))
     assert np.array_equal(written, labels)
     settings = __import__("json").loads(summary.parts_json.read_text())["settings"]

@@ -15,11 +15,10 @@ from partdisco.config import DataConfig, EvalConfig
 from partdisco.data import folder
 from partdisco.data.synthetic import write_folder
 from partdisco.data.transforms import crop_resize_labels
-from partdisco.engine.crop import crop_input, object_crop, paste_probs
-from partdisco.engine.evaluate import evaluate
-from partdisco.engine.evaluate_full import evaluate_full_images
+from partdisco.engine.evaluate import evaluate, evaluate_full_images
 from partdisco.engine.inference import segment_images
-from partdisco.engine.segment import segment_files
+from partdisco.engine.inference.crop import crop_input, object_crop, paste_probs
+from partdisco.engine.segment import SegmentOptions, segment_files
 from partdisco.metrics.clustering import clustering_scores
 
 # Colour prototypes of the synthetic creatures' parts (head red, body blue, wings green, tail purple).
@@ -81,10 +80,8 @@ def test_segment_maps_score_what_eval_reports(synth_folder: Path, tmp_path: Path
             model,
             inputs,
             out,
+            SegmentOptions(size=64, crop=crop, padding=0.05),
             masks_dir=synth_folder / "masks",
-            size=64,
-            crop=crop,
-            padding=0.05,
             progress=False,
         )
         labels = [np.asarray(Image.open(out / "labels" / f"{Path(n).stem}.png")) for n in test_set.files]

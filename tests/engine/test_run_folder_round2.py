@@ -12,10 +12,10 @@ import torch
 from partdisco.api import resolve_train_config
 from partdisco.cli import main
 from partdisco.config import ConfigError
-from partdisco.engine import train as train_mod
 from partdisco.engine.checkpoint import step_checkpoints
 from partdisco.engine.runfolder import remove_stale_tmp
-from partdisco.engine.train import TrainingDivergedError, fit, prepare_run
+from partdisco.engine.train import NO_CHECKPOINT_YET, TrainingDivergedError, fit, prepare_run
+from partdisco.engine.train import loop as train_mod  # the loop calls train_step
 
 pytestmark = pytest.mark.slow
 
@@ -148,7 +148,7 @@ def test_a_run_that_failed_before_its_first_checkpoint_can_start_again(
     run = tmp_path / "run"
 
     def boom(*args, **kwargs):
-        raise TrainingDivergedError("non-finite loss at step 1; stopped; " + train_mod.NO_CHECKPOINT_YET)
+        raise TrainingDivergedError("non-finite loss at step 1; stopped; " + NO_CHECKPOINT_YET)
 
     with monkeypatch.context() as m:
         m.setattr(train_mod, "train_step", boom)

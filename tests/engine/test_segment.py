@@ -19,7 +19,14 @@ from partdisco.engine.inference import (
     processing_size,
     segment_images,
 )
-from partdisco.engine.segment import InputImage, collect_images, find_mask, output_paths, segment_files
+from partdisco.engine.segment import (
+    InputImage,
+    SegmentOptions,
+    collect_images,
+    find_mask,
+    output_paths,
+    segment_files,
+)
 from partdisco.models import create_segmenter
 
 
@@ -347,7 +354,9 @@ class TestSegmentFiles:
     def test_outputs_and_resume(self, tiny_model, tmp_path):
         images = make_folder(tmp_path / "images")
         out = tmp_path / "out"
-        summary = segment_files(tiny_model, [images], out, size=32, batch_size=2, progress=False)
+        summary = segment_files(
+            tiny_model, [images], out, SegmentOptions(size=32, batch_size=2), progress=False
+        )
         assert sorted(summary.written) == ["a", "b", "sub/c"] and summary.skipped == []
         data = json.loads((out / "parts.json").read_text())
         assert set(data["images"]) == {"a", "b", "sub/c"}
@@ -363,12 +372,12 @@ class TestSegmentFiles:
         for k in range(1, 5):
             assert (entry["centroid"][k - 1] is None) == (k not in entry["present"])
         before = mtimes(out)
-        again = segment_files(tiny_model, [images], out, size=32, progress=False)
+        again = segment_files(tiny_model, [images], out, SegmentOptions(size=32), progress=False)
         assert again.written == [] and sorted(again.skipped) == ["a", "b", "sub/c"]
         assert mtimes(out) == before
         # a new image: only it is computed, and parts.json keeps the old entries
         write_rgb(images / "d.png", 16, 16, seed=4)
-        third = segment_files(tiny_model, [images], out, size=32, progress=False)
+        third = segment_files(tiny_model, [images], out, SegmentOptions(size=32), progress=False)
         assert third.written == ["d"]
         data = json.loads((out / "parts.json").read_text())
         assert set(data["images"]) == {"a", "b", "d", "sub/c"}
@@ -377,38 +386,44 @@ class TestSegmentFiles:
     def test_missing_output_is_recomputed(self, tiny_model, tmp_path):
         images = make_folder(tmp_path / "images")
         out = tmp_path / "out"
-        segment_files(tiny_model, [images], out, size=32, progress=False)
+        segment_files(tiny_model, [images], out, SegmentOptions(size=32), progress=False)
         (out / "overlay" / "a.png").unlink()
-        summary = segment_files(tiny_model, [images], out, size=32, progress=False)
+        summary = segment_files(tiny_model, [images], out, SegmentOptions(size=32), progress=False)
         assert summary.written == ["a"] and (out / "overlay" / "a.png").is_file()
-        summary = segment_files(tiny_model, [images], out, size=32, progress=False, save_probs=True)
+        summary = segment_files(
+            tiny_model, [images], out, SegmentOptions(size=32), progress=False, save_probs=True
+        )
         assert sorted(summary.written) == ["a", "b", "sub/c"]  # probs were missing
 
     def test_overwrite_and_settings_check(self, tiny_model, tmp_path):
         images = make_folder(tmp_path / "images")
         out = tmp_path / "out"
-        segment_files(tiny_model, [images], out, size=32, progress=False)
+        segment_files(tiny_model, [images], out, SegmentOptions(size=32), progress=False)
         with pytest.raises(ValueError, match="size: 32 there vs 48 now"):
-            segment_files(tiny_model, [images], out, size=48, progress=False)
-        summary = segment_files(tiny_model, [images], out, size=48, overwrite=True, progress=False)
+            segment_files(tiny_model, [images], out, SegmentOptions(size=48), progress=False)
+        summary = segment_files(
+            tiny_model, [images], out, SegmentOptions(size=48), overwrite=True, progress=False
+        )
         assert len(summary.written) == 3
         assert json.loads((out / "parts.json").read_text())["settings"]["size"] == 48
 
     def test_out_inside_input_is_not_an_input(self, tiny_model, tmp_path):
         images = make_folder(tmp_path / "images")
-        segment_files(tiny_model, [images], images / "parts", size=32, progress=False)
-        summary = segment_files(tiny_model, [images], images / "parts", size=32, progress=False)
+        segment_files(tiny_model, [images], images / "parts", SegmentOptions(size=32), progress=False)
+        summary = segment_files(
+            tiny_model, [images], images / "parts", SegmentOptions(size=32), progress=False
+        )
         assert sorted(summary.skipped) == ["a", "b", "sub/c"] and summary.written == []
 
     def test_corrupt_file_listed_then_fixed(self, tiny_model, tmp_path):
         images = make_folder(tmp_path / "images")
         (images / "bad.png").write_bytes(os.urandom(64))
         out = tmp_path / "out"
-        summary = segment_files(tiny_model, [images], out, size=32, progress=False)
+        summary = segment_files(tiny_model, [images], out, SegmentOptions(size=32), progress=False)
         assert list(summary.failed) == [str((images / "bad.png").resolve())]
         assert "bad.png" in json.dumps(json.loads((out / "parts.json").read_text())["failed"])
         write_rgb(images / "bad.png", 8, 8)
-        summary = segment_files(tiny_model, [images], out, size=32, progress=False)
+        summary = segment_files(tiny_model, [images], out, SegmentOptions(size=32), progress=False)
         assert summary.written == ["bad"] and summary.failed == {}
         assert json.loads((out / "parts.json").read_text())["failed"] == {}
 
@@ -422,7 +437,7 @@ class TestSegmentFiles:
         mask[:, 30:] = 255
         Image.fromarray(mask).save(masks / "r.png")
         out = tmp_path / "out"
-        segment_files(RedLeftModel(), [images], out, masks_dir=masks, size=32, progress=False)
+        segment_files(RedLeftModel(), [images], out, SegmentOptions(size=32), masks_dir=masks, progress=False)
         labels = np.asarray(Image.open(out / "labels" / "r.png"))
         assert (labels[:, :30] == 0).all() and (labels[:, 30:] == 2).all()
         entry = json.loads((out / "parts.json").read_text())["images"]["r"]
@@ -439,10 +454,18 @@ class TestSegmentFiles:
         Image.fromarray(np.zeros((30, 20), np.uint8)).save(masks / "c.png")
         Image.fromarray(np.zeros((5, 5), np.uint8)).save(masks / "b.png")
         with pytest.raises(SizeMismatchError) as info:
-            segment_files(tiny_model, [images], tmp_path / "o", masks_dir=masks, size=32, progress=False)
+            segment_files(
+                tiny_model, [images], tmp_path / "o", SegmentOptions(size=32), masks_dir=masks, progress=False
+            )
         assert "b.png" in str(info.value) and str(masks / "b.png") in str(info.value)
         with pytest.raises(ValueError, match="masks"):
-            segment_files(tiny_model, [images], tmp_path / "o", masks_dir=masks, background="none")
+            segment_files(
+                tiny_model,
+                [images],
+                tmp_path / "o",
+                SegmentOptions(background="none"),
+                masks_dir=masks,
+            )
 
     def test_empty_input(self, tiny_model, tmp_path):
         (tmp_path / "empty").mkdir()

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-import partdisco.engine.segment as engine_segment
-from partdisco.engine.segment import segment_files
+import partdisco.engine.segment.run as engine_segment  # segment_files calls _segment_or_skip there
+from partdisco.engine.segment import SegmentOptions, segment_files
 from partdisco.models import create_segmenter
 
 
@@ -36,8 +36,12 @@ def _files(out):
 
 def test_many_chunks_write_what_one_chunk_writes(tmp_path, photos, model):
     # batch 1: chunks of 4 images, reads and writes overlapping the next chunk; batch 16: one chunk
-    segment_files(model, [photos], tmp_path / "a" / "out", size=24, batch_size=1, progress=False)
-    segment_files(model, [photos], tmp_path / "b" / "out", size=24, batch_size=16, progress=False)
+    segment_files(
+        model, [photos], tmp_path / "a" / "out", SegmentOptions(size=24, batch_size=1), progress=False
+    )
+    segment_files(
+        model, [photos], tmp_path / "b" / "out", SegmentOptions(size=24, batch_size=16), progress=False
+    )
     assert _files(tmp_path / "a" / "out") == _files(tmp_path / "b" / "out")
 
 
@@ -53,9 +57,9 @@ def test_a_stop_mid_run_lists_what_was_written_and_a_rerun_finishes(tmp_path, ph
     monkeypatch.setattr(engine_segment, "_segment_or_skip", stop_at_the_third_chunk)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
-        segment_files(model, [photos], out, size=24, batch_size=1, progress=False)
+        segment_files(model, [photos], out, SegmentOptions(size=24, batch_size=1), progress=False)
     listed = set(json.loads((out / "parts.json").read_text())["images"])
     assert listed == {f"im{i}" for i in range(8)}  # chunk 2's files were being written: listed too
     monkeypatch.setattr(engine_segment, "_segment_or_skip", real)
-    summary = segment_files(model, [photos], out, size=24, batch_size=1, progress=False)
+    summary = segment_files(model, [photos], out, SegmentOptions(size=24, batch_size=1), progress=False)
     assert summary.written == ["im8"] and len(summary.skipped) == 8

@@ -11,8 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from partdisco.engine import segment as segment_mod
-from partdisco.engine.segment import segment_files
+from partdisco.engine.segment import SegmentOptions, segment_files
+from partdisco.engine.segment import inputs as segment_inputs
+from partdisco.engine.segment import ledger as segment_ledger
+from partdisco.engine.segment import run as segment_mod  # segment_files calls segment_images there
 from partdisco.models import create_segmenter
 
 
@@ -29,7 +31,7 @@ def _image(path, size=(40, 30), seed=0):
 
 
 def _run(model, inputs, out, **kw):
-    return segment_files(model, [str(p) for p in inputs], out, size=32, progress=False, **kw)
+    return segment_files(model, [str(p) for p in inputs], out, SegmentOptions(size=32), progress=False, **kw)
 
 
 def test_files_segment_did_not_write_are_never_replaced(model, tmp_path):
@@ -67,14 +69,14 @@ def test_two_runs_into_one_out_list_every_image(model, tmp_path, monkeypatch):
     out = tmp_path / "out"
     _run(model, [a], out)
     # Run B started before run A wrote anything: its first read of parts.json found none.
-    real = segment_mod.read_parts_json
+    real = segment_ledger.read_parts_json
     calls = {"n": 0}
 
     def stale_first(path):
         calls["n"] += 1
         return None if calls["n"] == 1 else real(path)
 
-    monkeypatch.setattr(segment_mod, "read_parts_json", stale_first)
+    monkeypatch.setattr(segment_ledger, "read_parts_json", stale_first)
     _run(model, [b], out)
     data = json.loads((out / "parts.json").read_text())
     assert sorted(data["images"]) == ["one", "two"]
@@ -83,7 +85,7 @@ def test_two_runs_into_one_out_list_every_image(model, tmp_path, monkeypatch):
 
 
 def test_huge_images_are_shrunk_while_decoding(model, tmp_path, monkeypatch):
-    monkeypatch.setattr(segment_mod, "MAX_WORKING_PIXELS", 60 * 40)
+    monkeypatch.setattr(segment_inputs, "MAX_WORKING_PIXELS", 60 * 40)
     src = tmp_path / "in"
     src.mkdir()
     _image(src / "big.png", size=(600, 400))
@@ -109,12 +111,12 @@ def test_a_10000_pixel_square_png_stays_small(tmp_path):
     script = textwrap.dedent(
         f"""
         import resource, torch
-        from partdisco.engine.segment import segment_files
+        from partdisco.engine.segment import SegmentOptions, segment_files
         from partdisco.models import create_segmenter
         torch.set_num_threads(1)
         model = create_segmenter("resnet18", num_parts=3).eval()
-        s = segment_files(model, [{str(tmp_path / "huge.png")!r}], {str(tmp_path / "out")!r}, size=32,
-                          progress=False)
+        s = segment_files(model, [{str(tmp_path / "huge.png")!r}], {str(tmp_path / "out")!r},
+                          SegmentOptions(size=32), progress=False)
         print(len(s.written), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
         """
     )
@@ -122,7 +124,7 @@ def test_a_10000_pixel_square_png_stays_small(tmp_path):
     written, peak_kib = map(int, done.stdout.split())
     assert written == 1
     entry = json.loads((tmp_path / "out" / "parts.json").read_text())["images"]["huge"]
-    assert entry["width"] * entry["height"] <= segment_mod.MAX_WORKING_PIXELS
+    assert entry["width"] * entry["height"] <= segment_inputs.MAX_WORKING_PIXELS
     assert peak_kib < 4 * 2**20, f"peak RSS {peak_kib / 2**20:.2f} GiB"  # measured 1.6-2.9 GiB; old: > 6 GB
 
 

@@ -9,10 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from partdisco.engine import inference as inference_mod
-from partdisco.engine import segment as segment_mod
+from partdisco.engine.inference import images as inference_mod  # segment_images resizes there
 from partdisco.engine.inference import processing_size
-from partdisco.engine.segment import segment_files
+from partdisco.engine.segment import SegmentOptions, segment_files
+from partdisco.engine.segment import (
+    run as segment_mod,  # segment_files calls segment_images, write_outputs there
+)
 from partdisco.models import create_segmenter
 
 
@@ -30,9 +32,9 @@ def _images(folder, n=3):
     return folder
 
 
-def _run(model, src, out, **kw):
-    kw.setdefault("size", 32)
-    return segment_files(model, [str(src)], out, progress=False, batch_size=1, **kw)
+def _run(model, src, out, size=32, crop="auto", **kw):
+    options = SegmentOptions(size=size, batch_size=1, crop=crop)
+    return segment_files(model, [str(src)], out, options, progress=False, **kw)
 
 
 # --------------------------------------------------------------------------------------- 4: other settings
@@ -109,7 +111,13 @@ def test_files_of_a_run_killed_mid_chunk_are_its_own_on_the_rerun(model, tmp_pat
 
     monkeypatch.setattr(segment_mod, "write_outputs", killed_after_one)
     with pytest.raises(KeyboardInterrupt):
-        segment_files(model, [str(src)], out, size=32, progress=False, batch_size=8)
+        segment_files(
+            model,
+            [str(src)],
+            out,
+            SegmentOptions(size=32, batch_size=8),
+            progress=False,
+        )
     assert (out / "labels" / "im0.png").is_file()
     monkeypatch.setattr(segment_mod, "write_outputs", real)
     summary = _run(model, src, out)  # no "files segment did not write" refusal

@@ -6,10 +6,10 @@ import torch
 
 from partdisco.api import resolve_train_config
 from partdisco.config import ConfigError
-from partdisco.engine import train as train_mod
 from partdisco.engine.checkpoint import latest_checkpoint, load_checkpoint, step_checkpoints
-from partdisco.engine.schedule import lr_factor
 from partdisco.engine.train import TrainingDivergedError, fit
+from partdisco.engine.train import setup as train_mod  # builds the Objective
+from partdisco.engine.train.schedule import lr_factor
 from partdisco.models import load_segmenter
 
 pytestmark = pytest.mark.slow

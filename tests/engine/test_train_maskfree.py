@@ -31,7 +31,7 @@ def test_pictures_show_the_background_the_run_learns_from(
     tiny_overrides, tmp_path, monkeypatch, masks, shows_mask
 ):
     """parts.png: a mask-free run draws its own predicted background; a run with masks draws the mask."""
-    from partdisco.engine import train as train_mod
+    from partdisco.engine.train import finish as train_mod  # where the pictures are made
 
     seen = []
     real = train_mod.predict_labels

@@ -1,7 +1,13 @@
-"""Shared CLI helpers: the list of every config key for ``--help``, with the chosen preset's values."""
+"""Shared CLI helpers: arguments several commands take, and every config key for ``--help`` with its values.
+
+:func:`add_command`, :func:`add_checkpoint_argument`, :func:`add_device_option`, :func:`add_choice_option`
+spell a subcommand or an argument once for ``train``, ``eval``, ``segment``, ``export`` and ``data``;
+:func:`config_keys_help` lists the config keys with the chosen preset's values.
+"""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import inspect
 import re
@@ -120,3 +126,36 @@ def config_keys_help(preset: str | None = None) -> str:
 
     walk(cfg, "")
     return "\n".join(lines)
+
+
+def add_command(
+    sub: argparse._SubParsersAction, name: str, help: str, description: str, epilog: str | None = None
+) -> argparse.ArgumentParser:
+    """A subcommand whose description and epilog keep their line breaks (they hold examples)."""
+    return sub.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``checkpoint`` positional of ``eval`` and ``segment``: what may be given as a model."""
+    parser.add_argument(
+        "checkpoint",
+        help="a run folder (its model.pt), our checkpoint, a released unsup-parts .pth or a SCOPS state dict",
+    )
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """``--device`` (default ``auto``), with the accepted values in its help."""
+    parser.add_argument("--device", default="auto", help=f"{' | '.join(CHOICES['device'])} (default auto)")
+
+
+def add_choice_option(
+    parser: argparse.ArgumentParser, flag: str, choices: tuple[str, ...], default: str, help: str
+) -> None:
+    """An option that takes one of ``choices`` (``help`` says which is the default)."""
+    parser.add_argument(flag, choices=choices, default=default, help=help)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from partdisco.cli._options import add_choice_option, add_command
 from partdisco.config import DATASETS
 
 
@@ -12,6 +13,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Attach the ``data`` subcommand group."""
     p = sub.add_parser("data", help="data set tools: write the synthetic set, check a data set folder")
     data_sub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+    _add_synth(data_sub)
+    _add_check(data_sub)
+
+
+def _add_synth(data_sub: argparse._SubParsersAction) -> None:
+    """``partdisco data synth OUT``: write the synthetic data set."""
     synth = data_sub.add_parser(
         "synth",
         help="write the built-in synthetic data set in the generic folder layout",
@@ -21,11 +28,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "scored honestly. OUT must be new or empty: an existing data set is never written into.",
     )
     synth.add_argument("out", help="output folder (created; must not exist or be empty)")
-    synth.add_argument(
+    add_choice_option(
+        synth,
         "--split",
-        choices=("test", "train", "both"),
-        default="test",
-        help="test: held-out images (default); train: the training images of the built-in data set; both: "
+        ("test", "train", "both"),
+        "test",
+        "test: held-out images (default); train: the training images of the built-in data set; both: "
         "train and test images, --test-fraction of them test (with train.txt / test.txt)",
     )
     synth.add_argument("--n", type=int, default=1000, help="number of images (default 1000)")
@@ -57,7 +65,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="the creature box's longer side as a fraction of the image side, drawn in [LO, HI] "
         "(default 0.6 0.95; --stress small uses 0.25 0.7)",
     )
-    check = data_sub.add_parser(
+
+
+def _add_check(data_sub: argparse._SubParsersAction) -> None:
+    """``partdisco data check ROOT [--dataset NAME] [key=value ...]``: validate a data set folder."""
+    check = add_command(
+        data_sub,
         "check",
         help="validate a data set folder and report what is present and missing",
         description="Scan a data set folder; print present/missing files (with where they come from), counts "
@@ -65,7 +78,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "same key=value overrides as train, e.g.\n"
         "  partdisco data check VOCdevkit --dataset pascal_part data.pascal_class=cat\n"
         "  partdisco data check CUB_200_2011 --dataset cub data.cub_mask=sup",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     check.add_argument("root", help="data set folder")
     check.add_argument(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from partdisco.config import CHOICES
+from partdisco.cli._options import add_checkpoint_argument, add_command, add_device_option
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Attach the ``eval`` subcommand."""
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "eval",
         help="evaluate a checkpoint (NMI/ARI, keypoint regression, mIoU) on a data set split",
         description=(
@@ -24,15 +25,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "  partdisco eval runs/x/model.pt eval.full_images=predicted  (whole images, as segment)\n"
             "Keys: dataset=, split= (= eval.split), and any data.* / eval.* config key."
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "checkpoint",
-        help="a run folder (its model.pt), our checkpoint, a released unsup-parts .pth or a SCOPS state dict",
-    )
+    add_checkpoint_argument(p)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="data set / evaluation overrides")
     p.add_argument("--out", help="metrics JSON path (default: next to the checkpoint)")
-    p.add_argument("--device", default="auto", help=f"{' | '.join(CHOICES['device'])} (default auto)")
+    add_device_option(p)
     p.add_argument(
         "--no-regression", action="store_true", help="skip keypoint regression (needs the train split)"
     )

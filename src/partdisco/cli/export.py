@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from partdisco.cli._options import add_command
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Attach the ``export`` subcommand."""
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "export",
         help="write a weights-only (optionally float16) copy of a checkpoint, or the model as ONNX",
         description=(
@@ -21,7 +24,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "  partdisco export runs/x/checkpoints/step_0004000.pt small.pt --fp16\n"
             "  partdisco export runs/x model.onnx"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("src", help="a run folder (its model.pt) or a checkpoint file")
     p.add_argument("dst", help="output .pt file, or .onnx for ONNX")

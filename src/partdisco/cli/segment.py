@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from partdisco.config import CHOICES
+from partdisco.cli._options import add_checkpoint_argument, add_choice_option, add_command, add_device_option
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Attach the ``segment`` subcommand."""
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "segment",
         help="segment your own images into parts (label maps, colour maps, overlays, parts.json, index.html)",
         description=(
@@ -24,12 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "it has one, else none (every pixel is a part); --background border guesses it from the image\n"
             "border. See docs/SEGMENT.md."
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "checkpoint",
-        help="a run folder (its model.pt), our checkpoint, a released unsup-parts .pth or a SCOPS state dict",
-    )
+    add_checkpoint_argument(p)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     p.add_argument(
         "--out",
@@ -38,6 +35,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "the first input (printed)",
     )
     p.add_argument("--masks", help="folder of foreground masks named like the images (NAME.png)")
+    _add_inference_options(p)
+    p.add_argument("--alpha", type=float, default=0.5, help="part opacity in the overlays (default 0.5)")
+    p.add_argument("--overwrite", action="store_true", help="recompute images whose outputs exist")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+
+def _add_inference_options(p: argparse.ArgumentParser) -> None:
+    """How the images are segmented: network input size, batch, device, background, crop, refinement."""
     p.add_argument(
         "--size",
         type=int,
@@ -46,27 +52,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "else 256)",
     )
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
-    p.add_argument("--device", default="auto", help=f"{' | '.join(CHOICES['device'])} (default auto)")
+    add_device_option(p)
     p.add_argument(
         "--save-probs", action="store_true", help="also write float16 probabilities to probs/NAME.npz"
     )
-    p.add_argument(
+    add_choice_option(
+        p,
         "--background",
-        choices=("auto", "none", "border"),
-        default="auto",
-        help="auto: masks, else the model's background channel, else none; border: the part covering most "
-        "of the image border is background (default auto)",
+        ("auto", "none", "border"),
+        "auto",
+        "auto: masks, else the model's background channel, else none; border: the part covering most of "
+        "the image border is background (default auto)",
     )
     p.add_argument(
         "--no-background", action="store_true", help="no background label, even from a background channel"
     )
-    p.add_argument(
+    add_choice_option(
+        p,
         "--crop",
-        choices=("auto", "object", "none"),
-        default="auto",
-        help="auto/object: crop around the object (the mask, else the model's predicted foreground: two "
-        "passes) with the training padding, segment at the training size, paste back; none: the whole "
-        "image (default auto)",
+        ("auto", "object", "none"),
+        "auto",
+        "auto/object: crop around the object (the mask, else the model's predicted foreground: two passes) "
+        "with the training padding, segment at the training size, paste back; none: the whole image "
+        "(default auto)",
     )
     p.add_argument(
         "--padding",
@@ -83,9 +91,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "edges (guided filter) with this window radius, a fraction of the network input's side; 0 = off "
         "(default: the checkpoint's eval.fg_refine_radius, else 0.0625)",
     )
-    p.add_argument("--alpha", type=float, default=0.5, help="part opacity in the overlays (default 0.5)")
-    p.add_argument("--overwrite", action="store_true", help="recompute images whose outputs exist")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:

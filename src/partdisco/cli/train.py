@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from partdisco.cli._options import config_keys_help
+from partdisco.cli._options import add_command, config_keys_help
 
 
 def add_parser(sub: argparse._SubParsersAction, preset: str | None = None) -> None:
     """Attach the ``train`` subcommand; its help lists the values of ``preset`` (default synthetic)."""
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "train",
         help="train a part segmenter (default: built-in synthetic data, CPU-friendly)",
         description=(
@@ -22,7 +23,6 @@ def add_parser(sub: argparse._SubParsersAction, preset: str | None = None) -> No
             "  partdisco train resume=runs/x            (continue a killed run)"
         ),
         epilog=config_keys_help(preset),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (see the list below)")
     p.add_argument(

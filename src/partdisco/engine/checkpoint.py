@@ -1,18 +1,21 @@
-"""Atomic, strict, plain-typed checkpoints and run-folder resume."""
+"""Reading checkpoints (strict, plain-typed) and finding a run folder's: listing, latest, pruning, resume=.
+
+The file names come from :mod:`partdisco.engine.runfolder`; writing a checkpoint is training's business
+(:mod:`partdisco.engine.train.checkpointing`).
+"""
 
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from partdisco.engine.runfolder import CHECKPOINTS_DIR, CONFIG_FILE, STEP_FILE
 from partdisco.models.convert import FORMAT_VERSION as FORMAT_VERSION  # re-exported for engine/train.py
 from partdisco.models.convert import check_format_version  # the one format check
 
-_STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
 log = logging.getLogger(__name__)
 
 
@@ -33,7 +36,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
     """Where a run keeps its periodic checkpoints."""
-    return Path(run_dir) / "checkpoints"
+    return Path(run_dir) / CHECKPOINTS_DIR
 
 
 def step_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
@@ -43,7 +46,7 @@ def step_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
         return []
     found = []
     for p in folder.iterdir():
-        m = _STEP_FILE.match(p.name)
+        m = STEP_FILE.match(p.name)
         if m:
             found.append((int(m.group(1)), p))
     return sorted(found)
@@ -70,15 +73,15 @@ def resolve_resume(path: str | Path) -> tuple[Path, Path]:
     """
     path = Path(path)
     if path.is_file():
-        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        run_dir = path.parent.parent if path.parent.name == CHECKPOINTS_DIR else path.parent
         return run_dir, path
     if not path.is_dir():
         raise FileNotFoundError(f"resume: {str(path)!r} is neither a run folder nor a checkpoint file")
     latest = latest_checkpoint(path)
-    if latest is None and (path / "config.yaml").is_file():
+    if latest is None and (path / CONFIG_FILE).is_file():
         raise FileNotFoundError(
             f"resume: run folder {str(path)!r} stopped before its first checkpoint, so there is nothing to "
-            f"resume; start it again with: partdisco train --config {str(path / 'config.yaml')}"
+            f"resume; start it again with: partdisco train --config {str(path / CONFIG_FILE)}"
         )
     if latest is None:
         raise FileNotFoundError(

@@ -17,7 +17,7 @@ ImageNet EfficientNet-Lite0 that ships as a pip package (:mod:`partdisco.models.
    one linear foreground / background classifier on the dense stride-8 features (stages 3 and 4): the
    object's appearance is learnt over the photos where it is clear and applied to every photo.
 4. **Its edges.** The classifier's stride-8 probability is upsampled and snapped to the image's colour
-   edges by the guided filter of :mod:`partdisco.engine.refine`, then thresholded at 0.5.
+   edges by the guided filter of :mod:`partdisco.engine.inference.refine`, then thresholded at 0.5.
 
 The masks are written to ``RUN/foreground/masks/<stem>.png`` (at each image's size) with a contact sheet
 ``RUN/foreground/overview.png`` and ``RUN/foreground/discovery.json`` (the recurring classes, the seeds,
@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -44,7 +44,7 @@ from PIL import Image
 from torch import Tensor
 
 from partdisco.data.io import read_image
-from partdisco.engine.refine import guided_filter, refine_radius
+from partdisco.engine.inference.refine import guided_filter, refine_radius
 from partdisco.fileio import write_json
 from partdisco.visualise import image_grid, save_png
 
@@ -249,12 +249,49 @@ def discover_foreground(
     )
 
     # 2. seeds: confident locations of every image's footprint -> one linear classifier for the data set
-    generator = torch.Generator().manual_seed(0)
-    xs, ys = [], []
     seed_images = picked if len(picked) < n else range(n)  # the same evenly spaced subset (at most 500)
     bar = tqdm(seed_images, desc="foreground 2/3: seeds", unit="img", disable=not progress, leave=False)
-    for i in bar:
-        dense, logits = network(load(int(i))[1])
+    x, y = _seeds(network, (load(int(i))[1] for i in bar), classes, settings)
+    linear: tuple[Tensor, ...] = fit_linear(x, y)
+
+    # 3. every image's mask: classifier at stride 8 -> image size -> guided filter -> threshold
+    fractions, thumbs = [], []
+    for i in tqdm(range(n), desc="foreground 3/3: masks", unit="img", disable=not progress, leave=False):
+        image, inp = load(i)
+        mask, linear = _mask(network, image, inp, linear, settings)
+        fractions.append(float(mask.float().mean()))
+        save_png(mask_dir / f"{Path(image_paths[i]).stem}.png", mask.numpy().astype(np.uint8) * 255)
+        if len(thumbs) < OVERVIEW_COLUMNS * 3:
+            thumbs.append(_thumb(image, mask.numpy()))
+    rows = [thumbs[k : k + OVERVIEW_COLUMNS] for k in range(0, len(thumbs), OVERVIEW_COLUMNS)]
+    save_png(Path(out_dir) / "overview.png", image_grid(rows, pad=0, bg=0, tile_height=128))
+    seconds = time.perf_counter() - start
+    result = Discovery(
+        mask_dir, classes.tolist(), [float(s) for s in share], float(np.mean(fractions)), seconds
+    )
+    _write_record(Path(out_dir), result, n, y, settings)
+    log.info(
+        "foreground discovery: %d masks in %s (mean foreground %.0f %% of the image), %.0f s",
+        n,
+        mask_dir,
+        100 * result.fg_fraction,
+        seconds,
+    )
+    return result
+
+
+def _seeds(
+    network: DiscoveryNetwork, inputs: Iterable[Tensor], classes: Tensor, settings: DiscoverySettings
+) -> tuple[Tensor, Tensor]:
+    """Seed features and labels: up to SEEDS_PER_IMAGE sure locations (footprint far from 0.5) per image.
+
+    Raises:
+        ValueError: every seed is foreground, or every one background (nothing to learn a boundary from).
+    """
+    generator = torch.Generator().manual_seed(0)
+    xs, ys = [], []
+    for inp in inputs:
+        dense, logits = network(inp)
         assert logits is not None
         dense = dense[0].cpu()  # (D, h8, w8)
         foot = footprint(logits, classes)
@@ -273,38 +310,38 @@ def discover_foreground(
             + ("foreground" if y[0] > 0.5 else "background")
             + "; the recurring classes do not single out an object (try data.discover_classes)"
         )
-    linear: tuple[Tensor, ...] = fit_linear(x, y)
+    return x, y
 
-    # 3. every image's mask: classifier at stride 8 -> image size -> guided filter -> threshold
-    fractions, thumbs = [], []
-    for i in tqdm(range(n), desc="foreground 3/3: masks", unit="img", disable=not progress, leave=False):
-        image, inp = load(i)
-        dense, _ = network(inp, with_logits=False)
-        d = dense[0]  # on the network's device: the per-pixel work below stays there
-        if linear[0].device != d.device:
-            linear = tuple(t.to(d.device) for t in linear)
-        mean, std, w, b = linear
-        prob = torch.sigmoid(((d.permute(1, 2, 0) - mean) / std) @ w + b)
-        prob = F.interpolate(prob[None, None], size=inp.shape[-2:], mode="bilinear", align_corners=False)
-        if settings.refine_radius > 0:
-            radius = refine_radius(min(inp.shape[-2:]), settings.refine_radius)
-            prob = guided_filter(inp.to(d.device), prob, radius, settings.refine_eps).clamp(0, 1)
-        prob = F.interpolate(prob, size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0].cpu()
-        mask = prob > 0.5
-        if not mask.any():  # never an empty mask: the most object-like tenth of the image
-            mask = prob >= prob.flatten().quantile(0.9)
-        fractions.append(float(mask.float().mean()))
-        save_png(mask_dir / f"{Path(image_paths[i]).stem}.png", mask.numpy().astype(np.uint8) * 255)
-        if len(thumbs) < OVERVIEW_COLUMNS * 3:
-            thumbs.append(_thumb(image, mask.numpy()))
-    rows = [thumbs[k : k + OVERVIEW_COLUMNS] for k in range(0, len(thumbs), OVERVIEW_COLUMNS)]
-    save_png(Path(out_dir) / "overview.png", image_grid(rows, pad=0, bg=0, tile_height=128))
-    seconds = time.perf_counter() - start
-    result = Discovery(
-        mask_dir, classes.tolist(), [float(s) for s in share], float(np.mean(fractions)), seconds
-    )
+
+def _mask(
+    network: DiscoveryNetwork,
+    image: np.ndarray,
+    inp: Tensor,
+    linear: tuple[Tensor, ...],
+    settings: DiscoverySettings,
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """One image's mask (bool (H, W), never empty) and the classifier (moved to the network's device)."""
+    dense, _ = network(inp, with_logits=False)
+    d = dense[0]  # on the network's device: the per-pixel work below stays there
+    if linear[0].device != d.device:
+        linear = tuple(t.to(d.device) for t in linear)
+    mean, std, w, b = linear
+    prob = torch.sigmoid(((d.permute(1, 2, 0) - mean) / std) @ w + b)
+    prob = F.interpolate(prob[None, None], size=inp.shape[-2:], mode="bilinear", align_corners=False)
+    if settings.refine_radius > 0:
+        radius = refine_radius(min(inp.shape[-2:]), settings.refine_radius)
+        prob = guided_filter(inp.to(d.device), prob, radius, settings.refine_eps).clamp(0, 1)
+    prob = F.interpolate(prob, size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0].cpu()
+    mask = prob > 0.5
+    if not mask.any():  # never an empty mask: the most object-like tenth of the image
+        mask = prob >= prob.flatten().quantile(0.9)
+    return mask, linear
+
+
+def _write_record(out_dir: Path, result: Discovery, n: int, y: Tensor, settings: DiscoverySettings) -> None:
+    """``discovery.json``: what was found, from how many seeds, with which settings (and how long it took)."""
     write_json(
-        Path(out_dir) / "discovery.json",
+        out_dir / "discovery.json",
         {
             "images": n,
             "classes": result.classes,
@@ -312,17 +349,9 @@ def discover_foreground(
             "seeds": {"foreground": int(y.sum()), "background": int((1 - y).sum())},
             "fg_fraction": result.fg_fraction,
             "settings": settings.__dict__,
-            "seconds": round(seconds, 1),
+            "seconds": round(result.seconds, 1),
         },
     )
-    log.info(
-        "foreground discovery: %d masks in %s (mean foreground %.0f %% of the image), %.0f s",
-        n,
-        mask_dir,
-        100 * result.fg_fraction,
-        seconds,
-    )
-    return result
 
 
 def _thumb(image: np.ndarray, mask: np.ndarray, height: int = 128) -> np.ndarray:

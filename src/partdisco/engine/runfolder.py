@@ -1,4 +1,4 @@
-"""A run folder belongs to one run: ownership, an OS-level lock, honest resume, writable checks.
+"""A run folder: the names of its files (their one home), ownership, an OS lock, honest resume, writability.
 
 Rules (docs/RELIABILITY.md):
 
@@ -23,14 +23,22 @@ from typing import Any
 
 from partdisco.config import ConfigError
 
+# The names of a run folder's files, spelled here only (training, evaluation, the API use these).
+MODEL_FILE = "model.pt"  # the final, weights-only model
+CONFIG_FILE = "config.yaml"  # the resolved run config
+METRICS_FILE = "metrics.json"  # held-out metrics (also what `partdisco eval` writes next to a model)
+PARTS_PICTURE = "parts.png"  # input / part map / overlay of fixed test images
+TRAIN_LOG = "train.log"
+CHECKPOINTS_DIR = "checkpoints"  # periodic full-state checkpoints, step_*.pt
+STEP_FILE = re.compile(r"^step_(\d+)\.pt$")  # a periodic checkpoint's file name
 LOCK_NAME = ".lock"
-RUN_MARKERS = ("config.yaml", "checkpoints", "model.pt")
+RUN_MARKERS = (CONFIG_FILE, CHECKPOINTS_DIR, MODEL_FILE)
 # Temp files of our atomic writes only (partdisco.fileio: ``.NAME.<random>.tmp``; older ``NAME.tmp-PID``):
 # a user's own ``notes.tmp`` in a run folder is not ours to delete.
 _STALE_TMP = re.compile(r"^(\..+|config\.yaml|model\.pt|metrics\.json|parts\.png|step_\d+\.pt)\.tmp(-\d+)?$")
 # What a run that stopped before its first checkpoint leaves: a new run may start over it.
 FOREGROUND_DIR = "foreground"  # data.foreground=discover: the discovered masks (engine/discover.py)
-_FAILED_START = ("config.yaml", "train.log", "tensorboard", "checkpoints", FOREGROUND_DIR, LOCK_NAME)
+_FAILED_START = (CONFIG_FILE, TRAIN_LOG, "tensorboard", CHECKPOINTS_DIR, FOREGROUND_DIR, LOCK_NAME)
 
 RESUME_MUTABLE: dict[str, str] = {
     "train.steps": "train longer (the poly horizon follows unless optim.schedule_steps is set)",
@@ -52,6 +60,21 @@ RESUME_MUTABLE: dict[str, str] = {
 
 _RESUME_IGNORED = ("out", "resume")
 CHECKPOINT_FIELDS = ("format_version", "step", "model", "optimizer", "scaler", "config")
+
+
+def step_checkpoint_name(step: int) -> str:
+    """The file name of the periodic checkpoint of ``step``.
+
+    Example:
+        >>> step_checkpoint_name(120)
+        'step_0000120.pt'
+    """
+    return f"step_{step:07d}.pt"
+
+
+def step_checkpoint_path(run_dir: str | os.PathLike[str], step: int) -> Path:
+    """``RUN/checkpoints/step_NNNNNNN.pt``: where the periodic checkpoint of ``step`` goes."""
+    return Path(run_dir) / CHECKPOINTS_DIR / step_checkpoint_name(step)
 
 
 class RunFolderBusyError(ConfigError):
@@ -92,8 +115,8 @@ def check_new_run_folder(run_dir: Path, config_file: str | None = None) -> bool:
     """
     if not run_dir.is_dir():
         return False
-    checkpoints = run_dir / "checkpoints"
-    saved = (run_dir / "model.pt").exists() or (
+    checkpoints = run_dir / CHECKPOINTS_DIR
+    saved = (run_dir / MODEL_FILE).exists() or (
         checkpoints.is_dir() and any(p.name.startswith("step_") for p in checkpoints.iterdir())
     )
     if saved:
@@ -101,17 +124,19 @@ def check_new_run_folder(run_dir: Path, config_file: str | None = None) -> bool:
     entries = sorted(p.name for p in run_dir.iterdir())
     foreign = [n for n in entries if n not in _FAILED_START and not _STALE_TMP.match(n)]
     if checkpoints.is_dir():
-        foreign += [f"checkpoints/{p.name}" for p in checkpoints.iterdir() if not _STALE_TMP.match(p.name)]
+        foreign += [
+            f"{CHECKPOINTS_DIR}/{p.name}" for p in checkpoints.iterdir() if not _STALE_TMP.match(p.name)
+        ]
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise ConfigError(
             f"out={run_dir} is not empty and is not a run folder (it has {shown}); a new run writes "
             "model.pt, metrics.json, parts.png... there: choose a new or empty folder with out=NEW_FOLDER"
         )
-    return "config.yaml" in entries
+    return CONFIG_FILE in entries
 
 
-_RUN_FILES = ("model.pt", "config.yaml", "metrics.json", "parts.png", "train.log", LOCK_NAME)
+_RUN_FILES = (MODEL_FILE, CONFIG_FILE, METRICS_FILE, PARTS_PICTURE, TRAIN_LOG, LOCK_NAME)
 
 
 def refuse_run_file(
@@ -130,7 +155,7 @@ def refuse_run_file(
     if source is not None and path.exists() and Path(source).exists() and os.path.samefile(path, source):
         raise ConfigError(f"{what} {str(path)!r} is the file it reads ({source}); write to another path")
     parent = path.absolute().parent
-    in_checkpoints = parent.name == "checkpoints" and holds_run(parent.parent)
+    in_checkpoints = parent.name == CHECKPOINTS_DIR and holds_run(parent.parent)
     if in_checkpoints or (path.name in _RUN_FILES and holds_run(parent)):
         run = parent.parent if in_checkpoints else parent
         raise ConfigError(
@@ -191,7 +216,7 @@ class RunLock:
 def remove_stale_tmp(run_dir: str | os.PathLike[str]) -> list[Path]:
     """Delete temp files that interrupted atomic writes left in a run folder (call while holding the lock)."""
     removed = []
-    for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
+    for folder in (Path(run_dir), Path(run_dir) / CHECKPOINTS_DIR):
         if not folder.is_dir():
             continue
         for path in folder.iterdir():
@@ -273,6 +298,11 @@ def check_checkpoint_fields(state: Mapping[str, Any], path: str | Path) -> None:
 
 
 __all__ = [
+    "CHECKPOINTS_DIR",
+    "CONFIG_FILE",
+    "METRICS_FILE",
+    "MODEL_FILE",
+    "PARTS_PICTURE",
     "RESUME_MUTABLE",
     "RunFolderBusyError",
     "RunLock",
@@ -285,4 +315,6 @@ __all__ = [
     "refuse_run_file",
     "remove_stale_tmp",
     "require_writable_dir",
+    "step_checkpoint_name",
+    "step_checkpoint_path",
 ]

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from partdisco.engine.evaluate import iterate_batches
-from partdisco.engine.inference import predict_labels
+from partdisco.engine.evaluate.labels import iterate_batches
+from partdisco.engine.inference.network import predict_labels
 from partdisco.geometry.color import rgb_to_lab
 from partdisco.models import Segmenter
 

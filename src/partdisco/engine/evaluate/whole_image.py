@@ -5,14 +5,14 @@ image is read at its own size, segmented by :func:`partdisco.engine.inference.se
 around the mask, or around the model's predicted foreground in two passes, at the training size, pasted
 back), and the maps are scored at the image's resolution against ``parts/``, ``keypoints.json`` and
 ``masks/`` in the image's own pixels. The default evaluation instead scores the data pipeline's crops
-(``engine/evaluate.py``); the two agree within about a point for ``mask`` (tested).
+(:mod:`partdisco.engine.evaluate.protocols`); the two agree within about a point for ``mask`` (tested).
 
 Metric names: with ``full_images=mask`` the same keys as the default evaluation (the background is the
 mask). With ``full_images=predicted`` the background is the model's own: ``fg_iou`` (predicted foreground
 vs the mask) and the Full protocols ``px_nmi_predbg`` / ``kp_nmi_predbg`` (and ARI); the FG protocols
 (``px_fg_*``, ``kp_fg_*``, ``miou``) still score the K part labels on ground-truth foreground pixels. The
 predicted foreground is refined as ``partdisco segment`` refines it (``eval.fg_refine_radius`` /
-``eval.fg_refine_eps``, :mod:`partdisco.engine.refine`).
+``eval.fg_refine_eps``, :mod:`partdisco.engine.inference.refine`).
 
 The foreground IoU of a mask-free model (:func:`whole_image_fg_iou`, also what the default evaluation and
 the end of training print as ``fg_iou``) is defined as ``benchmarks/score_segment.py`` defines it on a
@@ -31,8 +31,9 @@ from partdisco.config import EvalConfig
 from partdisco.data.folder import FolderDataset
 from partdisco.data.io import read_image, read_label_map, read_mask
 from partdisco.engine import distributed as dist_utils
-from partdisco.engine.evaluate import _Accumulator
-from partdisco.engine.inference import segment_images
+from partdisco.engine.evaluate.accumulators import Accumulator
+from partdisco.engine.inference.images import segment_images
+from partdisco.engine.inference.network import part_channels
 
 FULL_IMAGE_MODES = ("off", "mask", "predicted")
 
@@ -70,32 +71,15 @@ def evaluate_full_images(
     """
     from tqdm.auto import tqdm
 
-    if mode not in ("mask", "predicted"):
-        raise ValueError(f"eval.full_images must be 'mask' or 'predicted' here, got {mode!r}")
-    if not isinstance(dataset, FolderDataset):
-        raise ValueError("eval.full_images works on folder data sets only (dataset=folder data.root=DIR)")
+    _check_mode(model, dataset, mode)
     mask_paths = dataset.mask_paths
-    if mode == "mask" and mask_paths is None:
-        raise ValueError(
-            f"eval.full_images=mask needs {dataset.root / 'masks'}; use eval.full_images=predicted"
-        )
-    if mode == "predicted" and not model.background_channel:
-        raise ValueError("eval.full_images=predicted needs a model with a background channel")
-    part_paths = dataset.part_paths
     k = int(model.num_parts)
     names = list(dataset.files)
     if cfg.max_images is not None:
         names = names[: cfg.max_images]
     num_keypoints = len(dataset.keypoint_names) if dataset.keypoint_names is not None else 0
     part_names = dataset.part_names
-    num_gt_parts = 0
-    if part_paths is not None:
-        num_gt_parts = (
-            len(part_names)
-            if part_names
-            else int(max(read_label_map(part_paths[n]).max() for n in names[:50]))
-        )
-    acc = _Accumulator(k, num_keypoints, num_gt_parts)
+    acc = Accumulator(k, num_keypoints, _num_gt_parts(dataset, names))
     fg_tally = ForegroundIoU()
     bar = tqdm(total=len(names), desc="evaluate (full images)", disable=not progress, leave=False)
     for start in range(0, len(names), cfg.batch_size):
@@ -114,18 +98,7 @@ def evaluate_full_images(
             fg_refine=(cfg.fg_refine_radius, cfg.fg_refine_eps),
         )
         for j, (name, result) in enumerate(zip(chunk, maps)):
-            assert result.probs is not None
-            probs = torch.from_numpy(result.probs)  # (C, H, W)
-            parts = probs[1:] if model.background_channel else probs
-            fg_labels = parts.argmax(0)[None]  # (1, H, W) in [0, K)
-            full_labels = torch.from_numpy(result.labels.astype(np.int64))[None]  # (1, H, W), 0 = bg
-            keypoints = parts_gt = None
-            if num_keypoints:
-                kps = dataset._keypoints(name)
-                keypoints = torch.from_numpy(np.asarray(kps, dtype=np.float32))[None]  # (1, N, 3)
-            if part_paths is not None:
-                parts_gt = torch.from_numpy(read_label_map(part_paths[name]).astype(np.int64))[None]
-            acc.update(fg_labels, full_labels, keypoints, parts_gt)
+            _count_image(acc, dataset, name, result, bool(model.background_channel), num_keypoints)
             if mode == "predicted" and masks is not None:
                 fg_tally.add(result.labels > 0, masks[j] > 0.5)
         bar.update(len(chunk))
@@ -144,6 +117,52 @@ def evaluate_full_images(
         f"{'the mask' if mode == 'mask' else 'the prediction'}), scored at each image's own resolution",
     }
     return results
+
+
+def _check_mode(model: torch.nn.Module, dataset: Any, mode: str) -> None:
+    """Refuse a mode the model or the data set cannot serve (ValueError, one line)."""
+    if mode not in ("mask", "predicted"):
+        raise ValueError(f"eval.full_images must be 'mask' or 'predicted' here, got {mode!r}")
+    if not isinstance(dataset, FolderDataset):
+        raise ValueError("eval.full_images works on folder data sets only (dataset=folder data.root=DIR)")
+    if mode == "mask" and dataset.mask_paths is None:
+        raise ValueError(
+            f"eval.full_images=mask needs {dataset.root / 'masks'}; use eval.full_images=predicted"
+        )
+    if mode == "predicted" and not model.background_channel:
+        raise ValueError("eval.full_images=predicted needs a model with a background channel")
+
+
+def _num_gt_parts(dataset: FolderDataset, names: list[str]) -> int:
+    """Ground-truth part labels: the named parts, else the largest label in the first 50 maps (0: none)."""
+    if dataset.part_paths is None:
+        return 0
+    if dataset.part_names:
+        return len(dataset.part_names)
+    return int(max(read_label_map(dataset.part_paths[n]).max() for n in names[:50]))
+
+
+def _count_image(
+    acc: Accumulator,
+    dataset: FolderDataset,
+    name: str,
+    result: Any,
+    background_channel: bool,
+    num_keypoints: int,
+) -> None:
+    """Count one segmented image (its probabilities and labels) against its keypoints and part map."""
+    assert result.probs is not None
+    probs = torch.from_numpy(result.probs)  # (C, H, W)
+    parts = part_channels(probs, background_channel, dim=0)
+    fg_labels = parts.argmax(0)[None]  # (1, H, W) in [0, K)
+    full_labels = torch.from_numpy(result.labels.astype(np.int64))[None]  # (1, H, W), 0 = bg
+    keypoints = parts_gt = None
+    if num_keypoints:
+        kps = dataset._keypoints(name)
+        keypoints = torch.from_numpy(np.asarray(kps, dtype=np.float32))[None]  # (1, N, 3)
+    if dataset.part_paths is not None:
+        parts_gt = torch.from_numpy(read_label_map(dataset.part_paths[name]).astype(np.int64))[None]
+    acc.update(fg_labels, full_labels, keypoints, parts_gt)
 
 
 class ForegroundIoU:
