@@ -41,12 +41,13 @@ def test_every_data_set_has_its_module_and_preset() -> None:
 def test_every_arch_is_built_and_nothing_else_registers() -> None:
     from partdisco.config import ModelConfig
     from partdisco.models import list_archs
-    from partdisco.models.registry import VIT_ARCH, register_arch
+    from partdisco.models.build import build_segmenter, register_arch
     from partdisco.models.resnet import TrunkSpec
+    from partdisco.models.resnet_segmenter import ResNetArch
     from partdisco.models.segmenter import ArchSpec
+    from partdisco.models.vit_segmenter import VIT_ARCH
 
     assert set(list_archs()) | {VIT_ARCH} == set(ARCHS)
-    from partdisco.models.convert import build_segmenter
 
     for arch in ARCHS:
         if arch == VIT_ARCH:
@@ -56,7 +57,7 @@ def test_every_arch_is_built_and_nothing_else_registers() -> None:
         "resnet7", TrunkSpec("basic", (1, 1, 1, 1), "torchvision"), (0, 512), "imagenet", False, "x"
     )
     with pytest.raises(ValueError, match="config.ARCHS"):
-        register_arch(spec)
+        register_arch(ResNetArch(spec))
 
 
 def test_every_feature_source_is_built() -> None:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # the heavy modules load when a function needs them: `partdis
     import numpy as np
 
     from partdisco.engine.segment import SegmentSummary
-    from partdisco.models.convert import LoadedCheckpoint
+    from partdisco.models.reader import LoadedCheckpoint
     from partdisco.models.segmenter import Segmenter
     from partdisco.models.vit import VisionTransformer
 
@@ -100,7 +100,7 @@ def load(path: str | Path, device: str = "cpu") -> Segmenter:
         input, and ``model(x)`` returns part logits (B, K or K + 1, h, w).
     """
     from partdisco.engine.inference import resolve_device
-    from partdisco.models.convert import load_segmenter
+    from partdisco.models.reader import load_segmenter
 
     return load_segmenter(path).to(resolve_device(device)).eval()
 
@@ -112,10 +112,10 @@ def open_checkpoint(path: str | Path, device: str = "cpu", allow_pickle: bool = 
         path: our checkpoint, a released unsup-parts file, a SCOPS state dict, a run folder (its
             ``model.pt``), or an exported ``.onnx`` model.
         device: ``"cpu"``, ``"cuda"``, ``"auto"``...: where the segmenter goes.
-        allow_pickle: allow full unpickling (only for trusted files; see ``models.convert.load_file``).
+        allow_pickle: allow full unpickling (only for trusted files; see ``models.weights.load_file``).
 
     Returns:
-        A :class:`partdisco.models.convert.LoadedCheckpoint`: ``path`` (resolved), ``layout``
+        A :class:`partdisco.models.reader.LoadedCheckpoint`: ``path`` (resolved), ``layout``
         (``partdisco`` | ``unsup_parts`` | ``scops`` | ``onnx``), ``segmenter`` (eval mode, on ``device``)
         and ``contents`` (the loaded dict; ours carry ``config``). A ``.onnx`` file (``partdisco export
         RUN model.onnx``) gives an ``OnnxSegmenter`` run by onnxruntime on the CPU; its ``contents`` are
@@ -126,7 +126,7 @@ def open_checkpoint(path: str | Path, device: str = "cpu", allow_pickle: bool = 
         CheckpointError: unreadable, unknown layout, or a backbone file (the message names the file).
     """
     from partdisco.engine.inference import resolve_device
-    from partdisco.models.convert import LoadedCheckpoint, load_checkpoint_file
+    from partdisco.models.reader import LoadedCheckpoint, load_checkpoint_file
 
     if Path(path).suffix.lower() == ".onnx":  # an exported model, run by onnxruntime on the CPU
         from partdisco.models.onnx_model import OnnxSegmenter
@@ -182,7 +182,8 @@ def evaluate_checkpoint(
     from partdisco.config import apply_overrides, config_from_dict, validate_data, validate_eval
     from partdisco.engine import distributed
     from partdisco.engine.inference import resolve_device
-    from partdisco.models.convert import load_checkpoint_file, resolve_checkpoint_path
+    from partdisco.models.reader import load_checkpoint_file
+    from partdisco.models.weights import resolve_checkpoint_path
 
     checkpoint = resolve_checkpoint_path(checkpoint)
     out_path = _metrics_destination(checkpoint, out)  # before the work: results must have somewhere to go
@@ -356,7 +357,8 @@ def export(src: str | Path, dst: str | Path, fp16: bool = False, opset: int | No
         ValueError: ``--fp16`` or ``opset`` given for the other format.
     """
     from partdisco.engine.runfolder import refuse_run_file
-    from partdisco.models.convert import export_checkpoint, load_checkpoint_file
+    from partdisco.models.checkpoint import export_checkpoint
+    from partdisco.models.reader import load_checkpoint_file
 
     to_onnx = Path(dst).suffix.lower() == ".onnx"
     if to_onnx and fp16:
@@ -398,7 +400,8 @@ def convert(src: str | Path, dst: str | Path, allow_pickle: bool = False) -> tup
     import os
 
     from partdisco.engine.runfolder import refuse_run_file
-    from partdisco.models.convert import export_checkpoint, load_checkpoint_file
+    from partdisco.models.checkpoint import export_checkpoint
+    from partdisco.models.reader import load_checkpoint_file
 
     if os.path.exists(dst) and os.path.exists(src) and os.path.samefile(src, dst):
         raise ValueError(f"convert: DST {str(dst)!r} is SRC; write the converted file to another path")

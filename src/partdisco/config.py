@@ -31,7 +31,7 @@ from partdisco.fileio import write_text
 
 # The named choices, listed once. Validation, `partdisco train --help` (cli/_options.py), the CLI's
 # argparse choices and error messages all read these; the implementations register against them (a data
-# set is the module data/<name>.py, an architecture is registered in models/registry.py under one of
+# set is the module data/<name>.py, an architecture is registered in models/build.py under one of
 # ARCHS, a feature source is built by models/perceptual.py) and tests/test_registries.py checks that every
 # name has its implementation and every implementation its name. They live here, on the bottom floor,
 # because config.py validates a run before data/ or models/ are imported (and may not import them).

@@ -216,7 +216,7 @@ def test_load_segment_eval_refuse_non_finite_weights(tmp_path, capsys):
 
     from partdisco.api import load
     from partdisco.models import create_segmenter, export_checkpoint
-    from partdisco.models.convert import NonFiniteWeightsError
+    from partdisco.models.weights import NonFiniteWeightsError
 
     seg = create_segmenter("resnet18", num_parts=4)
     with torch.no_grad():

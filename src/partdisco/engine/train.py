@@ -74,7 +74,9 @@ from partdisco.geometry.warps import WarpParams, sample_warp_params, warp_grid, 
 from partdisco.losses import Objective
 from partdisco.metrics.report import format_metrics
 from partdisco.models import Segmenter, build_feature_extractor, build_segmenter
-from partdisco.models.convert import checkpoint_record, non_finite_tensors, resolve_model_config
+from partdisco.models.build import resolve_model_config
+from partdisco.models.checkpoint import checkpoint_record
+from partdisco.models.weights import non_finite_tensors
 from partdisco.visualise import part_grid, save_png, to_uint8_image
 
 log = logging.getLogger("partdisco.train")

@@ -36,17 +36,17 @@ from torch import Tensor, nn
 
 from partdisco.config import FEATURE_SOURCES  # the one list of names (config.py)
 from partdisco.geometry.color import LAB_CIE, rgb_to_lab
-from partdisco.models.convert import (
+from partdisco.models.efficientnet import EfficientNetLite, load_efficientnet_lite
+from partdisco.models.foreign import detect_layout
+from partdisco.models.segmenter import IMAGENET, LITE
+from partdisco.models.vit import VisionTransformer, load_backbone, resize_to_patch_multiple
+from partdisco.models.weights import (
     CheckpointError,
     CheckpointMismatchError,
     clean_state_dict,
-    detect_layout,
     load_file,
     load_state_dict_strict,
 )
-from partdisco.models.efficientnet import EfficientNetLite, load_efficientnet_lite
-from partdisco.models.segmenter import IMAGENET, LITE
-from partdisco.models.vit import VisionTransformer, load_backbone, resize_to_patch_multiple
 
 logger = logging.getLogger(__name__)
 

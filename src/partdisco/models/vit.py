@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from partdisco.models.convert import CheckpointError, load_state_dict_strict
 from partdisco.models.vit_files import read_weight_file, to_official
+from partdisco.models.weights import CheckpointError, load_state_dict_strict
 
 logger = logging.getLogger(__name__)
 

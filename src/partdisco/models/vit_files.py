@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from partdisco.models.convert import CheckpointError, clean_state_dict, load_file
+from partdisco.models.weights import CheckpointError, clean_state_dict, load_file
 
 logger = logging.getLogger(__name__)
 
