@@ -29,9 +29,8 @@ def test_every_data_set_has_its_module_and_preset() -> None:
     assert list_datasets() == sorted(DATASETS)
     for name in DATASETS:
         assert callable(dataset_module(name).build)
-    shipped = {
-        e.name for e in (resources.files("partdisco.config") / "presets").iterdir() if e.name.endswith(".yaml")
-    }
+    folder = resources.files("partdisco.config") / "presets"
+    shipped = {e.name for e in folder.iterdir() if e.name.endswith(".yaml")}
     presets = {n[: -len(".yaml")] for n in shipped if not n.startswith("recipe-")}
     assert presets == set(PRESETS) == set(DATASETS)
     assert {f"recipe-{r}.yaml" for r in RECIPES} == shipped - {f"{p}.yaml" for p in PRESETS}

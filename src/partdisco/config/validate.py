@@ -24,6 +24,9 @@ from partdisco.config.schema import (
     ConfigError,
     DataConfig,
     EvalConfig,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
     RunConfig,
 )
 
@@ -143,89 +146,108 @@ def validate_data(cfg: DataConfig) -> DataConfig:
 
 
 def validate(cfg: RunConfig) -> RunConfig:
-    """Check cross-field rules; raise :class:`ConfigError` naming the key on the first violation."""
-    need = _need
+    """Check a whole run (choices, ranges, cross-field rules); ConfigError names the first bad key.
+
+    Args:
+        cfg: the run config.
+
+    Returns:
+        ``cfg``.
+    """
     validate_data(cfg.data)
     for name in ("model", "train", "optim"):
         check_choices(getattr(cfg, name), name)
-    need(
-        2 <= cfg.model.num_parts <= MAX_PARTS,
-        "model.num_parts",
-        f"must be >= 2 parts and <= {MAX_PARTS} (uint8 label maps), got {cfg.model.num_parts}",
-    )
-    need(0 <= cfg.seed <= MAX_SEED, "seed", f"must be 0..2**63-1 (64-bit generator seed), got {cfg.seed}")
-    for name in ("log_every", "vis_every", "checkpoint_every", "keep_checkpoints"):
-        value = getattr(cfg.train, name)
-        need(value >= 1, f"train.{name}", f"must be >= 1, got {value}")
-    need(
-        cfg.train.eval_every >= 0,
-        "train.eval_every",
-        f"must be >= 0 (0 = at the end), got {cfg.train.eval_every}",
-    )
+    _validate_counts(cfg)
     validate_reference_init(cfg)
-    need(
+    _need(
         cfg.train.batch_size >= 2,
         "train.batch_size",
         f"must be >= 2 (contrastive loss), got {cfg.train.batch_size}",
     )
-    need(cfg.train.steps >= 1, "train.steps", f"must be >= 1, got {cfg.train.steps}")
+    _need(cfg.train.steps >= 1, "train.steps", f"must be >= 1, got {cfg.train.steps}")
     validate_eval(cfg.eval)
-    need(cfg.optim.lr > 0, "optim.lr", f"must be > 0, got {cfg.optim.lr}")
-    need(
-        cfg.optim.head_lr_mult > 0,
+    _validate_optim(cfg.optim)
+    _validate_loss(cfg.loss)
+    _validate_model_files(cfg.model)
+    return cfg
+
+
+def _validate_counts(cfg: RunConfig) -> None:
+    """K, the seed and the training intervals."""
+    _need(
+        2 <= cfg.model.num_parts <= MAX_PARTS,
+        "model.num_parts",
+        f"must be >= 2 parts and <= {MAX_PARTS} (uint8 label maps), got {cfg.model.num_parts}",
+    )
+    _need(0 <= cfg.seed <= MAX_SEED, "seed", f"must be 0..2**63-1 (64-bit generator seed), got {cfg.seed}")
+    for name in ("log_every", "vis_every", "checkpoint_every", "keep_checkpoints"):
+        value = getattr(cfg.train, name)
+        _need(value >= 1, f"train.{name}", f"must be >= 1, got {value}")
+    _need(
+        cfg.train.eval_every >= 0,
+        "train.eval_every",
+        f"must be >= 0 (0 = at the end), got {cfg.train.eval_every}",
+    )
+
+
+def _validate_optim(cfg: OptimConfig) -> None:
+    """Learning rates and the schedule."""
+    _need(cfg.lr > 0, "optim.lr", f"must be > 0, got {cfg.lr}")
+    _need(
+        cfg.head_lr_mult > 0,
         "optim.head_lr_mult",
-        f"must be > 0 (a negative lr climbs the loss), got {cfg.optim.head_lr_mult}",
+        f"must be > 0 (a negative lr climbs the loss), got {cfg.head_lr_mult}",
     )
-    need(cfg.optim.power >= 0, "optim.power", f"must be >= 0 (poly schedule exponent), got {cfg.optim.power}")
-    need(
-        cfg.optim.schedule_steps is None or cfg.optim.schedule_steps >= 1,
+    _need(cfg.power >= 0, "optim.power", f"must be >= 0 (poly schedule exponent), got {cfg.power}")
+    _need(
+        cfg.schedule_steps is None or cfg.schedule_steps >= 1,
         "optim.schedule_steps",
-        f"must be >= 1 (or null = train.steps), got {cfg.optim.schedule_steps}",
+        f"must be >= 1 (or null = train.steps), got {cfg.schedule_steps}",
     )
-    need(cfg.optim.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {cfg.optim.warmup_steps}")
-    need(
-        0.0 <= cfg.loss.fg_area_min < cfg.loss.fg_area_max <= 1.0,
+    _need(cfg.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {cfg.warmup_steps}")
+
+
+def _validate_loss(cfg: LossConfig) -> None:
+    """The loss settings that have a range."""
+    _need(
+        0.0 <= cfg.fg_area_min < cfg.fg_area_max <= 1.0,
         "loss.fg_area_min",
-        f"need 0 <= fg_area_min < fg_area_max <= 1, got {cfg.loss.fg_area_min}, {cfg.loss.fg_area_max}",
+        f"need 0 <= fg_area_min < fg_area_max <= 1, got {cfg.fg_area_min}, {cfg.fg_area_max}",
     )
-    need(
-        0.0 < cfg.loss.border_width < 0.5,
-        "loss.border_width",
-        f"must be in (0, 0.5), got {cfg.loss.border_width}",
-    )
-    need(cfg.loss.temperature > 0, "loss.temperature", f"must be > 0, got {cfg.loss.temperature}")
-    need(
-        0 < cfg.loss.scale_low <= cfg.loss.scale_high,
+    _need(0.0 < cfg.border_width < 0.5, "loss.border_width", f"must be in (0, 0.5), got {cfg.border_width}")
+    _need(cfg.temperature > 0, "loss.temperature", f"must be > 0, got {cfg.temperature}")
+    _need(
+        0 < cfg.scale_low <= cfg.scale_high,
         "loss.scale_low",
-        f"need 0 < scale_low <= scale_high, got {cfg.loss.scale_low}, {cfg.loss.scale_high}",
+        f"need 0 < scale_low <= scale_high, got {cfg.scale_low}, {cfg.scale_high}",
     )
-    need(
-        cfg.model.finetune_blocks >= 0,
+
+
+def _validate_model_files(cfg: ModelConfig) -> None:
+    """``finetune_blocks``, the weight files a feature source needs, and that given weight files exist."""
+    _need(
+        cfg.finetune_blocks >= 0,
         "model.finetune_blocks",
-        f"must be >= 0 (0 = frozen ViT), got {cfg.model.finetune_blocks}",
+        f"must be >= 0 (0 = frozen ViT), got {cfg.finetune_blocks}",
     )
-    if cfg.model.features in ("dino", "dinov2"):
-        need(
-            cfg.model.features_weights is not None,
+    if cfg.features in ("dino", "dinov2"):
+        _need(
+            cfg.features_weights is not None,
             "model.features_weights",
-            f"features={cfg.model.features} needs a local {cfg.model.features} ViT weight file "
+            f"features={cfg.features} needs a local {cfg.features} ViT weight file "
             "(.pth or .safetensors; docs/BACKBONES.md says where to get one)",
         )
-    if cfg.model.features == "vgg19":
-        need(
-            cfg.model.features_weights is not None,
+    if cfg.features == "vgg19":
+        _need(
+            cfg.features_weights is not None,
             "model.features_weights",
             "features=vgg19 needs a local torchvision VGG19 file (vgg19-dcbb9e9d.pth); "
             "or add recipe=cpu for the download-free CPU recipe (ResNet-18, texture features, 128 px), "
             "or use model.features=texture / vgg19_random, which need no download",
         )
-    for key, path in (
-        ("model.init_from", cfg.model.init_from),
-        ("model.features_weights", cfg.model.features_weights),
-    ):
+    for key, path in (("model.init_from", cfg.init_from), ("model.features_weights", cfg.features_weights)):
         if path is not None and path != RANDOM_INIT:
-            need(Path(path).expanduser().is_file(), key, f"file {path!r} does not exist")
-    return cfg
+            _need(Path(path).expanduser().is_file(), key, f"file {path!r} does not exist")
 
 
 def validate_reference_init(cfg: RunConfig) -> None:
