@@ -466,7 +466,7 @@ def _image_to_rgb_uint8(image: Any, index: int) -> Any:
     import numpy as np
 
     from partdisco.data.io import read_image
-    from partdisco.geometry.image import to_rgb_uint8
+    from partdisco.imaging.convert import to_rgb_uint8
 
     if isinstance(image, (str, Path)):
         return read_image(image)

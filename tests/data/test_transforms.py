@@ -265,7 +265,7 @@ class TestBoxes:
 
 class TestTensors:
     def test_converters(self) -> None:
-        image = T.image_to_tensor(np.full((2, 3, 3), 1.5))
+        image = T.float_hwc_to_tensor(np.full((2, 3, 3), 1.5))
         assert image.shape == (3, 2, 3) and image.dtype == torch.float32 and image.max() == 1.0
         mask = T.mask_to_tensor(np.ones((2, 3)))
         assert mask.shape == (1, 2, 3) and mask.dtype == torch.float32

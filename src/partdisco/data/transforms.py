@@ -586,11 +586,11 @@ def centre_square(
 # To tensors
 
 
-def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+def float_hwc_to_tensor(image: np.ndarray) -> torch.Tensor:
     """Convert a float (H, W, 3) image in [0, 1] to a float32 tensor (3, H, W), clipped to [0, 1].
 
     Example:
-        >>> image_to_tensor(np.zeros((2, 5, 3))).shape
+        >>> float_hwc_to_tensor(np.zeros((2, 5, 3))).shape
         torch.Size([3, 2, 5])
     """
     array = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
@@ -644,7 +644,7 @@ def make_sample(
         Dict with keys image, fg_mask, bbox, class_id, index, name (+ parts, keypoints).
     """
     sample: dict[str, object] = {
-        "image": image_to_tensor(image),
+        "image": float_hwc_to_tensor(image),
         "fg_mask": mask_to_tensor(fg_mask),
         "bbox": torch.as_tensor(np.asarray(bbox, dtype=np.float32)),
         "class_id": torch.tensor(int(class_id), dtype=torch.int64),

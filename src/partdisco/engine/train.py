@@ -68,9 +68,9 @@ from partdisco.engine.runfolder import (
 )
 from partdisco.engine.schedule import lr_factor
 from partdisco.fileio import save_torch, write_json
-from partdisco.geometry.color import JitterParams, apply_color_jitter, rgb_to_lab, sample_jitter_params
 from partdisco.geometry.logits import ALIGN_TRAIN, upsample_logits
 from partdisco.geometry.warps import WarpParams, sample_warp_params, warp_grid, warp_image
+from partdisco.imaging.color import JitterParams, apply_color_jitter, rgb_to_lab, sample_jitter_params
 from partdisco.losses import Objective
 from partdisco.metrics.report import format_metrics
 from partdisco.models import Segmenter, build_feature_extractor, build_segmenter

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from partdisco.config import FEATURE_SOURCES  # the one list of names (config.py)
-from partdisco.geometry.color import LAB_CIE, rgb_to_lab
+from partdisco.imaging.color import LAB_CIE, rgb_to_lab
 from partdisco.models.efficientnet import EfficientNetLite, load_efficientnet_lite
 from partdisco.models.foreign import detect_layout
 from partdisco.models.segmenter import IMAGENET, LITE
