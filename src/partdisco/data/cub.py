@@ -43,6 +43,14 @@ import scipy.io
 from partdisco.config import DataConfig
 from partdisco.data import transforms as T
 from partdisco.data.io import SampleDataset, check_same_size, read_image, read_mask
+from partdisco.data.keypoints import (
+    drop_keypoints_outside,
+    flip_keypoints,
+    hflip,
+    scale_keypoints,
+    shift_keypoints,
+)
+from partdisco.data.sample import make_sample
 
 logger = logging.getLogger(__name__)
 
@@ -362,10 +370,10 @@ class CubCropDataset(SampleDataset):
             )
             fg_mask = np.ones((self.size, self.size), dtype=np.float32)
             if rng is not None and self.flip and rng.random() > 0.5:
-                image, fg_mask = T.hflip(image), T.hflip(fg_mask)
-                keypoints = T.flip_keypoints(keypoints, self.size, self.flip_permutation)
+                image, fg_mask = hflip(image), hflip(fg_mask)
+                keypoints = flip_keypoints(keypoints, self.size, self.flip_permutation)
                 box = T.flip_box(box, self.size)
-            return T.make_sample(
+            return make_sample(
                 image, fg_mask, box, record.class_id, index, self.sample_name(index), keypoints=keypoints
             )
         mask = self._mask(record, image_path, image_u8.shape)
@@ -373,14 +381,14 @@ class CubCropDataset(SampleDataset):
         image, scale = T.crop_resize_image(image_u8.astype(np.float32) / 255.0, crop_box, self.size)
         fg_mask = T.crop_resize_labels(mask, crop_box, self.size).astype(np.float32)
         origin = (float(crop_box[0]), float(crop_box[1]))
-        keypoints = T.scale_keypoints(T.shift_keypoints(record.keypoints, *origin), scale, scale)
+        keypoints = scale_keypoints(shift_keypoints(record.keypoints, *origin), scale, scale)
         height, width = image.shape[:2]
         box = T.transform_box(T.inclusive_to_continuous(record.bbox), origin, (scale, scale), (height, width))
         if rng is not None and self.flip and rng.random() > 0.5:
-            image, fg_mask = T.hflip(image), T.hflip(fg_mask)
-            keypoints = T.flip_keypoints(keypoints, width, self.flip_permutation)
+            image, fg_mask = hflip(image), hflip(fg_mask)
+            keypoints = flip_keypoints(keypoints, width, self.flip_permutation)
             box = T.flip_box(box, width)
-        return T.make_sample(
+        return make_sample(
             image, fg_mask, box, record.class_id, index, self.sample_name(index), keypoints=keypoints
         )
 
@@ -485,14 +493,14 @@ class CubEvalDataset(SampleDataset):
             mask = (mask >= 0.5).astype(np.float32)  # PIL rounds the resized 0/1 mask
         elif self.mask_kind == "sup":
             mask = sup_mask_foreground(mask)
-        keypoints = T.scale_keypoints(keypoints, factor, factor)
+        keypoints = scale_keypoints(keypoints, factor, factor)
         top, left, crop_h, crop_w = T.center_crop_offsets(new_h, new_w, self.multiple)
         image = image[top : top + crop_h, left : left + crop_w]
         mask = mask[top : top + crop_h, left : left + crop_w]
-        keypoints = T.drop_keypoints_outside(T.shift_keypoints(keypoints, left, top), crop_h, crop_w)
+        keypoints = drop_keypoints_outside(shift_keypoints(keypoints, left, top), crop_h, crop_w)
         box = T.transform_box(box, (0.0, 0.0), (factor, factor), (new_h, new_w)).astype(np.float64)
         box = T.transform_box(box, (left, top), (1.0, 1.0), (crop_h, crop_w))
-        return T.make_sample(
+        return make_sample(
             image, mask, box, record.class_id, index, self.sample_name(index), keypoints=keypoints
         )
 

@@ -41,6 +41,8 @@ import scipy.io
 from partdisco.config import DataConfig
 from partdisco.data import transforms as T
 from partdisco.data.io import SampleDataset, check_same_size, read_image
+from partdisco.data.keypoints import hflip
+from partdisco.data.sample import make_sample
 
 logger = logging.getLogger(__name__)
 
@@ -429,8 +431,8 @@ class PascalPartDataset(SampleDataset):
             image, _, _, box = T.centre_square(image_u8.astype(np.float32) / 255.0, self.size)
             fg_mask = np.ones((self.size, self.size), dtype=np.float32)
             if rng is not None and self.flip and rng.random() > 0.5:
-                image, fg_mask, box = T.hflip(image), T.hflip(fg_mask), T.flip_box(box, self.size)
-            return T.make_sample(image, fg_mask, box, 0, index, self.sample_name(index))
+                image, fg_mask, box = hflip(image), hflip(fg_mask), T.flip_box(box, self.size)
+            return make_sample(image, fg_mask, box, 0, index, self.sample_name(index))
         crop_box = T.object_crop_box(obj.bbox, self.padding_frac, self.jitter_frac, rng)
         image, scale = T.crop_resize_image(image_u8.astype(np.float32) / 255.0, crop_box, self.size)
         labels = T.crop_resize_labels(obj.full_labels(), crop_box, self.size)
@@ -440,10 +442,10 @@ class PascalPartDataset(SampleDataset):
         origin = (float(crop_box[0]), float(crop_box[1]))
         box = T.transform_box(T.inclusive_to_continuous(obj.bbox), origin, (scale, scale), (height, width))
         if rng is not None and self.flip and rng.random() > 0.5:
-            image, labels = T.hflip(image), T.hflip(labels)
+            image, labels = hflip(image), hflip(labels)
             box = T.flip_box(box, width)
         fg_mask = (labels != 0).astype(np.float32)
-        return T.make_sample(image, fg_mask, box, 0, index, self.sample_name(index), parts=labels)
+        return make_sample(image, fg_mask, box, 0, index, self.sample_name(index), parts=labels)
 
 
 def build(
