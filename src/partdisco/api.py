@@ -151,7 +151,7 @@ def load_backbone(path: str | Path, device: str = "cpu") -> VisionTransformer:
         (B, C, H / p, W / p); ``model(x, return_class_token=True)`` also returns the class token (B, C).
         ``model.spec`` says family, size, patch and registers; ``model.source`` the file, SHA-256, layout.
     """
-    from partdisco.models.vit import load_backbone as _load_backbone
+    from partdisco.models.vit_backbone import load_backbone as _load_backbone
 
     return _load_backbone(path).to(device)
 

@@ -20,7 +20,8 @@ from partdisco.cli import main  # noqa: E402
 from partdisco.models import CheckpointError, ViTSegmenter, create_segmenter, export_checkpoint  # noqa: E402
 from partdisco.models.onnx_model import METADATA_KEYS, OnnxSegmenter, export_onnx  # noqa: E402
 from partdisco.models.segmenter import InferenceDefaults  # noqa: E402
-from partdisco.models.vit import VisionTransformer, ViTSpec, random_state_dict  # noqa: E402
+from partdisco.models.vit import VisionTransformer, ViTSpec  # noqa: E402
+from partdisco.models.vit_backbone import random_state_dict  # noqa: E402
 
 
 def _vit(name: str, background_channel: bool) -> ViTSegmenter:

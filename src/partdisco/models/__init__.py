@@ -53,7 +53,8 @@ from partdisco.models.segmenter import (
     Segmenter,
     preprocess_for,
 )
-from partdisco.models.vit import VIT_NAMES, VisionTransformer, ViTSpec, load_backbone, random_state_dict
+from partdisco.models.vit import VIT_NAMES, VisionTransformer, ViTSpec
+from partdisco.models.vit_backbone import load_backbone, random_state_dict
 from partdisco.models.vit_files import read_safetensors, write_safetensors
 from partdisco.models.vit_segmenter import ViTSegmenter
 from partdisco.models.weights import (

@@ -39,7 +39,8 @@ from partdisco.imaging.color import LAB_CIE, rgb_to_lab
 from partdisco.models.efficientnet import EfficientNetLite, load_efficientnet_lite
 from partdisco.models.foreign import detect_layout
 from partdisco.models.segmenter import IMAGENET, LITE
-from partdisco.models.vit import VisionTransformer, load_backbone, resize_to_patch_multiple
+from partdisco.models.vit import VisionTransformer, resize_to_patch_multiple
+from partdisco.models.vit_backbone import load_backbone
 from partdisco.models.weights import (
     CheckpointError,
     CheckpointMismatchError,
@@ -422,7 +423,7 @@ class ViTFeatures(FeatureExtractor):
     part maps. The tokens are used as they come (no re-scaling); C is 384 (S), 768 (B), 1024 (L), 1536 (g).
 
     Args:
-        vit: the ViT, e.g. from :func:`partdisco.models.vit.load_backbone`; it is frozen here.
+        vit: the ViT, e.g. from :func:`partdisco.models.vit_backbone.load_backbone`; it is frozen here.
 
     Attributes:
         out_channels: C.

@@ -38,10 +38,10 @@ from partdisco.models.segmenter import IMAGENET, ASPPHead, PartSegmenter, Prepro
 from partdisco.models.vit import (
     VisionTransformer,
     ViTSpec,
-    load_backbone,
     patch_multiple,
     resize_to_patch_multiple,
 )
+from partdisco.models.vit_backbone import load_backbone
 
 VIT_ARCH = "vit"
 
@@ -52,8 +52,8 @@ class ViTSegmenter(PartSegmenter):
     """A ViT trunk plus the ASPP part head, producing part logits at output stride p.
 
     Args:
-        backbone: a :class:`VisionTransformer` (e.g. from :func:`partdisco.models.vit.load_backbone`) or a
-            :class:`ViTSpec` for random weights.
+        backbone: a :class:`VisionTransformer` (e.g. from
+            :func:`partdisco.models.vit_backbone.load_backbone`) or a :class:`ViTSpec` for random weights.
         num_parts: K.
         background_channel: add a background logit as channel 0 -> K + 1 outputs.
         finetune_blocks: how many of the last blocks (and the final norm) train; 0 = frozen ViT.
