@@ -19,7 +19,7 @@ import numpy as np
 import scipy.io
 
 from partdisco.config import DATASETS, DataConfig
-from partdisco.data import cub, dataset_module, deepfashion, folder, pascal_part
+from partdisco.data import cub_files, dataset_module, deepfashion, folder, pascal_part
 from partdisco.data.io import SampleDataset
 
 logger = logging.getLogger(__name__)
@@ -37,31 +37,44 @@ class Item:
 
 def _cub_items(root: Path, cfg: DataConfig) -> list[Item]:
     items = [
-        Item(root / "images", True, cub.SOURCE_OFFICIAL, "images/<species>/<name>.jpg"),
-        Item(root / "images.txt", True, cub.SOURCE_OFFICIAL),
-        Item(root / "train_test_split.txt", True, cub.SOURCE_OFFICIAL),
-        Item(root / "bounding_boxes.txt", True, cub.SOURCE_OFFICIAL),
-        Item(root / "parts" / "part_locs.txt", True, cub.SOURCE_OFFICIAL),
-        Item(root / "parts" / "parts.txt", False, cub.SOURCE_OFFICIAL, "keypoint names"),
+        Item(root / "images", True, cub_files.SOURCE_OFFICIAL, "images/<species>/<name>.jpg"),
+        Item(root / "images.txt", True, cub_files.SOURCE_OFFICIAL),
+        Item(root / "train_test_split.txt", True, cub_files.SOURCE_OFFICIAL),
+        Item(root / "bounding_boxes.txt", True, cub_files.SOURCE_OFFICIAL),
+        Item(root / "parts" / "part_locs.txt", True, cub_files.SOURCE_OFFICIAL),
+        Item(root / "parts" / "parts.txt", False, cub_files.SOURCE_OFFICIAL, "keypoint names"),
         Item(
-            root / "image_class_labels.txt", False, cub.SOURCE_OFFICIAL, "else classes come from folder names"
+            root / "image_class_labels.txt",
+            False,
+            cub_files.SOURCE_OFFICIAL,
+            "else classes come from folder names",
         ),
         Item(
             root / "segmentations",
             cfg.cub_mask == "gt",
-            cub.SOURCE_SEGMENTATIONS,
+            cub_files.SOURCE_SEGMENTATIONS,
             "evaluation masks (data.cub_mask=gt); training masks without the CMR cachedir",
         ),
-        Item(cub.cmr_annotation_path(root, "train"), False, cub.SOURCE_CMR, "reference training annotations"),
         Item(
-            cub.cmr_annotation_path(root, "test"), False, cub.SOURCE_CMR, "reference in-training test split"
+            cub_files.cmr_annotation_path(root, "train"),
+            False,
+            cub_files.SOURCE_CMR,
+            "reference training annotations",
+        ),
+        Item(
+            cub_files.cmr_annotation_path(root, "test"),
+            False,
+            cub_files.SOURCE_CMR,
+            "reference in-training test split",
         ),
     ]
     sup = next(
         (b / "supervisedlabels" for b in (root, root.parent) if (b / "supervisedlabels").is_dir()),
         root.parent / "supervisedlabels",
     )
-    items.append(Item(sup, cfg.cub_mask == "sup", cub.SOURCE_SUP, "Full-protocol masks (data.cub_mask=sup)"))
+    items.append(
+        Item(sup, cfg.cub_mask == "sup", cub_files.SOURCE_SUP, "Full-protocol masks (data.cub_mask=sup)")
+    )
     return items
 
 
@@ -117,7 +130,7 @@ def guess_dataset(root: str | Path) -> str | None:
     root = Path(root).expanduser()
     if not root.is_dir():
         return None
-    cub_root = cub.resolve_root(root)
+    cub_root = cub_files.resolve_root(root)
     if (cub_root / "images.txt").is_file() and (cub_root / "train_test_split.txt").is_file():
         return "cub"
     df_root = deepfashion.resolve_root(root)
@@ -162,7 +175,7 @@ def keypoint_problems(dataset: SampleDataset, index: int) -> list[str]:
 
 def _resolve(name: str, root: Path) -> Path:
     if name == "cub":
-        return cub.resolve_root(root)
+        return cub_files.resolve_root(root)
     if name == "deepfashion":
         return deepfashion.resolve_root(root)
     if name == "pascal_part":
@@ -257,7 +270,7 @@ def _cub_annotation_problems(resolved: Path, say: Callable[[str], None]) -> list
     """CUB: count the images of the CMR training annotations; a problem per unreadable file."""
     problems: list[str] = []
     for split in ("train", "test"):
-        path = cub.cmr_annotation_path(resolved, split)
+        path = cub_files.cmr_annotation_path(resolved, split)
         if path.is_file():
             try:
                 shape = {n: s for n, s, _ in scipy.io.whosmat(str(path))}.get("images")
