@@ -122,6 +122,11 @@ MERGED_PARTS: dict[str, list[tuple[str, list[str]]]] = {
 }
 """Merged part sets (label i + 1 = i-th entry) for the 10 classes of the paper's Table 4."""
 
+# Cows and sheep have the same fine parts (horns included).
+_HORNED_FINE_PARTS = ["head", "lblleg", "lbuleg", "lear", "leye", "lflleg", "lfuleg", "lhorn", "muzzle"]
+_HORNED_FINE_PARTS += ["neck", "rblleg", "rbuleg", "rear", "reye", "rflleg", "rfuleg", "rhorn"]
+_HORNED_FINE_PARTS += ["tail", "torso"]
+
 FINE_PARTS: dict[str, list[str]] = {
     "cat": ["head", "lbleg", "lbpa", "lear", "leye", "lfleg", "lfpa", "neck", "nose", "rbleg", "rbpa", "rear"]
     + ["reye", "rfleg", "rfpa", "tail", "torso"],
@@ -154,34 +159,8 @@ FINE_PARTS: dict[str, list[str]] = {
         "neck",
     ]
     + ["rbho", "rblleg", "rbuleg", "rear", "reye", "rfho", "rflleg", "rfuleg", "tail", "torso"],
-    "cow": [
-        "head",
-        "lblleg",
-        "lbuleg",
-        "lear",
-        "leye",
-        "lflleg",
-        "lfuleg",
-        "lhorn",
-        "muzzle",
-        "neck",
-        "rblleg",
-    ]
-    + ["rbuleg", "rear", "reye", "rflleg", "rfuleg", "rhorn", "tail", "torso"],
-    "sheep": [
-        "head",
-        "lblleg",
-        "lbuleg",
-        "lear",
-        "leye",
-        "lflleg",
-        "lfuleg",
-        "lhorn",
-        "muzzle",
-        "neck",
-        "rblleg",
-    ]
-    + ["rbuleg", "rear", "reye", "rflleg", "rfuleg", "rhorn", "tail", "torso"],
+    "cow": _HORNED_FINE_PARTS,
+    "sheep": list(_HORNED_FINE_PARTS),
     "aeroplane": ["body", "engine", "lwing", "rwing", "stern", "tail", "wheel"],
     "car": ["backside", "bliplate", "door", "fliplate", "frontside", "headlight", "leftmirror", "leftside"]
     + ["rightmirror", "rightside", "roofside", "wheel", "window"],
