@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from partdisco.models.segmenter import InferenceDefaults, Preprocess
+from partdisco.models.segmenter import InferenceDefaults, InferenceDefaultsAliases, Preprocess
 from partdisco.models.vit import resize_to_patch_multiple
 from partdisco.models.weights import CheckpointError
 
@@ -175,7 +175,7 @@ def _check_export(model: nn.Module, path: Path, atol: float = 1e-4) -> None:
         raise RuntimeError(f"{path}: onnxruntime disagrees with PyTorch (max |difference| {worst})")
 
 
-class OnnxSegmenter(nn.Module):
+class OnnxSegmenter(InferenceDefaultsAliases, nn.Module):
     """An exported segmenter run by onnxruntime, with the interface the inference code uses.
 
     ``forward(x)`` takes the normalised image batch (B, 3, H, W) (``preprocess`` applied, as for a

@@ -152,6 +152,31 @@ class InferenceDefaults:
     fg_refine: tuple[float, float] | None = None
 
 
+class InferenceDefaultsAliases:
+    """Read-only aliases of a model's ``inference_defaults``, kept for one release (issue #23).
+
+    ``seg.image_size``, ``seg.crop_padding`` and ``seg.fg_refine`` were loose attributes; read
+    ``seg.inference_defaults.image_size`` (``crop_padding``, ``fg_refine``) instead.
+    """
+
+    inference_defaults: InferenceDefaults
+
+    @property
+    def image_size(self) -> int | None:
+        """Deprecated alias of ``inference_defaults.image_size``."""
+        return self.inference_defaults.image_size
+
+    @property
+    def crop_padding(self) -> float | None:
+        """Deprecated alias of ``inference_defaults.crop_padding``."""
+        return self.inference_defaults.crop_padding
+
+    @property
+    def fg_refine(self) -> tuple[float, float] | None:
+        """Deprecated alias of ``inference_defaults.fg_refine``."""
+        return self.inference_defaults.fg_refine
+
+
 @dataclass(frozen=True)
 class ArchSpec:
     """A registered segmenter architecture.
@@ -210,7 +235,7 @@ class ASPPHead(nn.Module):
         return out
 
 
-class PartSegmenter(nn.Module):
+class PartSegmenter(InferenceDefaultsAliases, nn.Module):
     """What every part segmenter shares: K, background channel, normalisation, parameter groups, config.
 
     :class:`Segmenter` (ResNet trunks) and
