@@ -24,7 +24,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import normalized_mutual_info_score
 
 from partdisco.data.synthetic import generate_sample
-from partdisco.geometry.color import rgb_to_lab
+from partdisco.imaging.color import rgb_to_lab
 from partdisco.models.efficientnet import LITE_PREPROCESS, EfficientNetLite, load_efficientnet_lite
 from partdisco.models.perceptual import TextureFeatures
 

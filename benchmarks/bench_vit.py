@@ -40,7 +40,8 @@ from partdisco.engine.train import Learner, StepInputs, draw_step, make_optimize
 from partdisco.engine.train.precision import make_scaler
 from partdisco.losses import Objective
 from partdisco.models import build_feature_extractor
-from partdisco.models.vit import VisionTransformer, ViTSpec, random_state_dict
+from partdisco.models.vit import VisionTransformer, ViTSpec
+from partdisco.models.vit_backbone import random_state_dict
 from partdisco.models.vit_segmenter import ViTSegmenter
 
 

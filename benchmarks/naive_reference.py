@@ -40,8 +40,8 @@ from torch import Tensor, nn
 
 from partdisco.config import LossConfig
 from partdisco.engine.train import StepInputs, sample_step_jitter, sample_step_warps
-from partdisco.geometry.color import JitterParams, rgb_to_lab
 from partdisco.geometry.warps import WarpParams
+from partdisco.imaging.color import JitterParams, rgb_to_lab
 from partdisco.losses import sample_positive_images
 
 TRAIN_ALIGN = True  # ref: trainer_ours.py:79 upsamples logits with align_corners=True

@@ -19,8 +19,8 @@ from partdisco.engine.train import (
     train_step,
 )
 from partdisco.engine.train.precision import make_scaler
-from partdisco.geometry.color import apply_color_jitter, rgb_to_lab, sample_jitter_params
 from partdisco.geometry.warps import sample_warp_params, warp_grid
+from partdisco.imaging.color import apply_color_jitter, rgb_to_lab, sample_jitter_params
 from partdisco.losses import (
     Objective,
     contrastive_infonce,

@@ -32,7 +32,7 @@ def _run_examples(name: str) -> tuple[int, int, str]:
 
 
 def test_modules_are_found() -> None:
-    assert {"partdisco.geometry.color", "partdisco.cli", "partdisco.engine.train"} <= set(MODULES)
+    assert {"partdisco.imaging.color", "partdisco.cli", "partdisco.engine.train"} <= set(MODULES)
     assert len(MODULES) > 40
 
 

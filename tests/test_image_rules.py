@@ -31,7 +31,7 @@ def _every_reader(array: np.ndarray) -> list[np.ndarray]:
     """The same (H, W, C) image through each "any image -> uint8 RGB" entry point."""
     import torch
 
-    from partdisco.geometry.image import to_rgb_uint8
+    from partdisco.imaging.convert import to_rgb_uint8
     from partdisco.visualise.overlay import to_uint8_image
 
     chw = torch.from_numpy(np.ascontiguousarray(np.moveaxis(array, -1, 0)))
@@ -63,7 +63,7 @@ def test_one_value_rule_for_every_caller(array: np.ndarray) -> None:
 
 
 def test_out_of_range_floats_are_clipped_by_pictures_and_refused_by_the_api() -> None:
-    from partdisco.geometry.image import to_rgb_uint8
+    from partdisco.imaging.convert import to_rgb_uint8
     from partdisco.visualise.overlay import to_uint8_image
 
     array = np.random.default_rng(3).random((5, 6, 3)) * 3 - 1
@@ -73,7 +73,7 @@ def test_out_of_range_floats_are_clipped_by_pictures_and_refused_by_the_api() ->
 
 
 def test_the_rule_values() -> None:
-    from partdisco.geometry.image import to_rgb_uint8
+    from partdisco.imaging.convert import to_rgb_uint8
 
     px = to_rgb_uint8(np.array([[[0.5, 2.0, np.nan]]], np.float32))
     assert px.tolist() == [[[128, 255, 0]]]

@@ -24,7 +24,8 @@ from partdisco.engine.train.schedule import lr_factor
 from partdisco.geometry.warps import WARP_ALIGN, warp_grid
 from partdisco.losses import Objective
 from partdisco.models import build_feature_extractor, create_segmenter
-from partdisco.models.convert import build_segmenter, load_segmenter, resolve_model_config
+from partdisco.models.build import build_segmenter, resolve_model_config
+from partdisco.models.reader import load_segmenter
 from partdisco.models.segmenter import CAFFE_RGB_QUIRK, IMAGENET
 
 # --------------------------------------------------------------------------------------------------
@@ -181,7 +182,7 @@ def test_provenance_is_recorded_and_rebuilt_by_load(tmp_path, tiny_overrides):
     for model in (load(run / "model.pt"), load_segmenter(run / "model.pt")):
         assert _strides(model) == ((1, 1), (2, 2)) and model.preprocess == IMAGENET
     # a checkpoint that only has the run config (no model_config) is rebuilt the same way
-    from partdisco.models.convert import segmenter_from_checkpoint_dict
+    from partdisco.models.checkpoint import segmenter_from_checkpoint_dict
 
     bare = dict(saved)
     bare.pop("model_config")
@@ -198,7 +199,7 @@ def test_old_checkpoint_without_trunk_style_keeps_the_arch_trunk():
     seg = create_segmenter("deeplab_r50_2branch", num_parts=2)
     config = seg.config()
     config.pop("trunk_style")
-    from partdisco.models.registry import segmenter_from_config
+    from partdisco.models.build import segmenter_from_config
 
     assert _strides(segmenter_from_config(config)) == ((2, 2), (1, 1))
     assert copy.deepcopy(seg.config())["trunk_style"] == "caffe"

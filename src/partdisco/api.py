@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # the heavy modules load when a function needs them: `partdis
     import numpy as np
 
     from partdisco.engine.segment import SegmentSummary
-    from partdisco.models.convert import LoadedCheckpoint
+    from partdisco.models.reader import LoadedCheckpoint
     from partdisco.models.segmenter import Segmenter
     from partdisco.models.vit import VisionTransformer
 
@@ -99,7 +99,7 @@ def load(path: str | Path, device: str = "cpu") -> Segmenter:
         input, and ``model(x)`` returns part logits (B, K or K + 1, h, w).
     """
     from partdisco.engine.inference.network import resolve_device
-    from partdisco.models.convert import load_segmenter
+    from partdisco.models.reader import load_segmenter
 
     return load_segmenter(path).to(resolve_device(device)).eval()
 
@@ -111,10 +111,10 @@ def open_checkpoint(path: str | Path, device: str = "cpu", allow_pickle: bool = 
         path: our checkpoint, a released unsup-parts file, a SCOPS state dict, a run folder (its
             ``model.pt``), or an exported ``.onnx`` model.
         device: ``"cpu"``, ``"cuda"``, ``"auto"``...: where the segmenter goes.
-        allow_pickle: allow full unpickling (only for trusted files; see ``models.convert.load_file``).
+        allow_pickle: allow full unpickling (only for trusted files; see ``models.weights.load_file``).
 
     Returns:
-        A :class:`partdisco.models.convert.LoadedCheckpoint`: ``path`` (resolved), ``layout``
+        A :class:`partdisco.models.reader.LoadedCheckpoint`: ``path`` (resolved), ``layout``
         (``partdisco`` | ``unsup_parts`` | ``scops`` | ``onnx``), ``segmenter`` (eval mode, on ``device``)
         and ``contents`` (the loaded dict; ours carry ``config``). A ``.onnx`` file (``partdisco export
         RUN model.onnx``) gives an ``OnnxSegmenter`` run by onnxruntime on the CPU; its ``contents`` are
@@ -125,7 +125,7 @@ def open_checkpoint(path: str | Path, device: str = "cpu", allow_pickle: bool = 
         CheckpointError: unreadable, unknown layout, or a backbone file (the message names the file).
     """
     from partdisco.engine.inference.network import resolve_device
-    from partdisco.models.convert import LoadedCheckpoint, load_checkpoint_file
+    from partdisco.models.reader import LoadedCheckpoint, load_checkpoint_file
 
     if Path(path).suffix.lower() == ".onnx":  # an exported model, run by onnxruntime on the CPU
         from partdisco.models.onnx_model import OnnxSegmenter
@@ -150,7 +150,7 @@ def load_backbone(path: str | Path, device: str = "cpu") -> VisionTransformer:
         (B, C, H / p, W / p); ``model(x, return_class_token=True)`` also returns the class token (B, C).
         ``model.spec`` says family, size, patch and registers; ``model.source`` the file, SHA-256, layout.
     """
-    from partdisco.models.vit import load_backbone as _load_backbone
+    from partdisco.models.vit_backbone import load_backbone as _load_backbone
 
     return _load_backbone(path).to(device)
 
@@ -230,7 +230,8 @@ def export(src: str | Path, dst: str | Path, fp16: bool = False, opset: int | No
         ValueError: ``--fp16`` or ``opset`` given for the other format.
     """
     from partdisco.engine.runfolder import refuse_run_file
-    from partdisco.models.convert import export_checkpoint, load_checkpoint_file
+    from partdisco.models.checkpoint import export_checkpoint
+    from partdisco.models.reader import load_checkpoint_file
 
     to_onnx = Path(dst).suffix.lower() == ".onnx"
     if to_onnx and fp16:
@@ -272,7 +273,8 @@ def convert(src: str | Path, dst: str | Path, allow_pickle: bool = False) -> tup
     import os
 
     from partdisco.engine.runfolder import refuse_run_file
-    from partdisco.models.convert import export_checkpoint, load_checkpoint_file
+    from partdisco.models.checkpoint import export_checkpoint
+    from partdisco.models.reader import load_checkpoint_file
 
     if os.path.exists(dst) and os.path.exists(src) and os.path.samefile(src, dst):
         raise ValueError(f"convert: DST {str(dst)!r} is SRC; write the converted file to another path")
@@ -324,7 +326,8 @@ def segment(
             ``read_mask``), or (H, W) arrays: bool, float 0..1 (> 0.5 is foreground) or integer (non-zero is
             foreground). Background pixels get label 0.
         size: shorter side of the network input; None (default) = the size the model was trained at
-            (``model.image_size``, from its checkpoint), else 256, exactly as ``partdisco segment``.
+            (``model.inference_defaults.image_size``, from its checkpoint), else 256, exactly as
+            ``partdisco segment``.
         background: ``"auto"`` (masks, else the model's background channel, else no background),
             ``"none"`` or ``"border"`` (the part covering most of the image border is background).
         batch_size: images per forward pass.

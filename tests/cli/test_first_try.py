@@ -14,7 +14,7 @@ import partdisco
 from partdisco.cli import main
 from partdisco.config import load_config
 from partdisco.models import create_segmenter
-from partdisco.models.convert import export_checkpoint
+from partdisco.models.checkpoint import export_checkpoint
 
 
 def make_run(run_dir, image_size=32, num_parts=4):
@@ -81,7 +81,7 @@ def test_api_and_cli_segment_agree_at_the_checkpoint_size(tmp_path, capsys):
     run = make_run(tmp_path / "run", image_size=32)
     photos = write_photos(tmp_path / "photos", n=2)
     model = partdisco.load(run)
-    assert model.image_size == 32
+    assert model.inference_defaults.image_size == 32
     labels, _ = partdisco.segment(model, [photos / "photo0.jpg", photos / "photo1.jpg"])
     assert main(["segment", str(run), str(photos), "--out", str(tmp_path / "parts"), "--quiet"]) == 0
     for i in range(2):
@@ -98,7 +98,7 @@ def test_fresh_model_default_size_is_256():
     from partdisco.engine.inference import DEFAULT_IMAGE_SIZE, inference_size
 
     seg = create_segmenter("resnet18", 3)
-    assert seg.image_size is None and inference_size(seg) == DEFAULT_IMAGE_SIZE == 256
+    assert seg.inference_defaults.image_size is None and inference_size(seg) == DEFAULT_IMAGE_SIZE == 256
 
 
 # ---------------------------------------------------------------------------------------- 3. accept inputs
@@ -246,7 +246,7 @@ class TestShareableOutputs:
         size16, size32 = (tmp_path / "w16.pt").stat().st_size, (tmp_path / "w32.pt").stat().st_size
         assert size16 < 0.6 * size32
         m16, m32 = partdisco.load(tmp_path / "w16.pt"), partdisco.load(tmp_path / "w32.pt")
-        assert m16.image_size == 32 and next(m16.parameters()).dtype == torch.float32
+        assert m16.inference_defaults.image_size == 32 and next(m16.parameters()).dtype == torch.float32
         with torch.no_grad():
             x = torch.rand(1, 3, 32, 32)
             torch.testing.assert_close(m16(m16.preprocess(x)), m32(m32.preprocess(x)), atol=0.05, rtol=0.05)

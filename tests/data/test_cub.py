@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from partdisco.config import DataConfig
-from partdisco.data import cub
+from partdisco.data import cub, cub_files
 from partdisco.data.io import SizeMismatchError
 
 from .tiny_datasets import CUB_IMAGES, CUB_KP_NAMES, cub_image, cub_keypoints, cub_mask, make_tiny_cub
@@ -33,7 +33,7 @@ def _rng_with_flip(flip: bool) -> np.random.Generator:
 
 class TestCmrRecords:
     def test_loadmat_roundtrip(self, tiny_cub: Path) -> None:
-        records = cub.load_cmr_records(cub.cmr_annotation_path(tiny_cub, "train"))
+        records = cub_files.load_cmr_records(cub_files.cmr_annotation_path(tiny_cub, "train"))
         assert [r.rel_path for r in records] == [_rel(1), _rel(3), _rel(6)]
         first = records[0]
         assert first.class_id == 1
@@ -45,17 +45,17 @@ class TestCmrRecords:
         path = tmp_path / "x.mat"
         scipy.io.savemat(path, {"other": np.zeros(3)})
         with pytest.raises(ValueError, match="no variable 'images'"):
-            cub.load_cmr_records(path)
+            cub_files.load_cmr_records(path)
 
     def test_missing_file_names_source(self, tmp_path: Path) -> None:
         with pytest.raises(FileNotFoundError, match="CMR cachedir"):
-            cub.load_cmr_records(tmp_path / "train_cub_cleaned.mat")
+            cub_files.load_cmr_records(tmp_path / "train_cub_cleaned.mat")
 
 
 class TestOfficialRecords:
     def test_splits(self, tiny_cub: Path) -> None:
-        train = cub.load_official_records(tiny_cub, "train")
-        test = cub.load_official_records(tiny_cub, "test")
+        train = cub_files.load_official_records(tiny_cub, "train")
+        test = cub_files.load_official_records(tiny_cub, "test")
         assert [r.rel_path for r in train] == [_rel(1), _rel(3), _rel(6)]
         assert [r.rel_path for r in test] == [_rel(2), _rel(4), _rel(5)]
         assert [r.class_id for r in test] == [1, 2, 3]
@@ -64,11 +64,11 @@ class TestOfficialRecords:
 
     def test_bad_split(self, tiny_cub: Path) -> None:
         with pytest.raises(ValueError, match="'train' or 'test'"):
-            cub.load_official_records(tiny_cub, "val")
+            cub_files.load_official_records(tiny_cub, "val")
 
     def test_class_from_folder_without_label_file(self, tiny_cub: Path) -> None:
         (tiny_cub / "image_class_labels.txt").unlink()
-        assert [r.class_id for r in cub.load_official_records(tiny_cub, "test")] == [1, 2, 3]
+        assert [r.class_id for r in cub_files.load_official_records(tiny_cub, "test")] == [1, 2, 3]
 
 
 class TestTrainingPipeline:
@@ -137,7 +137,7 @@ class TestTrainingPipeline:
         flipped = ds.load_sample(0, _rng_with_flip(True))
         torch.testing.assert_close(flipped["image"], plain["image"].flip(-1))
         torch.testing.assert_close(flipped["fg_mask"], plain["fg_mask"].flip(-1))
-        perm = cub.CUB_FLIP_PERMUTATION
+        perm = cub_files.CUB_FLIP_PERMUTATION
         for i in range(15):
             x, y, v = plain["keypoints"][perm[i]].tolist()
             if v > 0:
@@ -317,11 +317,11 @@ class TestEvalPipeline:
 
 
 def test_class_from_rel_path() -> None:
-    assert cub.class_from_rel_path("200.Common_Yellowthroat/x.jpg") == 200
+    assert cub_files.class_from_rel_path("200.Common_Yellowthroat/x.jpg") == 200
     with pytest.raises(ValueError, match="NNN.Species"):
-        cub.class_from_rel_path("birds/x.jpg")
+        cub_files.class_from_rel_path("birds/x.jpg")
 
 
 def test_keypoint_names_default(tiny_cub: Path) -> None:
     (tiny_cub / "parts" / "parts.txt").unlink()
-    assert cub.read_keypoint_names(tiny_cub) == cub.CUB_KEYPOINT_NAMES
+    assert cub_files.read_keypoint_names(tiny_cub) == cub_files.CUB_KEYPOINT_NAMES

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from partdisco.config import DataConfig
-from partdisco.data import synthetic
+from partdisco.data.synth.creature import keypoint_specs
 from partdisco.data.synthetic import (
     PART_HUES,
     STRESS_PRESETS,
@@ -152,7 +152,7 @@ class TestSampleContents:
             np.testing.assert_array_equal(s["bbox"], np.array(expected, dtype=np.float32))
 
     def test_keypoints_inside_their_part(self, samples64):
-        part_of = dict(synthetic._keypoint_specs(4))
+        part_of = dict(keypoint_specs(4))
         labels = np.array([part_of[name] for name in keypoint_names_for(4)])
         for s in samples64:
             kp = s["keypoints"]

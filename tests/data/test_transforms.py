@@ -5,6 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
+from partdisco.data import keypoints as K
+from partdisco.data import sample as S
 from partdisco.data import transforms as T
 
 from .tiny_datasets import pattern_image
@@ -214,32 +216,32 @@ class TestKeypoints:
     kps = np.array([[5.0, 6.0, 1.0], [7.0, 8.0, 0.0], [1.0, 2.0, 1.0]])
 
     def test_shift_and_scale_visible_only(self) -> None:
-        out = T.scale_keypoints(T.shift_keypoints(self.kps, 1, 2), 2, 3)
+        out = K.scale_keypoints(K.shift_keypoints(self.kps, 1, 2), 2, 3)
         assert out.tolist() == [[8.0, 12.0, 1.0], [7.0, 8.0, 0.0], [0.0, 0.0, 1.0]]
 
     def test_flip_permutation(self) -> None:
-        out = T.flip_keypoints(self.kps, 10, np.array([2, 1, 0]))
+        out = K.flip_keypoints(self.kps, 10, np.array([2, 1, 0]))
         assert out.tolist() == [[8.0, 2.0, 1.0], [7.0, 8.0, 0.0], [4.0, 6.0, 1.0]]
 
     def test_flip_twice_identity(self) -> None:
         perm = np.array([2, 1, 0])
-        twice = T.flip_keypoints(T.flip_keypoints(self.kps, 10, perm), 10, perm)
+        twice = K.flip_keypoints(K.flip_keypoints(self.kps, 10, perm), 10, perm)
         np.testing.assert_array_equal(twice, self.kps)
 
     def test_flip_points_at_mirrored_pixel(self) -> None:
         image = pattern_image(6, 9, 1)
         kps = np.array([[2.0, 3.0, 1.0], [8.0, 0.0, 1.0]])
-        flipped = T.flip_keypoints(kps, 9, None)
-        mirrored = T.hflip(image)
+        flipped = K.flip_keypoints(kps, 9, None)
+        mirrored = K.hflip(image)
         for (x, y, _), (fx, fy, _) in zip(kps, flipped):
             assert mirrored[int(fy), int(fx)].tolist() == image[int(y), int(x)].tolist()
 
     def test_drop_outside(self) -> None:
         kps = np.array([[3.9, 0.0, 1.0], [4.0, 1.0, 1.0], [-0.1, 1.0, 1.0], [1.0, 1.0, 0.0]])
-        assert T.drop_keypoints_outside(kps, 4, 4)[:, 2].tolist() == [1.0, 0.0, 0.0, 0.0]
+        assert K.drop_keypoints_outside(kps, 4, 4)[:, 2].tolist() == [1.0, 0.0, 0.0, 0.0]
 
     def test_clean(self) -> None:
-        out = T.clean_keypoints(np.array([[3.0, 2.0, 0.0], [1.0, 2.0, 2.0]]))
+        out = K.clean_keypoints(np.array([[3.0, 2.0, 0.0], [1.0, 2.0, 2.0]]))
         assert out.dtype == np.float32 and out.tolist() == [[0, 0, 0], [1, 2, 1]]
 
 
@@ -265,16 +267,16 @@ class TestBoxes:
 
 class TestTensors:
     def test_converters(self) -> None:
-        image = T.image_to_tensor(np.full((2, 3, 3), 1.5))
+        image = S.float_hwc_to_tensor(np.full((2, 3, 3), 1.5))
         assert image.shape == (3, 2, 3) and image.dtype == torch.float32 and image.max() == 1.0
-        mask = T.mask_to_tensor(np.ones((2, 3)))
+        mask = S.mask_to_tensor(np.ones((2, 3)))
         assert mask.shape == (1, 2, 3) and mask.dtype == torch.float32
-        labels = T.labels_to_tensor(np.ones((2, 3), np.uint8))
+        labels = S.labels_to_tensor(np.ones((2, 3), np.uint8))
         assert labels.dtype == torch.int64
 
     def test_make_sample(self) -> None:
         kps = np.array([[1.0, 2.0, 0.0], [3.0, 4.0, 1.0]])
-        sample = T.make_sample(
+        sample = S.make_sample(
             np.zeros((4, 4, 3)), np.ones((4, 4)), np.array([0, 0, 4, 4]), 7, 2, "a.jpg", np.zeros((4, 4)), kps
         )
         assert sorted(sample) == [
@@ -290,5 +292,5 @@ class TestTensors:
         assert sample["class_id"].dtype == torch.int64 and int(sample["class_id"]) == 7
         assert sample["keypoints"].tolist() == [[0, 0, 0], [3, 4, 1]]
         assert sample["bbox"].dtype == torch.float32
-        minimal = T.make_sample(np.zeros((4, 4, 3)), np.ones((4, 4)), np.zeros(4), 0, 0, "b")
+        minimal = S.make_sample(np.zeros((4, 4, 3)), np.ones((4, 4)), np.zeros(4), 0, 0, "b")
         assert "parts" not in minimal and "keypoints" not in minimal

@@ -24,6 +24,7 @@ from partdisco.config import DataConfig, EvalConfig
 from partdisco.data import folder
 from partdisco.engine.evaluate import evaluate, evaluate_full_images
 from partdisco.engine.segment import segment_files
+from partdisco.models.segmenter import InferenceDefaults
 
 _BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "score_segment.py"
 SIZE, PADDING = 48, 0.05
@@ -47,7 +48,7 @@ class SaturationForeground(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.scale = nn.Parameter(torch.tensor(20.0))
-        self.image_size, self.crop_padding = SIZE, PADDING  # as a loaded checkpoint carries them
+        self.inference_defaults = InferenceDefaults(SIZE, PADDING)  # as a loaded checkpoint carries them
 
     def preprocess(self, image01: torch.Tensor) -> torch.Tensor:
         return image01

@@ -18,7 +18,8 @@ from partdisco.engine.evaluate import evaluate_full_images
 from partdisco.engine.inference import DEFAULT_FG_REFINE, inference_fg_refine, segment_images
 from partdisco.engine.inference.refine import box_mean, guided_filter, refine_probs, refine_radius
 from partdisco.engine.segment import SegmentOptions, segment_files
-from partdisco.models.convert import trained_fg_refine
+from partdisco.models.checkpoint import trained_fg_refine
+from partdisco.models.segmenter import InferenceDefaults
 
 
 class BlockyForeground(nn.Module):
@@ -133,7 +134,7 @@ def test_refinement_defaults_to_the_checkpoints_setting() -> None:
         0.01,
     )
     assert trained_fg_refine({"config": {"data": {}}}) is None
-    model.fg_refine = (0.0, 0.01)  # a checkpoint trained with eval.fg_refine_radius=0
+    model.inference_defaults = InferenceDefaults(fg_refine=(0.0, 0.01))  # eval.fg_refine_radius=0
     assert inference_fg_refine(model) == (0.0, 0.01)
     assert inference_fg_refine(model, 0.05) == (0.05, 0.01)
     image, _ = _scene()

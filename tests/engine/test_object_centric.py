@@ -20,6 +20,7 @@ from partdisco.engine.inference import segment_images
 from partdisco.engine.inference.crop import crop_input, object_crop, paste_probs
 from partdisco.engine.segment import SegmentOptions, segment_files
 from partdisco.metrics.clustering import clustering_scores
+from partdisco.models.segmenter import InferenceDefaults
 
 # Colour prototypes of the synthetic creatures' parts (head red, body blue, wings green, tail purple).
 PROTOTYPES = torch.tensor([[1.0, 0.2, 0.2], [0.2, 0.3, 0.9], [0.3, 0.8, 0.3], [0.6, 0.2, 0.8]])
@@ -151,7 +152,7 @@ def test_two_pass_crops_around_predicted_foreground() -> None:
 
 def test_crop_padding_defaults_to_the_training_padding(synth_folder: Path) -> None:
     # API and CLI share one default (engine.inference.inference_padding): the checkpoint's data.padding_frac
-    from partdisco.models.convert import trained_crop_padding
+    from partdisco.models.checkpoint import trained_crop_padding
 
     root = synth_folder
     name = sorted((root / "images").iterdir())[0].name
@@ -163,7 +164,7 @@ def test_crop_padding_defaults_to_the_training_padding(synth_folder: Path) -> No
         return segment_images(model, [image], [mask], size=32, crop="object", padding=padding)[0].labels
 
     assert trained_crop_padding({"config": {"data": {"padding_frac": 0.3}}}) == 0.3
-    model.crop_padding = 0.3
+    model.inference_defaults = InferenceDefaults(crop_padding=0.3)
     trained = labels(None)
     assert np.array_equal(trained, labels(0.3))
     assert not np.array_equal(trained, labels(0.05))

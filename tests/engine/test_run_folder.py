@@ -14,7 +14,6 @@ import torch
 from partdisco.api import resolve_train_config
 from partdisco.cli import main
 from partdisco.config import ConfigError
-from partdisco.engine import checkpoint as checkpoint_mod
 from partdisco.engine import runfolder
 from partdisco.engine.checkpoint import latest_checkpoint, load_checkpoint, step_checkpoints
 from partdisco.engine.runfolder import RESUME_MUTABLE, RunFolderBusyError, RunLock, holds_run
@@ -217,7 +216,7 @@ def test_load_segment_eval_refuse_non_finite_weights(tmp_path, capsys):
 
     from partdisco.api import load
     from partdisco.models import create_segmenter, export_checkpoint
-    from partdisco.models.convert import NonFiniteWeightsError
+    from partdisco.models.weights import NonFiniteWeightsError
 
     seg = create_segmenter("resnet18", num_parts=4)
     with torch.no_grad():
@@ -245,7 +244,7 @@ def test_disk_full_while_checkpointing_is_one_line_and_logged(tiny_overrides, tm
             handle.write(b"partial")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(f))
 
-    monkeypatch.setattr(checkpoint_mod.torch, "save", full)
+    monkeypatch.setattr(torch, "save", full)  # fileio.save_torch writes every checkpoint
     code = main(["train", *tiny_overrides, "train.steps=1"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "No space left on device" in err[-1] and "free space" in err[-1]

@@ -252,7 +252,7 @@ class TestTorchvisionBackbone:
     def test_caffe_r50_into_two_branch(self, r50_files, caplog):
         sd = r50_files["sd"]
         seg = create_segmenter("deeplab_r50_2branch", 4)
-        with caplog.at_level(logging.WARNING, logger="partdisco.models.convert"):
+        with caplog.at_level(logging.WARNING, logger="partdisco.models.foreign"):
             assert load_backbone_weights(seg, r50_files["caffe"]) == "caffe_resnet50"
         assert caplog.records == []  # caffe weights, caffe trunk, caffe normalisation: nothing to warn about
         assert torch.equal(seg.layer4[2].conv3.weight, sd["layer4.2.conv3.weight"])
@@ -260,7 +260,7 @@ class TestTorchvisionBackbone:
         assert not seg.bn1.weight.requires_grad and seg.layer1[0].downsample[1].weight.requires_grad
         # the same file, named without "caffe", reads as torchvision weights: a warning, still loaded
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="partdisco.models.convert"):
+        with caplog.at_level(logging.WARNING, logger="partdisco.models.foreign"):
             assert load_backbone_weights(seg, r50_files["torchvision"]) == "torchvision_resnet"
         assert "torchvision-style trunk" in caplog.text and "normalisation" in caplog.text
         # the caller can say which

@@ -20,7 +20,7 @@ from partdisco.models import (
     load_segmenter,
     segmenter_from_config,
 )
-from partdisco.models.convert import resolve_model_config
+from partdisco.models.build import resolve_model_config
 from partdisco.models.efficientnet import efficientnet_lite_weights
 from partdisco.models.efficientnet_segmenter import EfficientNetSegmenter
 from partdisco.models.segmenter import IMAGENET, LITE

@@ -8,17 +8,17 @@ import pytest
 import torch
 
 from partdisco.models import create_segmenter, export_checkpoint
-from partdisco.models.convert import (
+from partdisco.models.checkpoint import (
     FORMAT_VERSION,
-    CheckpointError,
     check_format_version,
     checkpoint_record,
-    load_checkpoint_file,
     segmenter_from_checkpoint_dict,
 )
-from partdisco.models.segmenter import PartSegmenter, Segmenter
+from partdisco.models.reader import load_checkpoint_file
+from partdisco.models.segmenter import InferenceDefaults, PartSegmenter, Segmenter
 from partdisco.models.vit import ViTSpec
 from partdisco.models.vit_segmenter import ViTSegmenter
+from partdisco.models.weights import CheckpointError
 
 
 def test_one_format_check_for_training_resume_and_loading(tmp_path: Path) -> None:
@@ -50,7 +50,7 @@ def test_one_record_layout_for_both_writers(tmp_path: Path) -> None:
 
 def test_one_loader_behind_every_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import partdisco.api as api
-    import partdisco.models.convert as convert
+    import partdisco.models.reader as reader
 
     seg = create_segmenter("resnet18", 3)
     export_checkpoint(seg, tmp_path / "run" / "model.pt")
@@ -60,18 +60,18 @@ def test_one_loader_behind_every_command(tmp_path: Path, monkeypatch: pytest.Mon
     torch.testing.assert_close(loaded.segmenter.state_dict(), seg.state_dict())
 
     calls: list[str] = []
-    real = convert.load_checkpoint_file
+    real = reader.load_checkpoint_file
 
     def spy(path, allow_pickle=False):  # type: ignore[no-untyped-def]
         calls.append(Path(path).name)
         return real(path, allow_pickle=allow_pickle)
 
-    monkeypatch.setattr(convert, "load_checkpoint_file", spy)
+    monkeypatch.setattr(reader, "load_checkpoint_file", spy)
     api.load(tmp_path / "run")
     api.open_checkpoint(tmp_path / "run" / "model.pt")
     api.export(tmp_path / "run", tmp_path / "e.pt")
     api.convert(tmp_path / "e.pt", tmp_path / "c.pt")
-    convert.load_segmenter(tmp_path / "c.pt")
+    reader.load_segmenter(tmp_path / "c.pt")
     assert calls == ["run", "model.pt", "run", "e.pt", "c.pt"]
     with pytest.raises(ValueError, match="is SRC"):
         api.convert(tmp_path / "c.pt", tmp_path / "c.pt")
@@ -89,7 +89,7 @@ def test_segmenters_share_param_groups_and_config() -> None:
     for model in (res, vit):
         assert type(model).param_groups is PartSegmenter.param_groups
         assert type(model).config is PartSegmenter.config
-        assert model.image_size is None and model.crop_padding is None
+        assert model.inference_defaults == InferenceDefaults()
     # the checkpoint contents are what they were: same keys, same order, same groups
     assert list(res.config()) == ["arch", "num_parts", "background_channel", "preprocess", "trunk_style"]
     assert list(vit.config()) == [

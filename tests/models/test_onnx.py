@@ -19,7 +19,9 @@ pytest.importorskip("onnxruntime")
 from partdisco.cli import main  # noqa: E402
 from partdisco.models import CheckpointError, ViTSegmenter, create_segmenter, export_checkpoint  # noqa: E402
 from partdisco.models.onnx_model import METADATA_KEYS, OnnxSegmenter, export_onnx  # noqa: E402
-from partdisco.models.vit import VisionTransformer, ViTSpec, random_state_dict  # noqa: E402
+from partdisco.models.segmenter import InferenceDefaults  # noqa: E402
+from partdisco.models.vit import VisionTransformer, ViTSpec  # noqa: E402
+from partdisco.models.vit_backbone import random_state_dict  # noqa: E402
 
 
 def _vit(name: str, background_channel: bool) -> ViTSegmenter:
@@ -41,7 +43,7 @@ MODELS = {
 def exported(request, tmp_path_factory):
     torch.manual_seed(0)
     seg = MODELS[request.param]().eval()
-    seg.image_size, seg.crop_padding, seg.fg_refine = 48, 0.1, (0.05, 0.002)
+    seg.inference_defaults = InferenceDefaults(48, 0.1, (0.05, 0.002))
     path = export_onnx(seg, tmp_path_factory.mktemp("onnx") / f"{request.param}.onnx")
     return seg, path, OnnxSegmenter(path)
 
@@ -68,7 +70,7 @@ def test_metadata_carries_what_segment_needs(exported):
     assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [18]
     assert (model.num_parts, model.background_channel) == (seg.num_parts, seg.background_channel)
     assert model.preprocess == seg.preprocess
-    assert (model.image_size, model.crop_padding, model.fg_refine) == (48, 0.1, (0.05, 0.002))
+    assert model.inference_defaults == InferenceDefaults(48, 0.1, (0.05, 0.002))
     assert model.input_multiple == (14 if isinstance(seg, ViTSegmenter) else 1)
     inputs = proto.graph.input[0].type.tensor_type.shape.dim
     assert all(d.dim_param for i, d in enumerate(inputs) if i != 1)  # batch, height, width are symbolic

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from partdisco.geometry.color import LAB_CIE, rgb_to_lab
+from partdisco.imaging.color import LAB_CIE, rgb_to_lab
 from partdisco.models import (
     IMAGENET,
     CheckpointError,

@@ -19,6 +19,7 @@ from partdisco.models import (
     segmenter_from_config,
 )
 from partdisco.models.resnet import TrunkSpec, output_size
+from partdisco.models.resnet_segmenter import ResNetArch
 
 ARCHS = ["resnet18", "resnet50", "deeplab_r50_2branch"]
 
@@ -111,7 +112,7 @@ class TestRegistry:
 
     def test_duplicate(self):
         with pytest.raises(ValueError, match="already registered"):
-            register_arch(get_arch("resnet18"))
+            register_arch(ResNetArch(get_arch("resnet18")))
 
     def test_bad_spec(self):
         with pytest.raises(ValueError, match="caffe trunk style"):

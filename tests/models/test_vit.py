@@ -18,10 +18,8 @@ from partdisco.models.vit import (
     VisionTransformer,
     ViTSpec,
     interpolate_pos_embed,
-    load_backbone,
-    random_state_dict,
-    spec_from_state_dict,
 )
+from partdisco.models.vit_backbone import load_backbone, random_state_dict, spec_from_state_dict
 from partdisco.models.vit_files import (
     detect_vit_layout,
     read_safetensors,

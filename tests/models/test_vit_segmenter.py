@@ -23,7 +23,8 @@ from partdisco.models import (
     export_checkpoint,
     load_segmenter,
 )
-from partdisco.models.vit import ViTSpec, file_sha256, load_backbone, random_state_dict
+from partdisco.models.vit import ViTSpec
+from partdisco.models.vit_backbone import file_sha256, load_backbone, random_state_dict
 from partdisco.models.vit_files import to_layout, write_safetensors
 
 SPEC = ViTSpec.named("dinov2_vits14_reg", depth=2)

@@ -211,7 +211,7 @@ class TestToUint8Image:
         np.testing.assert_array_equal(out[0, 0], [255, 128, 0])
 
     def test_hwc_float_is_unit_range_and_0_255_needs_value_range(self):
-        # one rule for floats (geometry/image.py): [0, 1]; 8-bit-unit floats say so with value_range
+        # one rule for floats (imaging/convert.py): [0, 1]; 8-bit-unit floats say so with value_range
         np.testing.assert_array_equal(to_uint8_image(np.full((4, 5, 3), 200.0))[0, 0], [255, 255, 255])
         out = to_uint8_image(np.full((4, 5, 3), 200.0), value_range=(0, 255))
         np.testing.assert_array_equal(out[0, 0], [200, 200, 200])

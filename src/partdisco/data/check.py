@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -18,7 +19,7 @@ import numpy as np
 import scipy.io
 
 from partdisco.config import DATASETS, DataConfig
-from partdisco.data import cub, dataset_module, deepfashion, folder, pascal_part
+from partdisco.data import cub_files, dataset_module, deepfashion, folder, pascal_part
 from partdisco.data.io import SampleDataset
 
 logger = logging.getLogger(__name__)
@@ -36,31 +37,44 @@ class Item:
 
 def _cub_items(root: Path, cfg: DataConfig) -> list[Item]:
     items = [
-        Item(root / "images", True, cub.SOURCE_OFFICIAL, "images/<species>/<name>.jpg"),
-        Item(root / "images.txt", True, cub.SOURCE_OFFICIAL),
-        Item(root / "train_test_split.txt", True, cub.SOURCE_OFFICIAL),
-        Item(root / "bounding_boxes.txt", True, cub.SOURCE_OFFICIAL),
-        Item(root / "parts" / "part_locs.txt", True, cub.SOURCE_OFFICIAL),
-        Item(root / "parts" / "parts.txt", False, cub.SOURCE_OFFICIAL, "keypoint names"),
+        Item(root / "images", True, cub_files.SOURCE_OFFICIAL, "images/<species>/<name>.jpg"),
+        Item(root / "images.txt", True, cub_files.SOURCE_OFFICIAL),
+        Item(root / "train_test_split.txt", True, cub_files.SOURCE_OFFICIAL),
+        Item(root / "bounding_boxes.txt", True, cub_files.SOURCE_OFFICIAL),
+        Item(root / "parts" / "part_locs.txt", True, cub_files.SOURCE_OFFICIAL),
+        Item(root / "parts" / "parts.txt", False, cub_files.SOURCE_OFFICIAL, "keypoint names"),
         Item(
-            root / "image_class_labels.txt", False, cub.SOURCE_OFFICIAL, "else classes come from folder names"
+            root / "image_class_labels.txt",
+            False,
+            cub_files.SOURCE_OFFICIAL,
+            "else classes come from folder names",
         ),
         Item(
             root / "segmentations",
             cfg.cub_mask == "gt",
-            cub.SOURCE_SEGMENTATIONS,
+            cub_files.SOURCE_SEGMENTATIONS,
             "evaluation masks (data.cub_mask=gt); training masks without the CMR cachedir",
         ),
-        Item(cub.cmr_annotation_path(root, "train"), False, cub.SOURCE_CMR, "reference training annotations"),
         Item(
-            cub.cmr_annotation_path(root, "test"), False, cub.SOURCE_CMR, "reference in-training test split"
+            cub_files.cmr_annotation_path(root, "train"),
+            False,
+            cub_files.SOURCE_CMR,
+            "reference training annotations",
+        ),
+        Item(
+            cub_files.cmr_annotation_path(root, "test"),
+            False,
+            cub_files.SOURCE_CMR,
+            "reference in-training test split",
         ),
     ]
     sup = next(
         (b / "supervisedlabels" for b in (root, root.parent) if (b / "supervisedlabels").is_dir()),
         root.parent / "supervisedlabels",
     )
-    items.append(Item(sup, cfg.cub_mask == "sup", cub.SOURCE_SUP, "Full-protocol masks (data.cub_mask=sup)"))
+    items.append(
+        Item(sup, cfg.cub_mask == "sup", cub_files.SOURCE_SUP, "Full-protocol masks (data.cub_mask=sup)")
+    )
     return items
 
 
@@ -116,7 +130,7 @@ def guess_dataset(root: str | Path) -> str | None:
     root = Path(root).expanduser()
     if not root.is_dir():
         return None
-    cub_root = cub.resolve_root(root)
+    cub_root = cub_files.resolve_root(root)
     if (cub_root / "images.txt").is_file() and (cub_root / "train_test_split.txt").is_file():
         return "cub"
     df_root = deepfashion.resolve_root(root)
@@ -161,7 +175,7 @@ def keypoint_problems(dataset: SampleDataset, index: int) -> list[str]:
 
 def _resolve(name: str, root: Path) -> Path:
     if name == "cub":
-        return cub.resolve_root(root)
+        return cub_files.resolve_root(root)
     if name == "deepfashion":
         return deepfashion.resolve_root(root)
     if name == "pascal_part":
@@ -214,6 +228,29 @@ def check_dataset(
     items = {"cub": _cub_items, "deepfashion": _deepfashion_items, "pascal_part": _pascal_items}.get(
         name, _folder_items
     )(resolved, cfg)
+    missing_required = _report_layout(items, resolved, say)
+    if missing_required:
+        say(f"result: PROBLEMS ({missing_required} required item(s) missing; nothing else checked)")
+        return 1
+    problems = _cub_annotation_problems(resolved, say) if name == "cub" else []
+    datasets = _build_splits(name, cfg, say, problems)
+    bad, empty = _scan_samples(datasets, max_samples, say, problems)
+    for line in bad:
+        say(f"  BAD  {line}")
+    for name_ in empty:
+        say(f"  EMPTY  {name_}: the foreground mask has no pixel above the threshold")
+    problems.extend(bad)
+    for line in problems[: len(problems) - len(bad)]:
+        say(f"PROBLEM  {line}")
+    if problems:
+        say(f"result: PROBLEMS ({len(problems)})")
+        return 1
+    say("result: OK")
+    return 0
+
+
+def _report_layout(items: list[Item], resolved: Path, say: Callable[[str], None]) -> int:
+    """Say which expected files and folders exist; the number of required ones missing."""
     say("layout:")
     missing_required = 0
     for item in items:
@@ -226,21 +263,28 @@ def check_dataset(
             say(f"  MISSING  {rel}{note} (required; expected {item.path}; from: {item.source})")
         else:
             say(f"  absent   {rel}{note} (optional; from: {item.source})")
-    if missing_required:
-        say(f"result: PROBLEMS ({missing_required} required item(s) missing; nothing else checked)")
-        return 1
+    return missing_required
 
+
+def _cub_annotation_problems(resolved: Path, say: Callable[[str], None]) -> list[str]:
+    """CUB: count the images of the CMR training annotations; a problem per unreadable file."""
     problems: list[str] = []
-    if name == "cub":
-        for split in ("train", "test"):
-            path = cub.cmr_annotation_path(resolved, split)
-            if path.is_file():
-                try:
-                    shape = {n: s for n, s, _ in scipy.io.whosmat(str(path))}.get("images")
-                    count = 0 if not shape or min(shape) == 0 else int(max(shape))
-                    say(f"split {split} (CMR training annotations): {count} images")
-                except Exception as err:  # scipy raises several types for a bad file
-                    problems.append(f"{path}: not a readable MATLAB file ({err})")
+    for split in ("train", "test"):
+        path = cub_files.cmr_annotation_path(resolved, split)
+        if path.is_file():
+            try:
+                shape = {n: s for n, s, _ in scipy.io.whosmat(str(path))}.get("images")
+                count = 0 if not shape or min(shape) == 0 else int(max(shape))
+                say(f"split {split} (CMR training annotations): {count} images")
+            except Exception as err:  # scipy raises several types for a bad file
+                problems.append(f"{path}: not a readable MATLAB file ({err})")
+    return problems
+
+
+def _build_splits(
+    name: str, cfg: DataConfig, say: Callable[[str], None], problems: list[str]
+) -> list[tuple[str, SampleDataset]]:
+    """Both splits through the evaluation pipeline; a problem per build failure or empty split."""
     datasets: list[tuple[str, SampleDataset]] = []
     for split in ("train", "test"):
         try:
@@ -252,7 +296,19 @@ def check_dataset(
         if len(dataset) == 0:
             problems.append(f"split {split}: no samples")
         datasets.append((split, dataset))
+    return datasets
 
+
+def _scan_samples(
+    datasets: list[tuple[str, SampleDataset]],
+    max_samples: int | None,
+    say: Callable[[str], None],
+    problems: list[str],
+) -> tuple[list[str], list[str]]:
+    """Read every sample once (a name shared by both splits once); the bad ones and those with empty masks.
+
+    A split whose masks all lack a foreground pixel adds a problem.
+    """
     seen: set[str] = set()
     read = 0
     bad: list[str] = []
@@ -283,15 +339,4 @@ def check_dataset(
         if count and not with_fg and dataset.has_masks:
             problems.append(f"split {split}: no mask has a foreground pixel (training would refuse it)")
     say(f"scan: {read} samples read, {len(bad)} unreadable or inconsistent, {len(empty)} with an empty mask")
-    for line in bad:
-        say(f"  BAD  {line}")
-    for name_ in empty:
-        say(f"  EMPTY  {name_}: the foreground mask has no pixel above the threshold")
-    problems.extend(bad)
-    for line in problems[: len(problems) - len(bad)]:
-        say(f"PROBLEM  {line}")
-    if problems:
-        say(f"result: PROBLEMS ({len(problems)})")
-        return 1
-    say("result: OK")
-    return 0
+    return bad, empty

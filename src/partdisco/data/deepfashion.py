@@ -40,6 +40,8 @@ import torch
 from partdisco.config import DataConfig
 from partdisco.data import transforms as T
 from partdisco.data.io import SampleDataset, check_same_size, read_image, read_mask
+from partdisco.data.keypoints import hflip
+from partdisco.data.sample import make_sample
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +244,7 @@ class DeepFashionDataset(SampleDataset):
             image = T.resize_image(image[top : top + h, left : left + w], (size, size), antialias=True)
             labels = T.resize_nearest(labels[top : top + h, left : left + w], (size, size), half_pixel=True)
             if self.flip and rng.random() > 0.5:
-                image, labels = T.hflip(image), T.hflip(labels)
+                image, labels = hflip(image), hflip(labels)
         else:
             new_h, new_w, _ = T.size_for_longest_side(image.shape[0], image.shape[1], size)
             image = T.resize_image(image, (new_h, new_w), antialias=False)
@@ -253,7 +255,7 @@ class DeepFashionDataset(SampleDataset):
         tight = T.mask_box(fg_mask)
         height, width = labels.shape
         box = T.inclusive_to_continuous(tight) if tight is not None else np.array([0.0, 0.0, width, height])
-        return T.make_sample(image, fg_mask, box, 0, index, self.sample_name(index), parts=labels)
+        return make_sample(image, fg_mask, box, 0, index, self.sample_name(index), parts=labels)
 
 
 class DeepFashionFullProtocol(DeepFashionDataset):
@@ -292,7 +294,7 @@ class DeepFashionFullProtocol(DeepFashionDataset):
         fg_mask = (levels > 0).astype(np.float32)
         height, width = labels.shape
         box = np.array([0.0, 0.0, width, height])
-        sample = T.make_sample(image, fg_mask, box, 0, index, self.sample_name(index), parts=labels)
+        sample = make_sample(image, fg_mask, box, 0, index, self.sample_name(index), parts=labels)
         sample["mask_levels"] = torch.from_numpy(levels)[None]  # (1, H, W) integer levels 0..255
         return sample
 

@@ -45,6 +45,8 @@ from partdisco.data.io import (
     read_label_map,
     read_mask,
 )
+from partdisco.data.keypoints import flip_keypoints, hflip, scale_keypoints, shift_keypoints
+from partdisco.data.sample import make_sample
 
 logger = logging.getLogger(__name__)
 
@@ -326,19 +328,19 @@ class FolderDataset(SampleDataset):
             parts = T.crop_resize_labels(parts, crop_box, size) if parts is not None else None
             origin = (float(crop_box[0]), float(crop_box[1]))
             if keypoints is not None:
-                keypoints = T.scale_keypoints(T.shift_keypoints(keypoints, *origin), scale, scale)
+                keypoints = scale_keypoints(shift_keypoints(keypoints, *origin), scale, scale)
             box = T.transform_box(T.inclusive_to_continuous(tight), origin, (scale, scale), image.shape[:2])
         else:
             image, parts, keypoints, box = T.centre_square(image, size, parts, keypoints)
             mask = np.ones((size, size), dtype=np.float32)
         out_w = image.shape[1]
         if rng is not None and self.flip and rng.random() > 0.5:
-            image, mask = T.hflip(image), T.hflip(mask)
-            parts = T.hflip(parts) if parts is not None else None
+            image, mask = hflip(image), hflip(mask)
+            parts = hflip(parts) if parts is not None else None
             if keypoints is not None:
-                keypoints = T.flip_keypoints(keypoints, out_w, self.flip_permutation)
+                keypoints = flip_keypoints(keypoints, out_w, self.flip_permutation)
             box = T.flip_box(box, out_w)
-        return T.make_sample(
+        return make_sample(
             image, mask, box, 0, index, self.sample_name(index), parts=parts, keypoints=keypoints
         )
 

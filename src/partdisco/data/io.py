@@ -8,7 +8,7 @@ Conventions:
       grayscale and palette images are expanded to RGB, 16-bit images are scaled to 8 bit (``v / 257``),
       and images with an alpha channel are **composited on black** (``rgb * alpha / 255``): transparent
       regions become black instead of whatever colour the file stored under them. These are the rules of
-      ``geometry/image.py: to_rgb_uint8``, the one implementation (arrays given to the API follow it too).
+      ``imaging/convert.py: to_rgb_uint8``, the one implementation (arrays given to the API follow it too).
     - Masks are ``float32 (H, W)``: ``mode="binary"`` gives ``1.0`` where the gray value is above
       ``threshold`` (any value > 0 by default; CUB ground truth uses ``threshold=254``, i.e. ``== 255``),
       ``mode="gray"`` keeps ``gray / 255`` (the reference keeps the authors' ``supervisedlabels`` masks
@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from partdisco.data.batch import PartsDataset
-from partdisco.geometry.image import sixteen_to_eight, to_rgb_uint8
+from partdisco.imaging.convert import sixteen_to_eight, to_rgb_uint8
 
 logger = logging.getLogger(__name__)
 

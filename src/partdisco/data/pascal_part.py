@@ -41,6 +41,8 @@ import scipy.io
 from partdisco.config import DataConfig
 from partdisco.data import transforms as T
 from partdisco.data.io import SampleDataset, check_same_size, read_image
+from partdisco.data.keypoints import hflip
+from partdisco.data.sample import make_sample
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +122,11 @@ MERGED_PARTS: dict[str, list[tuple[str, list[str]]]] = {
 }
 """Merged part sets (label i + 1 = i-th entry) for the 10 classes of the paper's Table 4."""
 
+# Cows and sheep have the same fine parts (horns included).
+_HORNED_FINE_PARTS = ["head", "lblleg", "lbuleg", "lear", "leye", "lflleg", "lfuleg", "lhorn", "muzzle"]
+_HORNED_FINE_PARTS += ["neck", "rblleg", "rbuleg", "rear", "reye", "rflleg", "rfuleg", "rhorn"]
+_HORNED_FINE_PARTS += ["tail", "torso"]
+
 FINE_PARTS: dict[str, list[str]] = {
     "cat": ["head", "lbleg", "lbpa", "lear", "leye", "lfleg", "lfpa", "neck", "nose", "rbleg", "rbpa", "rear"]
     + ["reye", "rfleg", "rfpa", "tail", "torso"],
@@ -152,34 +159,8 @@ FINE_PARTS: dict[str, list[str]] = {
         "neck",
     ]
     + ["rbho", "rblleg", "rbuleg", "rear", "reye", "rfho", "rflleg", "rfuleg", "tail", "torso"],
-    "cow": [
-        "head",
-        "lblleg",
-        "lbuleg",
-        "lear",
-        "leye",
-        "lflleg",
-        "lfuleg",
-        "lhorn",
-        "muzzle",
-        "neck",
-        "rblleg",
-    ]
-    + ["rbuleg", "rear", "reye", "rflleg", "rfuleg", "rhorn", "tail", "torso"],
-    "sheep": [
-        "head",
-        "lblleg",
-        "lbuleg",
-        "lear",
-        "leye",
-        "lflleg",
-        "lfuleg",
-        "lhorn",
-        "muzzle",
-        "neck",
-        "rblleg",
-    ]
-    + ["rbuleg", "rear", "reye", "rflleg", "rfuleg", "rhorn", "tail", "torso"],
+    "cow": _HORNED_FINE_PARTS,
+    "sheep": list(_HORNED_FINE_PARTS),
     "aeroplane": ["body", "engine", "lwing", "rwing", "stern", "tail", "wheel"],
     "car": ["backside", "bliplate", "door", "fliplate", "frontside", "headlight", "leftmirror", "leftside"]
     + ["rightmirror", "rightside", "roofside", "wheel", "window"],
@@ -429,8 +410,8 @@ class PascalPartDataset(SampleDataset):
             image, _, _, box = T.centre_square(image_u8.astype(np.float32) / 255.0, self.size)
             fg_mask = np.ones((self.size, self.size), dtype=np.float32)
             if rng is not None and self.flip and rng.random() > 0.5:
-                image, fg_mask, box = T.hflip(image), T.hflip(fg_mask), T.flip_box(box, self.size)
-            return T.make_sample(image, fg_mask, box, 0, index, self.sample_name(index))
+                image, fg_mask, box = hflip(image), hflip(fg_mask), T.flip_box(box, self.size)
+            return make_sample(image, fg_mask, box, 0, index, self.sample_name(index))
         crop_box = T.object_crop_box(obj.bbox, self.padding_frac, self.jitter_frac, rng)
         image, scale = T.crop_resize_image(image_u8.astype(np.float32) / 255.0, crop_box, self.size)
         labels = T.crop_resize_labels(obj.full_labels(), crop_box, self.size)
@@ -440,10 +421,10 @@ class PascalPartDataset(SampleDataset):
         origin = (float(crop_box[0]), float(crop_box[1]))
         box = T.transform_box(T.inclusive_to_continuous(obj.bbox), origin, (scale, scale), (height, width))
         if rng is not None and self.flip and rng.random() > 0.5:
-            image, labels = T.hflip(image), T.hflip(labels)
+            image, labels = hflip(image), hflip(labels)
             box = T.flip_box(box, width)
         fg_mask = (labels != 0).astype(np.float32)
-        return T.make_sample(image, fg_mask, box, 0, index, self.sample_name(index), parts=labels)
+        return make_sample(image, fg_mask, box, 0, index, self.sample_name(index), parts=labels)
 
 
 def build(

@@ -1,4 +1,6 @@
-"""Geometric sample transforms (numpy / torch, no I/O): object crops, resizes, flips, keypoints, padding.
+"""Geometric sample transforms (numpy / torch, no I/O): boxes, object crops, resizes, padding.
+
+Keypoints and flips are :mod:`partdisco.data.keypoints`; the tensors of a sample :mod:`partdisco.data.sample`.
 
 Arithmetic follows the reference (``subhc/unsup-parts`` ``utils/image.py``, ``datasets/*.py``, itself from
 CMR). Conventions:
@@ -7,9 +9,7 @@ CMR). Conventions:
   **0-based inclusive pixel boxes** ``(x0, y0, x1, y1)``: the box covers pixels ``x0..x1``.
 - Boxes returned in samples are **continuous** ``(x0, y0, x1, y1)`` with pixel ``i`` covering
   ``[i, i + 1)`` (``docs/ARCHITECTURE.md``); :func:`inclusive_to_continuous` converts.
-- Keypoints are ``float (N, 3)`` rows ``(x, y, visible)``; transforms move visible rows only and
-  :func:`clean_keypoints` zeroes the invisible ones. A horizontal flip maps ``x -> W - 1 - x`` as the
-  reference does (an integer ``x`` = pixel index goes to the mirrored pixel index).
+- Keypoints are ``float (N, 3)`` rows ``(x, y, visible)`` (:mod:`partdisco.data.keypoints`).
 - Resizes: "cv2" style = bilinear without antialiasing and nearest ``src = floor(dst * in / out)``
   (reference CUB / PASCAL training, DeepFashion test); "PIL" style = antialiased bilinear and nearest
   ``src = floor((dst + 0.5) * in / out)`` (reference torchvision-on-PIL paths: CUB evaluation, DeepFashion
@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from partdisco.config import DataConfig
+from partdisco.data.keypoints import drop_keypoints_outside, scale_keypoints, shift_keypoints
 from partdisco.geometry.nearest import resize_nearest  # the one nearest formula (re-exported here)
 
 IMAGE_FILL = 1.0 / 255.0  # ref: utils/image.py crop(img, bbox, bgval=1) on 0-255 images
@@ -389,101 +390,6 @@ def sample_resized_crop(
 
 
 # --------------------------------------------------------------------------------------------------
-# Keypoints and flips
-
-
-def shift_keypoints(keypoints: np.ndarray, dx: float, dy: float) -> np.ndarray:
-    """Subtract ``(dx, dy)`` from the visible keypoints (crop origin); returns a new float64 (N, 3) array.
-
-    Example:
-        >>> shift_keypoints(np.array([[5.0, 6.0, 1.0], [0.0, 0.0, 0.0]]), 2, 1).tolist()
-        [[3.0, 5.0, 1.0], [0.0, 0.0, 0.0]]
-    """
-    out = np.array(keypoints, dtype=np.float64, copy=True)
-    visible = out[:, 2] > 0
-    out[visible, 0] -= dx
-    out[visible, 1] -= dy
-    return out
-
-
-def scale_keypoints(keypoints: np.ndarray, sx: float, sy: float) -> np.ndarray:
-    """Multiply the visible keypoints' x by ``sx`` and y by ``sy``; returns a new float64 (N, 3) array.
-
-    Example:
-        >>> scale_keypoints(np.array([[5.0, 6.0, 1.0]]), 2, 0.5).tolist()
-        [[10.0, 3.0, 1.0]]
-    """
-    out = np.array(keypoints, dtype=np.float64, copy=True)
-    visible = out[:, 2] > 0
-    out[visible, 0] *= sx
-    out[visible, 1] *= sy
-    return out
-
-
-def flip_keypoints(keypoints: np.ndarray, width: int, permutation: Sequence[int] | None) -> np.ndarray:
-    """Mirror keypoints horizontally (``x -> width - 1 - x``) and reorder rows (left <-> right names).
-
-    Row ``i`` of the result is the mirrored row ``permutation[i]`` of the input (ref: CMR
-    ``mirror_image``: ``kp_flip[kp_perm]``).
-
-    Args:
-        keypoints: (N, 3) rows ``(x, y, visible)``.
-        width: image width.
-        permutation: int (N,) or None (identity).
-
-    Returns:
-        float64 (N, 3).
-
-    Example:
-        >>> flip_keypoints(np.array([[1.0, 2.0, 1.0], [7.0, 3.0, 1.0]]), 10, np.array([1, 0])).tolist()
-        [[2.0, 3.0, 1.0], [8.0, 2.0, 1.0]]
-    """
-    out = np.array(keypoints, dtype=np.float64, copy=True)
-    visible = out[:, 2] > 0
-    out[visible, 0] = width - 1 - out[visible, 0]
-    if permutation is not None:
-        out = out[np.asarray(permutation, dtype=np.int64)]
-    return out
-
-
-def drop_keypoints_outside(keypoints: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Mark keypoints outside ``[0, W) x [0, H)`` invisible (ref: CUB eval ``cut_borders``).
-
-    Example:
-        >>> drop_keypoints_outside(np.array([[3.0, 1.0, 1.0], [4.0, 1.0, 1.0]]), 4, 4)[:, 2].tolist()
-        [1.0, 0.0]
-    """
-    out = np.array(keypoints, dtype=np.float64, copy=True)
-    inside = (out[:, 0] >= 0) & (out[:, 0] < width) & (out[:, 1] >= 0) & (out[:, 1] < height)
-    out[~inside, 2] = 0.0
-    return out
-
-
-def clean_keypoints(keypoints: np.ndarray) -> np.ndarray:
-    """Binarise visibility (``> 0``) and zero invisible rows; returns float32 (N, 3).
-
-    Example:
-        >>> clean_keypoints(np.array([[3.0, 1.0, 0.0], [4.0, 1.0, 2.0]])).tolist()
-        [[0.0, 0.0, 0.0], [4.0, 1.0, 1.0]]
-    """
-    out = np.array(keypoints, dtype=np.float32, copy=True)
-    visible = out[:, 2] > 0
-    out[:, 2] = visible.astype(np.float32)
-    out[~visible] = 0.0
-    return out
-
-
-def hflip(array: np.ndarray) -> np.ndarray:
-    """Horizontal flip of (H, W[, C]) as a contiguous copy.
-
-    Example:
-        >>> hflip(np.array([[1, 2, 3]])).tolist()
-        [[3, 2, 1]]
-    """
-    return np.ascontiguousarray(array[:, ::-1])
-
-
-# --------------------------------------------------------------------------------------------------
 # Object-centric crop pipeline (CUB / PASCAL-Part / folder with masks)
 
 
@@ -580,79 +486,3 @@ def centre_square(
         keypoints = scale_keypoints(keypoints, new_w / width, new_h / height)
         keypoints = drop_keypoints_outside(shift_keypoints(keypoints, left, top), size, size)
     return out, labels, keypoints, np.array([0.0, 0.0, size, size], dtype=np.float32)
-
-
-# --------------------------------------------------------------------------------------------------
-# To tensors
-
-
-def image_to_tensor(image: np.ndarray) -> torch.Tensor:
-    """Convert a float (H, W, 3) image in [0, 1] to a float32 tensor (3, H, W), clipped to [0, 1].
-
-    Example:
-        >>> image_to_tensor(np.zeros((2, 5, 3))).shape
-        torch.Size([3, 2, 5])
-    """
-    array = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
-
-
-def mask_to_tensor(mask: np.ndarray) -> torch.Tensor:
-    """(H, W) -> float32 tensor (1, H, W), clipped to [0, 1].
-
-    Example:
-        >>> mask_to_tensor(np.ones((2, 5))).shape
-        torch.Size([1, 2, 5])
-    """
-    array = np.clip(np.asarray(mask, dtype=np.float32), 0.0, 1.0)
-    return torch.from_numpy(np.ascontiguousarray(array))[None]
-
-
-def labels_to_tensor(labels: np.ndarray) -> torch.Tensor:
-    """(H, W) integer labels -> int64 tensor (H, W).
-
-    Example:
-        >>> labels_to_tensor(np.zeros((2, 5), np.uint8)).dtype
-        torch.int64
-    """
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(labels, dtype=np.int64)))
-
-
-def make_sample(
-    image: np.ndarray,
-    fg_mask: np.ndarray,
-    bbox: np.ndarray,
-    class_id: int,
-    index: int,
-    name: str,
-    parts: np.ndarray | None = None,
-    keypoints: np.ndarray | None = None,
-) -> dict[str, object]:
-    """Assemble the sample dict of ``docs/ARCHITECTURE.md`` from numpy arrays.
-
-    Args:
-        image: float (H, W, 3) in [0, 1].
-        fg_mask: (H, W) in [0, 1].
-        bbox: continuous (x0, y0, x1, y1) in output pixels.
-        class_id: class index (0 when the data set has none).
-        index: sample index.
-        name: path relative to the data root.
-        parts: optional (H, W) integer labels.
-        keypoints: optional (N, 3); invisible rows are zeroed here.
-
-    Returns:
-        Dict with keys image, fg_mask, bbox, class_id, index, name (+ parts, keypoints).
-    """
-    sample: dict[str, object] = {
-        "image": image_to_tensor(image),
-        "fg_mask": mask_to_tensor(fg_mask),
-        "bbox": torch.as_tensor(np.asarray(bbox, dtype=np.float32)),
-        "class_id": torch.tensor(int(class_id), dtype=torch.int64),
-        "index": torch.tensor(int(index), dtype=torch.int64),
-        "name": str(name),
-    }
-    if parts is not None:
-        sample["parts"] = labels_to_tensor(parts)
-    if keypoints is not None:
-        sample["keypoints"] = torch.from_numpy(clean_keypoints(keypoints))
-    return sample

@@ -10,11 +10,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from partdisco.engine.runfolder import CHECKPOINTS_DIR, CONFIG_FILE, STEP_FILE
-from partdisco.models.convert import FORMAT_VERSION as FORMAT_VERSION  # re-exported for engine/train.py
-from partdisco.models.convert import check_format_version  # the one format check
+from partdisco.models.checkpoint import FORMAT_VERSION as FORMAT_VERSION  # re-exported for engine/train.py
+from partdisco.models.checkpoint import check_format_version  # the one format check
+from partdisco.models.weights import load_file
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +23,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise ValueError(
-            f"checkpoint {str(path)!r} could not be read ({type(err).__name__}: {err})"
-        ) from None
+    ckpt = load_file(path)  # the one torch.load; CheckpointError (a ValueError) names an unreadable file
     check_format_version(ckpt, f"checkpoint {str(path)!r}")  # CheckpointError is a ValueError
     return ckpt
 

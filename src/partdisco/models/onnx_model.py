@@ -10,7 +10,7 @@ padding and foreground refinement, and the model config.
 
 :class:`OnnxSegmenter` reads such a file with onnxruntime (``pip install 'partdisco[onnx]'``) and has the
 segmenter interface the inference code uses (``num_parts``, ``background_channel``, ``preprocess``,
-``image_size``, ``crop_padding``, ``fg_refine``, ``forward``), so ``partdisco segment model.onnx`` runs it
+``inference_defaults``, ``forward``), so ``partdisco segment model.onnx`` runs it
 through the same pipeline as a PyTorch checkpoint.
 """
 
@@ -26,9 +26,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from partdisco.models.convert import CheckpointError
-from partdisco.models.segmenter import Preprocess
+from partdisco.models.segmenter import InferenceDefaults, InferenceDefaultsAliases, Preprocess
 from partdisco.models.vit import resize_to_patch_multiple
+from partdisco.models.weights import CheckpointError
 
 ONNX_OPSET = 18  # ONNX opset of exported files (Resize with antialias needs >= 18)
 ONNX_FORMAT_VERSION = 1
@@ -58,15 +58,16 @@ def onnx_metadata(seg: nn.Module) -> dict[str, str]:
         >>> meta["partdisco.num_parts"], meta["partdisco.background_channel"], meta["partdisco.image_size"]
         ('3', 'true', 'null')
     """
-    fg_refine = getattr(seg, "fg_refine", None)
+    defaults = getattr(seg, "inference_defaults", None) or InferenceDefaults()
+    fg_refine = defaults.fg_refine
     values: dict[str, Any] = {
         "format_version": ONNX_FORMAT_VERSION,
         "arch": str(seg.arch),
         "num_parts": int(seg.num_parts),
         "background_channel": bool(seg.background_channel),
         "preprocess": seg.preprocess.to_dict(),
-        "image_size": getattr(seg, "image_size", None),
-        "crop_padding": getattr(seg, "crop_padding", None),
+        "image_size": defaults.image_size,
+        "crop_padding": defaults.crop_padding,
         "fg_refine": None if fg_refine is None else list(fg_refine),
         "model_config": seg.config(),
         "input_multiple": int(getattr(seg, "input_multiple", 1)),
@@ -174,7 +175,7 @@ def _check_export(model: nn.Module, path: Path, atol: float = 1e-4) -> None:
         raise RuntimeError(f"{path}: onnxruntime disagrees with PyTorch (max |difference| {worst})")
 
 
-class OnnxSegmenter(nn.Module):
+class OnnxSegmenter(InferenceDefaultsAliases, nn.Module):
     """An exported segmenter run by onnxruntime, with the interface the inference code uses.
 
     ``forward(x)`` takes the normalised image batch (B, 3, H, W) (``preprocess`` applied, as for a
@@ -227,9 +228,12 @@ class OnnxSegmenter(nn.Module):
         self.background_channel: bool = bool(values["background_channel"])
         self.out_channels = self.num_parts + int(self.background_channel)
         self.preprocess = Preprocess.from_dict(values["preprocess"])
-        self.image_size: int | None = values["image_size"]
-        self.crop_padding: float | None = values["crop_padding"]
-        self.fg_refine = None if values["fg_refine"] is None else tuple(values["fg_refine"])
+        fg_refine = values["fg_refine"]
+        self.inference_defaults = InferenceDefaults(
+            image_size=values["image_size"],
+            crop_padding=values["crop_padding"],
+            fg_refine=None if fg_refine is None else (float(fg_refine[0]), float(fg_refine[1])),
+        )
         self.input_multiple = int(values["input_multiple"])
 
     def forward(self, x: Tensor) -> Tensor:

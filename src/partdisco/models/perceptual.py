@@ -35,18 +35,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from partdisco.config import FEATURE_SOURCES  # the one list of names (config.py)
-from partdisco.geometry.color import LAB_CIE, rgb_to_lab
-from partdisco.models.convert import (
+from partdisco.imaging.color import LAB_CIE, rgb_to_lab
+from partdisco.models.efficientnet import EfficientNetLite, load_efficientnet_lite
+from partdisco.models.foreign import detect_layout
+from partdisco.models.segmenter import IMAGENET, LITE
+from partdisco.models.vit import VisionTransformer, resize_to_patch_multiple
+from partdisco.models.vit_backbone import load_backbone
+from partdisco.models.weights import (
     CheckpointError,
     CheckpointMismatchError,
     clean_state_dict,
-    detect_layout,
     load_file,
     load_state_dict_strict,
 )
-from partdisco.models.efficientnet import EfficientNetLite, load_efficientnet_lite
-from partdisco.models.segmenter import IMAGENET, LITE
-from partdisco.models.vit import VisionTransformer, load_backbone, resize_to_patch_multiple
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +108,30 @@ class FeatureExtractor(nn.Module):
     def train(self, mode: bool = True) -> FeatureExtractor:
         """Ignore ``mode``: a frozen feature network is always in eval mode."""
         return super().train(False)
+
+    def taps_of(self, image01: Tensor) -> list[tuple[Tensor, float]]:
+        """The tapped maps of a checked RGB [0, 1] batch and their weights (networks with taps)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def forward(self, image01: Tensor) -> Tensor:
+        """Tapped features at the input size, the one implementation of the networks with taps.
+
+        Args:
+            image01: float (B, 3, H, W) RGB in [0, 1].
+
+        Returns:
+            float (B, out_channels, H, W): each tap x its weight, bilinearly upsampled (``align_corners`` =
+            :data:`FEATURE_ALIGN`), concatenated.
+        """
+        _check_image(image01)
+        size = (int(image01.shape[-2]), int(image01.shape[-1]))
+        # bilinear upsampling is linear: scale the small map, not the (B, c, H, W) one
+        maps = [
+            F.interpolate(x if w == 1.0 else x * w, size=size, mode="bilinear", align_corners=FEATURE_ALIGN)
+            for x, w in self.taps_of(image01)
+        ]
+        return torch.cat(maps, dim=1)  # (B, out_channels, H, W)
 
 
 class VGG19Features(FeatureExtractor):
@@ -214,28 +239,16 @@ class VGG19Features(FeatureExtractor):
         load_state_dict_strict(self, kept, f"VGG19 weights {str(path)!r}")
         return self
 
-    @torch.no_grad()
-    def forward(self, image01: Tensor) -> Tensor:
-        """Tapped features.
-
-        Args:
-            image01: float (B, 3, H, W) RGB in [0, 1].
-
-        Returns:
-            float (B, out_channels, H, W): each tap x its weight, bilinearly upsampled, concatenated.
-        """
-        _check_image(image01)
-        B, _, H, W = image01.shape
+    def taps_of(self, image01: Tensor) -> list[tuple[Tensor, float]]:
+        """The tapped ReLU outputs of the ImageNet-normalised image, with their weights."""
         weights = dict(self.taps)
-        outputs = []
+        tapped = []
         x = IMAGENET(image01)
         for index, layer in enumerate(self.features):
             x = layer(x)
             if index in weights:
-                # bilinear upsampling is linear: scale the small map, not the (B, c, H, W) one
-                tap = x if weights[index] == 1.0 else x * weights[index]
-                outputs.append(F.interpolate(tap, size=(H, W), mode="bilinear", align_corners=FEATURE_ALIGN))
-        return torch.cat(outputs, dim=1)  # (B, out_channels, H, W)
+                tapped.append((x, weights[index]))
+        return tapped
 
 
 # --------------------------------------------------------------------------------------------------
@@ -410,7 +423,7 @@ class ViTFeatures(FeatureExtractor):
     part maps. The tokens are used as they come (no re-scaling); C is 384 (S), 768 (B), 1024 (L), 1536 (g).
 
     Args:
-        vit: the ViT, e.g. from :func:`partdisco.models.vit.load_backbone`; it is frozen here.
+        vit: the ViT, e.g. from :func:`partdisco.models.vit_backbone.load_backbone`; it is frozen here.
 
     Attributes:
         out_channels: C.
@@ -422,21 +435,10 @@ class ViTFeatures(FeatureExtractor):
         self.out_channels = vit.spec.embed_dim
         self._freeze()
 
-    @torch.no_grad()
-    def forward(self, image01: Tensor) -> Tensor:
-        """Patch features at the input size.
-
-        Args:
-            image01: float (B, 3, H, W) RGB in [0, 1].
-
-        Returns:
-            float (B, C, H, W).
-        """
-        _check_image(image01)
-        H, W = image01.shape[-2:]
+    def taps_of(self, image01: Tensor) -> list[tuple[Tensor, float]]:
+        """The final-norm patch tokens (B, C, h0, w0), weight 1."""
         x = resize_to_patch_multiple(IMAGENET(image01), self.vit.spec.patch_size)  # (B, 3, h0 * p, w0 * p)
-        tokens = self.vit(x)  # (B, C, h0, w0)
-        return F.interpolate(tokens, size=(H, W), mode="bilinear", align_corners=FEATURE_ALIGN)
+        return [(self.vit(x), 1.0)]
 
 
 EFFICIENTNET_TAPS = ("stage3", "stage4")  # measured: docs/EXPERIMENTS.md, "phi from EfficientNet-Lite0"
@@ -470,24 +472,10 @@ class EfficientNetFeatures(FeatureExtractor):
         self.out_channels = sum(net.stage_channels[name] for name, _ in self.taps)
         self._freeze()
 
-    @torch.no_grad()
-    def forward(self, image01: Tensor) -> Tensor:
-        """Tapped stage features at the input size.
-
-        Args:
-            image01: float (B, 3, H, W) RGB in [0, 1].
-
-        Returns:
-            float (B, C, H, W).
-        """
-        _check_image(image01)
-        H, W = image01.shape[-2:]
+    def taps_of(self, image01: Tensor) -> list[tuple[Tensor, float]]:
+        """The tapped stage maps of the Lite-normalised image, with their weights."""
         stages = self.net.forward_stages(LITE(image01), stages=tuple(name for name, _ in self.taps))
-        maps = [
-            F.interpolate(stages[name] * weight, size=(H, W), mode="bilinear", align_corners=FEATURE_ALIGN)
-            for name, weight in self.taps
-        ]
-        return torch.cat(maps, dim=1)  # (B, C, H, W)
+        return [(stages[name], weight) for name, weight in self.taps]
 
 
 def build_feature_extractor(

@@ -21,6 +21,7 @@ stride-2 stage, e.g. 256 -> 32, 64 -> 8; Caffe 256 -> 33, 224 -> 29, 320 -> 41, 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -234,13 +235,7 @@ def init_torchvision_(modules: list[nn.Module]) -> None:
     Args:
         modules: modules whose sub-modules are (re)initialised in place (global RNG, seeded by the caller).
     """
-    for root in modules:
-        for m in root.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+    _init_convs_and_bn(modules, lambda w: nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu"))
 
 
 def init_caffe_(modules: list[nn.Module]) -> None:
@@ -249,10 +244,15 @@ def init_caffe_(modules: list[nn.Module]) -> None:
     Args:
         modules: modules whose sub-modules are (re)initialised in place (global RNG, seeded by the caller).
     """
+    _init_convs_and_bn(modules, lambda w: nn.init.normal_(w, 0.0, 0.01))
+
+
+def _init_convs_and_bn(modules: list[nn.Module], init_conv: Callable[[Tensor], object]) -> None:
+    """``init_conv`` on every conv weight and BN weight 1, bias 0, in module order (one RNG stream)."""
     for root in modules:
         for m in root.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, 0.0, 0.01)
+                init_conv(m.weight)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)

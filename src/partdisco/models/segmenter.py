@@ -131,6 +131,53 @@ def preprocess_for(normalization: str) -> Preprocess:
 
 
 @dataclass(frozen=True)
+class InferenceDefaults:
+    """What inference uses unless told otherwise, stored with the model as ``seg.inference_defaults``.
+
+    Built from one of our checkpoints by :func:`partdisco.models.checkpoint.inference_defaults` (or from an
+    ONNX file's metadata); read by ``engine.inference.inference_size`` / ``inference_padding`` /
+    ``inference_fg_refine``. None means unknown: the package defaults apply.
+
+    Attributes:
+        image_size: the side of the square images the model was trained on (``data.image_size``);
+            :func:`partdisco.segment` and ``partdisco segment`` resize to it by default.
+        crop_padding: the training crop's padding per side (``data.padding_frac``); the object-centric crop
+            uses it by default.
+        fg_refine: ``(radius, eps)`` of the predicted foreground's refinement (``eval.fg_refine_radius`` /
+            ``eval.fg_refine_eps``).
+    """
+
+    image_size: int | None = None
+    crop_padding: float | None = None
+    fg_refine: tuple[float, float] | None = None
+
+
+class InferenceDefaultsAliases:
+    """Read-only aliases of a model's ``inference_defaults``, kept for one release (issue #23).
+
+    ``seg.image_size``, ``seg.crop_padding`` and ``seg.fg_refine`` were loose attributes; read
+    ``seg.inference_defaults.image_size`` (``crop_padding``, ``fg_refine``) instead.
+    """
+
+    inference_defaults: InferenceDefaults
+
+    @property
+    def image_size(self) -> int | None:
+        """Deprecated alias of ``inference_defaults.image_size``."""
+        return self.inference_defaults.image_size
+
+    @property
+    def crop_padding(self) -> float | None:
+        """Deprecated alias of ``inference_defaults.crop_padding``."""
+        return self.inference_defaults.crop_padding
+
+    @property
+    def fg_refine(self) -> tuple[float, float] | None:
+        """Deprecated alias of ``inference_defaults.fg_refine``."""
+        return self.inference_defaults.fg_refine
+
+
+@dataclass(frozen=True)
 class ArchSpec:
     """A registered segmenter architecture.
 
@@ -188,7 +235,7 @@ class ASPPHead(nn.Module):
         return out
 
 
-class PartSegmenter(nn.Module):
+class PartSegmenter(InferenceDefaultsAliases, nn.Module):
     """What every part segmenter shares: K, background channel, normalisation, parameter groups, config.
 
     :class:`Segmenter` (ResNet trunks) and
@@ -218,12 +265,9 @@ class PartSegmenter(nn.Module):
         self.background_channel = bool(background_channel)
         self.out_channels = self.num_parts + int(self.background_channel)
         self.preprocess = preprocess
-        # Square side of the training images, the training crop's padding and the foreground refinement
-        # (radius, eps) when known (set when loading one of our checkpoints): inference uses them by default
-        # (engine.inference.inference_size / inference_padding / inference_fg_refine).
-        self.image_size: int | None = None
-        self.crop_padding: float | None = None
-        self.fg_refine: tuple[float, float] | None = None
+        # What inference uses by default (engine.inference.inference_size / inference_padding /
+        # inference_fg_refine); loading one of our checkpoints sets it (models.checkpoint.inference_defaults).
+        self.inference_defaults = InferenceDefaults()
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         """The trunk's parameters (trainable or not), in a fixed order."""
@@ -285,12 +329,8 @@ class Segmenter(PartSegmenter):
         out_channels: K or K + 1.
         preprocess: the :class:`Preprocess` that maps RGB [0, 1] images to this network's input
             (normalisation only; it does not resize).
-        image_size: the side of the square images it was trained on, when known (from our checkpoints),
-            else None; :func:`partdisco.segment` and ``partdisco segment`` resize to it by default.
-        crop_padding: the training crop's padding per side (``data.padding_frac``), when known, else None;
-            the object-centric crop of :func:`partdisco.segment` and ``partdisco segment`` uses it by default.
-        fg_refine: ``(radius, eps)`` of the predicted foreground's refinement (``eval.fg_refine_radius`` /
-            ``eval.fg_refine_eps``) when known from our checkpoints, else None (the defaults apply).
+        inference_defaults: the :class:`InferenceDefaults` (training image size, crop padding, foreground
+            refinement) known from our checkpoints; all None for a fresh model.
     """
 
     def __init__(

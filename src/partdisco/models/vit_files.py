@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from partdisco.models.convert import CheckpointError, clean_state_dict, load_file
+from partdisco.models.weights import CheckpointError, clean_state_dict, load_file
 
 logger = logging.getLogger(__name__)
 
@@ -241,16 +241,35 @@ def _split_heads(state: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return kept, sorted(k for k in state if k.startswith(HEAD_PREFIXES))
 
 
+# DINOv2 SwiGLU MLP names: official -> timm (timm keeps fc1 / fc2 for the two SwiGLU linears)
+_TIMM_SWIGLU = {"w12": "fc1", "w3": "fc2"}
+_TIMM_REGISTERS = ("register_tokens", "reg_token")  # official, timm
+
+
+def _inverted(mapping: Mapping[str, str]) -> dict[str, str]:
+    """The other direction of a one-to-one key map; each map is written once and inverted by this.
+
+    Example:
+        >>> _inverted({"w12": "fc1", "w3": "fc2"})
+        {'fc1': 'w12', 'fc2': 'w3'}
+    """
+    out = {v: k for k, v in mapping.items()}
+    if len(out) != len(mapping):
+        raise ValueError(f"key map is not one-to-one: {dict(mapping)}")
+    return out
+
+
 def official_from_timm(state: Mapping[str, Any]) -> dict[str, Any]:
     """Timm keys -> official keys (the inverse of :func:`timm_from_official`; see the module docstring)."""
     out: dict[str, Any] = {}
-    swiglu = _is_timm_swiglu(state)
+    swiglu, from_timm = _is_timm_swiglu(state), _inverted(_TIMM_SWIGLU)
+    official_registers, timm_registers = _TIMM_REGISTERS
     for k, v in state.items():
-        m = re.fullmatch(r"(blocks\.\d+\.mlp\.)fc([12])\.(weight|bias)", k)
+        m = re.fullmatch(r"(blocks\.\d+\.mlp\.)(fc[12])\.(weight|bias)", k)
         if swiglu and m:
-            out[f"{m.group(1)}{'w12' if m.group(2) == '1' else 'w3'}.{m.group(3)}"] = v
-        elif k == "reg_token":
-            out["register_tokens"] = v
+            out[f"{m.group(1)}{from_timm[m.group(2)]}.{m.group(3)}"] = v
+        elif k == timm_registers:
+            out[official_registers] = v
         else:
             out[k] = v
     if any(k.endswith("ls1.gamma") for k in state) and "mask_token" not in state:
@@ -272,15 +291,16 @@ def timm_from_official(state: Mapping[str, Any]) -> dict[str, Any]:
     without the class position.
     """
     out: dict[str, Any] = {}
-    registers = "register_tokens" in state
+    official_registers, timm_registers = _TIMM_REGISTERS
+    registers = official_registers in state
     for k, v in state.items():
         if k == "mask_token":
             continue
         m = re.fullmatch(r"(blocks\.\d+\.mlp\.)(w12|w3)\.(weight|bias)", k)
         if m:
-            out[f"{m.group(1)}{'fc1' if m.group(2) == 'w12' else 'fc2'}.{m.group(3)}"] = v
-        elif registers and k == "register_tokens":
-            out["reg_token"] = v
+            out[f"{m.group(1)}{_TIMM_SWIGLU[m.group(2)]}.{m.group(3)}"] = v
+        elif registers and k == official_registers:
+            out[timm_registers] = v
         elif registers and k == "cls_token":
             out[k] = v + state["pos_embed"][:, :1]
         elif registers and k == "pos_embed":
@@ -300,20 +320,54 @@ _HF_EMBED = {
     "layernorm.weight": "norm.weight",
     "layernorm.bias": "norm.bias",
 }
-# per-layer names: (ViTModel / DINO v1, Dinov2Model) -> official
-_HF_LAYER = {
-    "layernorm_before": "norm1",
-    "layernorm_after": "norm2",
-    "intermediate.dense": "mlp.fc1",
-    "output.dense": "mlp.fc2",
+# per-layer names, official -> Hugging Face: ViTModel (DINO v1) and Dinov2Model each
+_HF_LAYER_V1 = {
+    "norm1": "layernorm_before",
+    "norm2": "layernorm_after",
+    "mlp.fc1": "intermediate.dense",
+    "mlp.fc2": "output.dense",
+    "mlp.w12": "mlp.weights_in",
+    "mlp.w3": "mlp.weights_out",
+    "attn.proj": "attention.output.dense",
+}
+_HF_LAYER_V2 = {
+    **_HF_LAYER_V1,
     "norm1": "norm1",
     "norm2": "norm2",
     "mlp.fc1": "mlp.fc1",
     "mlp.fc2": "mlp.fc2",
-    "mlp.weights_in": "mlp.w12",
-    "mlp.weights_out": "mlp.w3",
-    "attention.output.dense": "attn.proj",
 }
+_OFFICIAL_FROM_HF_LAYER = {**_inverted(_HF_LAYER_V1), **_inverted(_HF_LAYER_V2)}  # either family
+_HF_BLOCK = r"encoder\.layer\.(\d+)\.(.+)\.(weight|bias|lambda1)"
+_OFFICIAL_BLOCK = r"blocks\.(\d+)\.(.+)\.(weight|bias|gamma)"
+
+
+def _rename_outside_blocks(
+    state: Mapping[str, Any], names: Mapping[str, str], block: str, out: dict[str, Any], strip: bool = False
+) -> list[tuple[re.Match[str], Any]]:
+    """Copy the keys outside the transformer blocks into ``out``, renamed by ``names`` where it has them.
+
+    Args:
+        state: the state dict to convert.
+        names: embedding / final-norm key map of the direction converted.
+        block: regular expression of a block key (groups: block index, layer name, tensor kind).
+        out: receives the converted keys (unknown keys unchanged, for the strict load to name).
+        strip: remove the Hugging Face model prefixes first.
+
+    Returns:
+        The block entries, ``(match, value)``, for the caller's per-layer renaming.
+    """
+    blocks: list[tuple[re.Match[str], Any]] = []
+    for key, v in state.items():
+        k = _strip_hf(key) if strip else key
+        m = re.fullmatch(block, k)
+        if k in names:
+            out[names[k]] = v
+        elif m is None:
+            out[k] = v
+        else:
+            blocks.append((m, v))
+    return blocks
 
 
 def official_from_hf(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -325,15 +379,7 @@ def official_from_hf(state: Mapping[str, Any]) -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     qkv: dict[tuple[int, str], dict[str, Any]] = {}
-    for key, v in state.items():
-        k = _strip_hf(key)
-        if k in _HF_EMBED:
-            out[_HF_EMBED[k]] = v
-            continue
-        m = re.fullmatch(r"encoder\.layer\.(\d+)\.(.+)\.(weight|bias|lambda1)", k)
-        if m is None:
-            out[k] = v
-            continue
+    for m, v in _rename_outside_blocks(state, _HF_EMBED, _HF_BLOCK, out, strip=True):
         i, name, kind = int(m.group(1)), m.group(2), m.group(3)
         q = re.fullmatch(r"attention\.attention\.(query|key|value)", name)
         ls = re.fullmatch(r"layer_scale([12])", name)
@@ -341,10 +387,10 @@ def official_from_hf(state: Mapping[str, Any]) -> dict[str, Any]:
             qkv.setdefault((i, kind), {})[q.group(1)] = v
         elif ls and kind == "lambda1":
             out[f"blocks.{i}.ls{ls.group(1)}.gamma"] = v
-        elif name in _HF_LAYER and kind != "lambda1":
-            out[f"blocks.{i}.{_HF_LAYER[name]}.{kind}"] = v
+        elif name in _OFFICIAL_FROM_HF_LAYER and kind != "lambda1":
+            out[f"blocks.{i}.{_OFFICIAL_FROM_HF_LAYER[name]}.{kind}"] = v
         else:
-            out[k] = v
+            out[m.group(0)] = v
     for (i, kind), parts in qkv.items():
         missing = [p for p in ("query", "key", "value") if p not in parts]
         if missing:
@@ -359,25 +405,9 @@ def hf_from_official(state: Mapping[str, Any]) -> dict[str, Any]:
     The inverse of :func:`official_from_hf`; DINO v1 is recognised by the absence of layer scale.
     """
     v2 = any(k.endswith("ls1.gamma") for k in state)
-    inverse_embed = {v: k for k, v in _HF_EMBED.items()}
-    layer = (
-        {"norm1": "norm1", "norm2": "norm2", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
-        if v2
-        else {"norm1": "layernorm_before", "norm2": "layernorm_after", "mlp.fc1": "intermediate.dense",
-              "mlp.fc2": "output.dense"}
-    )  # fmt: skip
-    layer.update(
-        {"mlp.w12": "mlp.weights_in", "mlp.w3": "mlp.weights_out", "attn.proj": "attention.output.dense"}
-    )
+    layer = _HF_LAYER_V2 if v2 else _HF_LAYER_V1
     out: dict[str, Any] = {}
-    for k, v in state.items():
-        if k in inverse_embed:
-            out[inverse_embed[k]] = v
-            continue
-        m = re.fullmatch(r"blocks\.(\d+)\.(.+)\.(weight|bias|gamma)", k)
-        if m is None:
-            out[k] = v
-            continue
+    for m, v in _rename_outside_blocks(state, _inverted(_HF_EMBED), _OFFICIAL_BLOCK, out):
         i, name, kind = m.group(1), m.group(2), m.group(3)
         prefix = f"encoder.layer.{i}"
         if name == "attn.qkv":

@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -31,8 +32,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from partdisco.config import RANDOM_INIT, ModelConfig
+from partdisco.models.build import Arch, register_arch
 from partdisco.models.segmenter import IMAGENET, ASPPHead, PartSegmenter, Preprocess
-from partdisco.models.vit import VisionTransformer, ViTSpec, patch_multiple, resize_to_patch_multiple
+from partdisco.models.vit import (
+    VisionTransformer,
+    ViTSpec,
+    patch_multiple,
+    resize_to_patch_multiple,
+)
+from partdisco.models.vit_backbone import load_backbone
+
+VIT_ARCH = "vit"
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +52,8 @@ class ViTSegmenter(PartSegmenter):
     """A ViT trunk plus the ASPP part head, producing part logits at output stride p.
 
     Args:
-        backbone: a :class:`VisionTransformer` (e.g. from :func:`partdisco.models.vit.load_backbone`) or a
-            :class:`ViTSpec` for random weights.
+        backbone: a :class:`VisionTransformer` (e.g. from
+            :func:`partdisco.models.vit_backbone.load_backbone`) or a :class:`ViTSpec` for random weights.
         num_parts: K.
         background_channel: add a background logit as channel 0 -> K + 1 outputs.
         finetune_blocks: how many of the last blocks (and the final norm) train; 0 = frozen ViT.
@@ -159,3 +170,51 @@ class ViTSegmenter(PartSegmenter):
             f"arch='vit', backbone={self.spec.name!r}, num_parts={self.num_parts}, "
             f"background_channel={self.background_channel}, finetune_blocks={self.finetune_blocks}"
         )
+
+
+@register_arch
+class ViTArch(Arch):
+    """``model.arch=vit``: a DINO / DINOv2 ViT from ``init_from`` (or random ``model.vit``) + the part head.
+
+    Not created by name alone (:func:`partdisco.models.build.create_segmenter`): it needs a backbone.
+    """
+
+    name = VIT_ARCH
+    by_name = False
+
+    def from_config(self, config: Mapping[str, Any]) -> ViTSegmenter:
+        """:meth:`ViTSegmenter.from_config`."""
+        return ViTSegmenter.from_config(config)
+
+    def resolve(self, cfg: ModelConfig) -> tuple[ModelConfig, str | None]:
+        """DINO / DINOv2 files: ImageNet normalisation, no ResNet provenance to detect."""
+        return dataclasses.replace(cfg, normalization="imagenet"), None
+
+    def build(self, cfg: ModelConfig) -> ViTSegmenter:
+        """The ViT segmenter; it uses ImageNet normalisation whatever ``model.normalization`` says.
+
+        Args:
+            cfg: ``init_from`` (a local DINO / DINOv2 ``.pth`` / ``.safetensors``, any layout), ``vit`` (hub
+                name for random weights), ``finetune_blocks``, ``num_parts``, ``background_channel``.
+
+        Returns:
+            The :class:`ViTSegmenter` in train mode.
+        """
+        if cfg.init_from is not None and cfg.init_from != RANDOM_INIT:
+            vit = load_backbone(cfg.init_from)
+        else:
+            try:
+                spec = ViTSpec.named(cfg.vit)
+            except ValueError as err:
+                raise ValueError(f"model.vit: {err}") from None
+            vit = VisionTransformer(spec)
+            logger.info("arch=vit with random %s weights (no model.init_from)", spec.name)
+        if cfg.normalization != "imagenet":
+            logger.info("arch=vit uses ImageNet normalisation, not model.normalization=%s", cfg.normalization)
+        if cfg.finetune_blocks > vit.spec.depth:
+            raise ValueError(
+                f"model.finetune_blocks={cfg.finetune_blocks} but {vit.spec.name} has {vit.spec.depth} blocks"
+            )
+        return ViTSegmenter(
+            vit, cfg.num_parts, background_channel=cfg.background_channel, finetune_blocks=cfg.finetune_blocks
+        ).train()

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from partdisco.geometry.image import to_rgb_uint8
 from partdisco.geometry.nearest import resize_nearest
+from partdisco.imaging.convert import to_rgb_uint8
 from partdisco.visualise.palette import NUM_COLORS, PALETTE, _as_numpy, _check_labels
 
 logger = logging.getLogger(__name__)
@@ -278,7 +278,7 @@ def to_uint8_image(x: Any, value_range: tuple[float, float] | None = None) -> np
 
     Layout: (H, W) grey, (C, H, W) or (H, W, C) with C in {1, 3, 4} (grey is repeated, alpha composited on
     black). When both ends could be channels (e.g. (3, 5, 3)), torch tensors are read as CHW and arrays as
-    HWC. Values follow the package's one rule (:func:`partdisco.geometry.image.to_rgb_uint8`): uint8 is
+    HWC. Values follow the package's one rule (:func:`partdisco.imaging.convert.to_rgb_uint8`): uint8 is
     kept, uint16 is 16-bit, other integers are clipped to 0..255, floats are [0, 1] (NaN reads 0);
     ``value_range`` maps another range (e.g. ``(0, 255)``) to black .. white.
 

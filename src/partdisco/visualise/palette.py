@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from partdisco.geometry.color import rgb_to_lab
+from partdisco.imaging.color import rgb_to_lab
 
 logger = logging.getLogger(__name__)
 

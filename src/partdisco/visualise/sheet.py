@@ -334,23 +334,9 @@ def write_contact_sheet(
         True
     """
     out_path = Path(out_html)
-    if not 1 <= num_parts < NUM_COLORS:
-        raise ValueError(f"num_parts must be in 1..{NUM_COLORS - 1}, got {num_parts}")
-    if part_names is not None and len(part_names) != num_parts:
-        raise ValueError(f"part_names must have num_parts={num_parts} entries, got {len(part_names)}")
-    for i, entry in enumerate(entries):
-        missing = {"name", "image", "overlay"} - set(entry)
-        unknown = set(entry) - _ENTRY_KEYS
-        if missing or unknown:
-            raise ValueError(
-                f"contact sheet entry {i} ({entry.get('name', '?')!r}): missing keys {sorted(missing)}, "
-                f"unknown keys {sorted(unknown)}; allowed keys are {sorted(_ENTRY_KEYS)}"
-            )
+    _check_sheet_args(entries, num_parts, part_names)
     base_dir = out_path.parent
     esc = html.escape
-    names = list(part_names) if part_names is not None else [f"part {k}" for k in range(1, num_parts + 1)]
-    legend_items = [(0, "background")] if show_background else []
-    legend_items += [(k, names[k - 1]) for k in range(1, num_parts + 1)]
     lines = [
         "<!DOCTYPE html>",
         '<html lang="en">',
@@ -362,36 +348,12 @@ def write_contact_sheet(
         "<body>",
         f"<h1>{esc(title)}</h1>",
         f'<p class="meta">{len(entries)} images, {num_parts} parts</p>',
-        '<div class="legend">',
+        *_legend_lines(num_parts, part_names, show_background),
+        '<div class="cards">',
     ]
-    for label, name in legend_items:
-        r, g, b = (int(v) for v in PALETTE[label])
-        lines.append(
-            f'<span class="item"><span class="swatch" style="background: rgb({r}, {g}, {b})"></span>'
-            f"{label}: {esc(str(name))}</span>"
-        )
-    lines += ["</div>", '<div class="cards">']
-    missing_files = []
+    missing_files: list[str] = []
     for entry in entries:
-        name = esc(str(entry["name"]))
-        lines.append('<div class="card">')
-        lines.append(f'<div class="name">{name}</div>')
-        lines.append('<div class="pics">')
-        for key, caption in _IMAGE_KEYS:
-            if entry.get(key) is None:
-                continue
-            target = Path(entry[key])
-            if not (target if target.is_absolute() else base_dir / target).exists():
-                missing_files.append(str(target))
-            href = esc(_relative_href(target, base_dir))
-            lines.append(
-                f'<figure><a href="{href}"><img src="{href}" alt="{name} {caption}" loading="lazy"></a>'
-                f"<figcaption>{caption}</figcaption></figure>"
-            )
-        lines.append("</div>")
-        if entry.get("info"):
-            lines.append(f'<pre class="info">{esc(str(entry["info"]))}</pre>')
-        lines.append("</div>")
+        lines += _card_lines(entry, base_dir, missing_files)
     lines.append("</div>")
     if failed:
         lines.append(f"<h2>{len(failed)} unreadable file(s), skipped</h2>")
@@ -409,3 +371,63 @@ def write_contact_sheet(
     # A file name that is not UTF-8 (surrogate escapes) shows with U+FFFD; its links are percent-encoded.
     text = "\n".join(lines).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return write_text(out_path, text)
+
+
+def _check_sheet_args(
+    entries: Sequence[Mapping[str, Any]], num_parts: int, part_names: Sequence[str] | None
+) -> None:
+    """ValueError for a bad ``num_parts``, ``part_names`` length, or a missing / unknown entry key."""
+    if not 1 <= num_parts < NUM_COLORS:
+        raise ValueError(f"num_parts must be in 1..{NUM_COLORS - 1}, got {num_parts}")
+    if part_names is not None and len(part_names) != num_parts:
+        raise ValueError(f"part_names must have num_parts={num_parts} entries, got {len(part_names)}")
+    for i, entry in enumerate(entries):
+        missing = {"name", "image", "overlay"} - set(entry)
+        unknown = set(entry) - _ENTRY_KEYS
+        if missing or unknown:
+            raise ValueError(
+                f"contact sheet entry {i} ({entry.get('name', '?')!r}): missing keys {sorted(missing)}, "
+                f"unknown keys {sorted(unknown)}; allowed keys are {sorted(_ENTRY_KEYS)}"
+            )
+
+
+def _legend_lines(num_parts: int, part_names: Sequence[str] | None, show_background: bool) -> list[str]:
+    """The palette legend: a swatch and a name per label (0 = background when shown, then 1..K)."""
+    names = list(part_names) if part_names is not None else [f"part {k}" for k in range(1, num_parts + 1)]
+    legend_items = [(0, "background")] if show_background else []
+    legend_items += [(k, names[k - 1]) for k in range(1, num_parts + 1)]
+    lines = ['<div class="legend">']
+    for label, name in legend_items:
+        r, g, b = (int(v) for v in PALETTE[label])
+        lines.append(
+            f'<span class="item"><span class="swatch" style="background: rgb({r}, {g}, {b})"></span>'
+            f"{label}: {html.escape(str(name))}</span>"
+        )
+    lines.append("</div>")
+    return lines
+
+
+def _card_lines(entry: Mapping[str, Any], base_dir: Path, missing_files: list[str]) -> list[str]:
+    """One image's card: its name, its pictures (linked relative to ``base_dir``) and the info line.
+
+    Pictures that do not exist are still linked and added to ``missing_files``.
+    """
+    esc = html.escape
+    name = esc(str(entry["name"]))
+    lines = ['<div class="card">', f'<div class="name">{name}</div>', '<div class="pics">']
+    for key, caption in _IMAGE_KEYS:
+        if entry.get(key) is None:
+            continue
+        target = Path(entry[key])
+        if not (target if target.is_absolute() else base_dir / target).exists():
+            missing_files.append(str(target))
+        href = esc(_relative_href(target, base_dir))
+        lines.append(
+            f'<figure><a href="{href}"><img src="{href}" alt="{name} {caption}" loading="lazy"></a>'
+            f"<figcaption>{caption}</figcaption></figure>"
+        )
+    lines.append("</div>")
+    if entry.get("info"):
+        lines.append(f'<pre class="info">{esc(str(entry["info"]))}</pre>')
+    lines.append("</div>")
+    return lines

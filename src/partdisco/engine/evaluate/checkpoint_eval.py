@@ -33,7 +33,8 @@ from partdisco.engine.evaluate.whole_image import evaluate_full_images
 from partdisco.engine.inference.network import resolve_device
 from partdisco.engine.runfolder import is_writable_dir, refuse_run_file
 from partdisco.fileio import write_json
-from partdisco.models.convert import load_checkpoint_file, resolve_checkpoint_path
+from partdisco.models.reader import load_checkpoint_file
+from partdisco.models.weights import resolve_checkpoint_path
 
 
 def evaluate_checkpoint(

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from partdisco.engine.evaluate.labels import iterate_batches
 from partdisco.engine.inference.network import predict_labels
-from partdisco.geometry.color import rgb_to_lab
+from partdisco.imaging.color import rgb_to_lab
 from partdisco.models import Segmenter
 
 PRESENT_SHARE = 0.01  # a part "appears" in an image when it covers >= 1 % of that image's foreground

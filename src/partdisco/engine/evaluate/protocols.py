@@ -273,7 +273,7 @@ def _foreground_ious(
     out = dict(crop_scores)
     out["fg_iou_crops"] = out.pop("fg_iou")
     if has_whole_images(dataset):
-        if size is None and getattr(model, "image_size", None) is None:
+        if size is None and getattr(getattr(model, "inference_defaults", None), "image_size", None) is None:
             size = getattr(dataset, "size", None) or getattr(dataset, "image_size", None)
         out.update(
             whole_image_fg_iou(

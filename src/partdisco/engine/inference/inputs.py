@@ -1,7 +1,7 @@
 """User images and masks of any type (paths, PIL, numpy, torch; uint8, uint16, float) -> inference arrays.
 
 :func:`image_to_rgb_uint8` (uint8 (H, W, 3) RGB, by the one value rule of
-:func:`partdisco.geometry.image.to_rgb_uint8`), :func:`mask_to_float` (float32 (H, W) in [0, 1]),
+:func:`partdisco.imaging.convert.to_rgb_uint8`), :func:`mask_to_float` (float32 (H, W) in [0, 1]),
 :func:`as_image_lists` (what :func:`partdisco.segment` was given, as lists).
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 
 from partdisco.data.io import _to_rgb_uint8 as pil_to_rgb_uint8
 from partdisco.data.io import read_image, read_mask
-from partdisco.geometry.image import to_rgb_uint8
+from partdisco.imaging.convert import to_rgb_uint8
 
 FLOAT_SLACK = 0.01  # float images may overshoot 0..1 this much (resampling); they are clipped
 

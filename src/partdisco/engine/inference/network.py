@@ -37,7 +37,7 @@ def inference_size(model: nn.Module, size: int | None = None) -> int:
     """The shorter image side fed to the network: ``size`` when given, else the model's training size.
 
     The one place that picks the default, for :func:`partdisco.segment`, ``partdisco segment`` and
-    :func:`segment_files`: ``model.image_size`` (the ``data.image_size`` its checkpoint was trained at),
+    :func:`segment_files`: ``model.inference_defaults`` (``data.image_size`` of its checkpoint's training),
     else :data:`DEFAULT_IMAGE_SIZE` (released checkpoints, fresh models).
 
     Example:
@@ -45,34 +45,36 @@ def inference_size(model: nn.Module, size: int | None = None) -> int:
         >>> seg = create_segmenter("resnet18", num_parts=3)
         >>> inference_size(seg), inference_size(seg, 64)
         (256, 64)
-        >>> seg.image_size = 96
+        >>> from partdisco.models import InferenceDefaults
+        >>> seg.inference_defaults = InferenceDefaults(image_size=96)
         >>> inference_size(seg)
         96
     """
     if size is not None:
         return int(size)
-    trained = getattr(model, "image_size", None)
+    trained = getattr(getattr(model, "inference_defaults", None), "image_size", None)
     return int(trained) if trained else DEFAULT_IMAGE_SIZE
 
 
 def inference_padding(model: nn.Module, padding: float | None = None) -> float:
     """The object crop's padding per side: ``padding`` when given, else the model's training padding.
 
-    The one place that picks the default, as :func:`inference_size` does for the size: ``model.crop_padding``
-    (the ``data.padding_frac`` its checkpoint was trained with), else :data:`DEFAULT_PADDING`.
+    The one place that picks the default, as :func:`inference_size` does for the size: the model's
+    ``inference_defaults`` (the ``data.padding_frac`` of its checkpoint), else :data:`DEFAULT_PADDING`.
 
     Example:
         >>> from partdisco.models import create_segmenter
         >>> seg = create_segmenter("resnet18", num_parts=3)
         >>> inference_padding(seg), inference_padding(seg, 0.2)
         (0.05, 0.2)
-        >>> seg.crop_padding = 0.1
+        >>> from partdisco.models import InferenceDefaults
+        >>> seg.inference_defaults = InferenceDefaults(crop_padding=0.1)
         >>> inference_padding(seg)
         0.1
     """
     if padding is not None:
         return float(padding)
-    trained = getattr(model, "crop_padding", None)
+    trained = getattr(getattr(model, "inference_defaults", None), "crop_padding", None)
     return float(trained) if trained is not None else DEFAULT_PADDING
 
 
@@ -82,7 +84,7 @@ def inference_fg_refine(
     """The predicted foreground's refinement ``(radius, eps)``: ``radius`` when given, else the model's.
 
     The one place that picks the default, as :func:`inference_padding` does for the crop: the model's
-    ``fg_refine`` (``eval.fg_refine_radius`` / ``eval.fg_refine_eps`` of its checkpoint), else
+    ``inference_defaults`` (``eval.fg_refine_radius`` / ``eval.fg_refine_eps`` of its checkpoint), else
     :data:`DEFAULT_FG_REFINE`. A given radius keeps the model's ``eps`` (a given ``(radius, eps)`` pair
     replaces both); radius 0 turns the refinement off.
 
@@ -91,11 +93,12 @@ def inference_fg_refine(
         >>> seg = create_segmenter("resnet18", num_parts=3, background_channel=True)
         >>> inference_fg_refine(seg), inference_fg_refine(seg, 0.0)
         ((0.0625, 0.001), (0.0, 0.001))
-        >>> seg.fg_refine = (0.1, 0.01)
+        >>> from partdisco.models import InferenceDefaults
+        >>> seg.inference_defaults = InferenceDefaults(fg_refine=(0.1, 0.01))
         >>> inference_fg_refine(seg), inference_fg_refine(seg, (0.05, 0.002))
         ((0.1, 0.01), (0.05, 0.002))
     """
-    trained = getattr(model, "fg_refine", None)
+    trained = getattr(getattr(model, "inference_defaults", None), "fg_refine", None)
     default_radius, eps = trained if trained is not None else DEFAULT_FG_REFINE
     if isinstance(radius, (tuple, list)):
         radius, eps = radius

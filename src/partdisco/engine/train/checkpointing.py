@@ -27,7 +27,7 @@ from partdisco.engine.train.divergence import raise_if_weights_diverged
 from partdisco.engine.train.setup import Run
 from partdisco.engine.train.step import Learner
 from partdisco.fileio import save_torch
-from partdisco.models.convert import checkpoint_record
+from partdisco.models.checkpoint import checkpoint_record
 
 log = logging.getLogger("partdisco.train")
 

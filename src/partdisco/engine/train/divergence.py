@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from partdisco.models.convert import non_finite_tensors
+from partdisco.models.weights import non_finite_tensors
 
 log = logging.getLogger("partdisco.train")
 

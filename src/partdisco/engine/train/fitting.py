@@ -26,7 +26,7 @@ from partdisco.engine.train.finish import finish_run
 from partdisco.engine.train.loop import train_loop
 from partdisco.engine.train.monitor import setup_logging, teardown_logging
 from partdisco.engine.train.setup import build_run, check_logging_backends, default_run_dir
-from partdisco.models.convert import resolve_model_config
+from partdisco.models.build import resolve_model_config
 
 log = logging.getLogger("partdisco.train")
 

@@ -19,9 +19,9 @@ from torch import nn
 from partdisco.config import LossConfig, OptimConfig
 from partdisco.data import Batch
 from partdisco.engine.train.precision import autocast_ctx
-from partdisco.geometry.color import JitterParams, apply_color_jitter, rgb_to_lab, sample_jitter_params
 from partdisco.geometry.logits import ALIGN_TRAIN, upsample_logits
 from partdisco.geometry.warps import WarpParams, sample_warp_params, warp_grid, warp_image
+from partdisco.imaging.color import JitterParams, apply_color_jitter, rgb_to_lab, sample_jitter_params
 from partdisco.losses import Objective
 from partdisco.models import Segmenter
 

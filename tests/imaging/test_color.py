@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from partdisco.geometry.color import (
+from partdisco.imaging.color import (
     LAB_CIE,
     LAB_SKIMAGE,
     apply_color_jitter,
@@ -52,7 +52,7 @@ class TestRgbToLab:
 GOLDEN_RGB = [
     [1, 1, 1], [0, 0, 0], [1, 0, 0], [0, 0, 1], [0.5, 0.5, 0.5], [0.02, 0.03, 0.01], [0.05, 0.2, 0.9],
 ]  # fmt: skip
-GOLDEN_SKIMAGE = [  # the colour loss's conversion (geometry/color.py)
+GOLDEN_SKIMAGE = [  # the colour loss's conversion (imaging/color.py)
     [100.0, -0.0024437904357910156, 0.004649162292480469],
     [0.0, 0.0, 0.0],
     [53.24058532714844, 80.0923080444336, 67.20274353027344],
@@ -96,10 +96,10 @@ class TestOneLabImplementation:
         assert hashlib.sha256(PALETTE.tobytes()).hexdigest() == GOLDEN_PALETTE_SHA256
 
     def test_no_other_copy_in_the_package(self):
-        """The sRGB linearisation threshold 0.04045 is written once, in geometry/color.py."""
+        """The sRGB linearisation threshold 0.04045 is written once, in imaging/color.py."""
         src = Path(__file__).resolve().parents[2] / "src" / "partdisco"
         holders = sorted(str(p.relative_to(src)) for p in src.rglob("*.py") if "0.04045" in p.read_text())
-        assert holders == ["geometry/color.py"]
+        assert holders == ["imaging/color.py"]
 
 
 class TestHsv:
