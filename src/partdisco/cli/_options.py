@@ -1,6 +1,7 @@
 """Shared CLI helpers: arguments several commands take, and every config key for ``--help`` with its values.
 
-:func:`add_command`, :func:`add_checkpoint_argument`, :func:`add_device_option`, :func:`add_choice_option`
+:func:`add_command`, :func:`add_checkpoint_argument`, :func:`add_src_dst`, :func:`add_device_option`,
+:func:`add_choice_option`
 spell a subcommand or an argument once for ``train``, ``eval``, ``segment``, ``export`` and ``data``;
 :func:`config_keys_help` lists the config keys with the chosen preset's values.
 """
@@ -147,6 +148,12 @@ def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
         "checkpoint",
         help="a run folder (its model.pt), our checkpoint, a released unsup-parts .pth or a SCOPS state dict",
     )
+
+
+def add_src_dst(parser: argparse.ArgumentParser, src: str, dst: str) -> None:
+    """The ``SRC DST`` positionals of ``convert`` and ``export``, with their helps."""
+    parser.add_argument("src", help=src)
+    parser.add_argument("dst", help=dst)
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:

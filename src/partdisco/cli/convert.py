@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from partdisco.cli._options import add_src_dst
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Attach the ``convert`` subcommand."""
@@ -17,8 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "(K, architecture, normalisation, background channel), so eval/segment/train take it."
         ),
     )
-    p.add_argument("src", help="released checkpoint file")
-    p.add_argument("dst", help="output .pt file")
+    add_src_dst(p, "released checkpoint file", "output .pt file")
     p.add_argument(
         "--allow-pickle",
         action="store_true",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from partdisco.cli._options import add_command
+from partdisco.cli._options import add_command, add_src_dst
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,8 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "  partdisco export runs/x model.onnx"
         ),
     )
-    p.add_argument("src", help="a run folder (its model.pt) or a checkpoint file")
-    p.add_argument("dst", help="output .pt file, or .onnx for ONNX")
+    add_src_dst(p, "a run folder (its model.pt) or a checkpoint file", "output .pt file, or .onnx for ONNX")
     p.add_argument("--fp16", action="store_true", help="store the weights as float16 (half the size; .pt)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18; .onnx only)")
 

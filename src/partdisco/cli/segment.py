@@ -7,6 +7,16 @@ import sys
 
 from partdisco.cli._options import add_checkpoint_argument, add_choice_option, add_command, add_device_option
 
+_BACKGROUND_HELP = (
+    "auto: masks, else the model's background channel, else none; border: the part covering most of "
+    "the image border is background (default auto)"
+)
+_CROP_HELP = (
+    "auto/object: crop around the object (the mask, else the model's predicted foreground: two passes) "
+    "with the training padding, segment at the training size, paste back; none: the whole image "
+    "(default auto)"
+)
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Attach the ``segment`` subcommand."""
@@ -56,26 +66,11 @@ def _add_inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--save-probs", action="store_true", help="also write float16 probabilities to probs/NAME.npz"
     )
-    add_choice_option(
-        p,
-        "--background",
-        ("auto", "none", "border"),
-        "auto",
-        "auto: masks, else the model's background channel, else none; border: the part covering most of "
-        "the image border is background (default auto)",
-    )
+    add_choice_option(p, "--background", ("auto", "none", "border"), "auto", _BACKGROUND_HELP)
     p.add_argument(
         "--no-background", action="store_true", help="no background label, even from a background channel"
     )
-    add_choice_option(
-        p,
-        "--crop",
-        ("auto", "object", "none"),
-        "auto",
-        "auto/object: crop around the object (the mask, else the model's predicted foreground: two passes) "
-        "with the training padding, segment at the training size, paste back; none: the whole image "
-        "(default auto)",
-    )
+    add_choice_option(p, "--crop", ("auto", "object", "none"), "auto", _CROP_HELP)
     p.add_argument(
         "--padding",
         type=float,

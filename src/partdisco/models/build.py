@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from partdisco.config import ARCHS, ModelConfig
@@ -28,6 +29,23 @@ from partdisco.models.segmenter import ArchSpec, PartSegmenter, Preprocess
 
 _ARCHS: dict[str, Arch] = {}
 T = TypeVar("T", "Arch", "type[Arch]")
+
+
+@dataclass(frozen=True)
+class NewSegmenter:
+    """What :func:`create_segmenter` asks an :class:`Arch` for: a random segmenter with these settings.
+
+    Attributes:
+        num_parts: K.
+        background_channel: a background logit as channel 0 (K + 1 outputs).
+        preprocess: input normalisation; None takes the architecture's default.
+        trunk_style: ``"caffe"`` / ``"torchvision"`` stride placement (ResNet trunks only); None = the spec's.
+    """
+
+    num_parts: int
+    background_channel: bool = False
+    preprocess: Preprocess | None = None
+    trunk_style: str | None = None
 
 
 class Arch:
@@ -43,13 +61,7 @@ class Arch:
     by_name: bool = True
     spec: ArchSpec | None = None
 
-    def create(
-        self,
-        num_parts: int,
-        background_channel: bool = False,
-        preprocess: Preprocess | None = None,
-        trunk_style: str | None = None,
-    ) -> PartSegmenter:
+    def create(self, new: NewSegmenter) -> PartSegmenter:
         """A randomly initialised segmenter (see :func:`create_segmenter`)."""
         raise ValueError(f"architecture {self.name!r} cannot be created by name; use build_segmenter")
 
@@ -133,7 +145,7 @@ def create_segmenter(
         >>> len(seg.state_dict()), seg.out_channels
         (326, 4)
     """
-    return arch_entry(arch).create(num_parts, background_channel, preprocess, trunk_style)
+    return arch_entry(arch).create(NewSegmenter(num_parts, background_channel, preprocess, trunk_style))
 
 
 def segmenter_from_config(config: Mapping[str, Any]) -> PartSegmenter:

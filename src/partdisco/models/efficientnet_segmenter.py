@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from partdisco.config import RANDOM_INIT, ModelConfig
-from partdisco.models.build import Arch, register_arch
+from partdisco.models.build import Arch, NewSegmenter, register_arch
 from partdisco.models.checkpoint import is_partdisco_checkpoint
 from partdisco.models.efficientnet import LITE_SPECS, EfficientNetLite, load_efficientnet_lite
 from partdisco.models.segmenter import LITE, ASPPHead, PartSegmenter, Preprocess, preprocess_for
@@ -170,17 +170,13 @@ class EfficientNetArch(Arch):
         self.name = name
         self.lite = EFFICIENTNET_ARCHS[name]
 
-    def create(
-        self,
-        num_parts: int,
-        background_channel: bool = False,
-        preprocess: Preprocess | None = None,
-        trunk_style: str | None = None,
-    ) -> EfficientNetSegmenter:
+    def create(self, new: NewSegmenter) -> EfficientNetSegmenter:
         """A random :class:`EfficientNetSegmenter`; ``trunk_style`` is a ResNet setting and must be None."""
-        if trunk_style is not None:
-            raise ValueError(f"trunk_style is a ResNet setting; {self.name} takes none, got {trunk_style!r}")
-        return EfficientNetSegmenter(num_parts, background_channel, preprocess, lite=self.lite)
+        if new.trunk_style is not None:
+            raise ValueError(
+                f"trunk_style is a ResNet setting; {self.name} takes none, got {new.trunk_style!r}"
+            )
+        return EfficientNetSegmenter(new.num_parts, new.background_channel, new.preprocess, lite=self.lite)
 
     def from_config(self, config: Mapping[str, Any]) -> EfficientNetSegmenter:
         """:meth:`EfficientNetSegmenter.from_config`."""

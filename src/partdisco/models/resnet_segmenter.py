@@ -21,28 +21,24 @@ from collections.abc import Mapping
 from typing import Any
 
 from partdisco.config import RANDOM_INIT, ModelConfig
-from partdisco.models.build import Arch, register_arch
+from partdisco.models.build import Arch, NewSegmenter, register_arch
 from partdisco.models.foreign import init_provenance, load_backbone_weights
 from partdisco.models.resnet import TrunkSpec
 from partdisco.models.segmenter import NORMALIZATIONS, ArchSpec, Preprocess, Segmenter, preprocess_for
 from partdisco.models.weights import CheckpointError
 
+
+def _torchvision_spec(name: str, block: str, layers: tuple[int, ...], channels: int, about: str) -> ArchSpec:
+    """A torchvision ResNet: ImageNet normalisation, all of layer4 to the head, BN affines trained."""
+    return ArchSpec(name, TrunkSpec(block, layers, "torchvision"), (0, channels), "imagenet", False, about)
+
+
 RESNET_SPECS = (
-    ArchSpec(
-        name="resnet18",
-        trunk=TrunkSpec("basic", (2, 2, 2, 2), "torchvision"),
-        head_channels=(0, 512),
-        normalization="imagenet",
-        freeze_bn_affine=False,
-        description="torchvision ResNet-18, dilated to stride 8; fast on CPU",
+    _torchvision_spec(
+        "resnet18", "basic", (2, 2, 2, 2), 512, "torchvision ResNet-18, dilated to stride 8; fast on CPU"
     ),
-    ArchSpec(
-        name="resnet50",
-        trunk=TrunkSpec("bottleneck", (3, 4, 6, 3), "torchvision"),
-        head_channels=(0, 2048),
-        normalization="imagenet",
-        freeze_bn_affine=False,
-        description="torchvision ResNet-50, dilated to stride 8",
+    _torchvision_spec(
+        "resnet50", "bottleneck", (3, 4, 6, 3), 2048, "torchvision ResNet-50, dilated to stride 8"
     ),
     ArchSpec(
         name="deeplab_r50_2branch",
@@ -66,31 +62,27 @@ class ResNetArch(Arch):
         self.name = spec.name
         self.spec = spec
 
-    def create(
-        self,
-        num_parts: int,
-        background_channel: bool = False,
-        preprocess: Preprocess | None = None,
-        trunk_style: str | None = None,
-    ) -> Segmenter:
+    def create(self, new: NewSegmenter) -> Segmenter:
         """A random :class:`Segmenter` of this spec (``trunk_style`` None: the spec's)."""
         assert self.spec is not None
         return Segmenter(
             self.spec,
-            num_parts,
-            background_channel=background_channel,
-            preprocess=preprocess,
-            trunk_style=trunk_style,
+            new.num_parts,
+            background_channel=new.background_channel,
+            preprocess=new.preprocess,
+            trunk_style=new.trunk_style,
         )
 
     def from_config(self, config: Mapping[str, Any]) -> Segmenter:
         """Rebuild from :meth:`Segmenter.config` (files without ``trunk_style`` get the spec's)."""
         preprocess = config.get("preprocess")
         return self.create(
-            int(config["num_parts"]),
-            background_channel=bool(config.get("background_channel", False)),
-            preprocess=Preprocess.from_dict(preprocess) if preprocess is not None else None,
-            trunk_style=config.get("trunk_style"),
+            NewSegmenter(
+                int(config["num_parts"]),
+                background_channel=bool(config.get("background_channel", False)),
+                preprocess=Preprocess.from_dict(preprocess) if preprocess is not None else None,
+                trunk_style=config.get("trunk_style"),
+            )
         )
 
     def resolve(self, cfg: ModelConfig) -> tuple[ModelConfig, str | None]:
@@ -119,10 +111,7 @@ class ResNetArch(Arch):
                 "blocks"
             )
         seg = self.create(
-            cfg.num_parts,
-            background_channel=cfg.background_channel,
-            preprocess=preprocess_for(resolved.normalization),
-            trunk_style=style,
+            NewSegmenter(cfg.num_parts, cfg.background_channel, preprocess_for(resolved.normalization), style)
         )
         if layout is not None and cfg.init_from is not None:
             load_backbone_weights(seg, cfg.init_from, source=layout)

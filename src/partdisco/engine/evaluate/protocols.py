@@ -38,7 +38,7 @@ from partdisco.engine.evaluate.labels import (
 )
 from partdisco.engine.evaluate.regression import Columns, add_columns, new_columns, regression_errors
 from partdisco.engine.evaluate.whole_image import has_whole_images, whole_image_fg_iou
-from partdisco.engine.inference.network import inference_padding, inference_size
+from partdisco.engine.inference.network import inference_padding, inference_size, trained_default
 from partdisco.geometry.logits import ALIGN_KEYPOINTS, ALIGN_PIXELS
 from partdisco.metrics.baselines import assign_to_centers, bbox_normalized_grid, kmeans
 from partdisco.metrics.clustering import ContingencyTable, clustering_scores
@@ -273,7 +273,7 @@ def _foreground_ious(
     out = dict(crop_scores)
     out["fg_iou_crops"] = out.pop("fg_iou")
     if has_whole_images(dataset):
-        if size is None and getattr(getattr(model, "inference_defaults", None), "image_size", None) is None:
+        if size is None and trained_default(model, "image_size") is None:
             size = getattr(dataset, "size", None) or getattr(dataset, "image_size", None)
         out.update(
             whole_image_fg_iou(

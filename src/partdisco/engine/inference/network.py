@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +34,11 @@ DEFAULT_FG_REFINE = (0.0625, 0.001)  # eval.fg_refine_radius / _eps; for models 
 BACKGROUND_CHANNEL = 0  # with a background channel (C = K + 1 outputs), channel 0 is background
 
 
+def trained_default(model: nn.Module, name: str) -> Any:
+    """The model's own inference default ``name`` (``InferenceDefaults`` field), None when it has none."""
+    return getattr(getattr(model, "inference_defaults", None), name, None)
+
+
 def inference_size(model: nn.Module, size: int | None = None) -> int:
     """The shorter image side fed to the network: ``size`` when given, else the model's training size.
 
@@ -52,7 +58,7 @@ def inference_size(model: nn.Module, size: int | None = None) -> int:
     """
     if size is not None:
         return int(size)
-    trained = getattr(getattr(model, "inference_defaults", None), "image_size", None)
+    trained = trained_default(model, "image_size")
     return int(trained) if trained else DEFAULT_IMAGE_SIZE
 
 
@@ -62,19 +68,17 @@ def inference_padding(model: nn.Module, padding: float | None = None) -> float:
     The one place that picks the default, as :func:`inference_size` does for the size: the model's
     ``inference_defaults`` (the ``data.padding_frac`` of its checkpoint), else :data:`DEFAULT_PADDING`.
 
-    Example:
-        >>> from partdisco.models import create_segmenter
-        >>> seg = create_segmenter("resnet18", num_parts=3)
-        >>> inference_padding(seg), inference_padding(seg, 0.2)
-        (0.05, 0.2)
+    Example (any module; one without ``inference_defaults`` gets the default):
+        >>> import torch
         >>> from partdisco.models import InferenceDefaults
-        >>> seg.inference_defaults = InferenceDefaults(crop_padding=0.1)
-        >>> inference_padding(seg)
-        0.1
+        >>> plain, trained = torch.nn.Module(), torch.nn.Module()
+        >>> trained.inference_defaults = InferenceDefaults(crop_padding=0.1)
+        >>> [inference_padding(m) for m in (plain, trained)], inference_padding(trained, 0.2)
+        ([0.05, 0.1], 0.2)
     """
     if padding is not None:
         return float(padding)
-    trained = getattr(getattr(model, "inference_defaults", None), "crop_padding", None)
+    trained = trained_default(model, "crop_padding")
     return float(trained) if trained is not None else DEFAULT_PADDING
 
 
@@ -98,7 +102,7 @@ def inference_fg_refine(
         >>> inference_fg_refine(seg), inference_fg_refine(seg, (0.05, 0.002))
         ((0.1, 0.01), (0.05, 0.002))
     """
-    trained = getattr(getattr(model, "inference_defaults", None), "fg_refine", None)
+    trained = trained_default(model, "fg_refine")
     default_radius, eps = trained if trained is not None else DEFAULT_FG_REFINE
     if isinstance(radius, (tuple, list)):
         radius, eps = radius
