@@ -82,6 +82,21 @@ class TestOverlay:
         out = overlay(img, labels, background_alpha=0.5, draw_boundaries=False)
         np.testing.assert_array_equal(out[0, 0], [100, 100, 100])  # blended with black
 
+    @pytest.mark.parametrize(
+        ("alpha", "background_alpha"), [(0.5, 0.0), (0.3, 0.7), (1.0, 0.25), (0.123, 1.0)]
+    )
+    def test_lookup_table_blend_equals_the_per_pixel_formula(self, alpha, background_alpha):
+        """The table blend (issue #24) gives the bytes of the float64 per-pixel formula it replaced."""
+        rng = np.random.default_rng(0)
+        img = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+        lab = rng.integers(0, 256, (37, 53))
+        lab[:5] = 0
+        opacity = np.where(lab > 0, alpha, background_alpha)[..., None]
+        expected = (1.0 - opacity) * img.astype(np.float64) + opacity * PALETTE[lab].astype(np.float64)
+        expected = np.clip(np.rint(expected), 0, 255).astype(np.uint8)
+        out = overlay(img, lab, alpha=alpha, background_alpha=background_alpha, draw_boundaries=False)
+        np.testing.assert_array_equal(out, expected)
+
     def test_input_not_modified(self, image, labels):
         before = image.copy()
         overlay(image, labels)

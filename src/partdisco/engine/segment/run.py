@@ -40,6 +40,9 @@ from partdisco.engine.segment.outputs import INDEX_HTML, name_too_long, output_p
 logger = logging.getLogger(__name__)
 
 IO_THREADS = 2  # threads that decode inputs and encode outputs while the network runs
+# Batches per chunk: enough that images of equal processing size can share a batch, few enough that the
+# first chunk's reads and the last chunk's writes (which nothing overlaps) stay short (issue #24).
+CHUNK_BATCHES = 2
 
 
 @dataclass
@@ -241,8 +244,7 @@ class _Session:
 
         self.bar = tqdm(total=len(pending), unit="img", desc="segment", disable=not progress)
         io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="segment-io")
-        # A few batches per chunk, so images of equal processing size can share a batch.
-        chunks = list(chunked(pending, 4 * options.batch_size))
+        chunks = list(chunked(pending, CHUNK_BATCHES * options.batch_size))
         reads = [io.submit(read_chunk, chunks[0], mask_paths)] if chunks else []
         try:
             for k in range(len(chunks)):
