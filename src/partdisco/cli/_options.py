@@ -18,7 +18,7 @@ from partdisco.config import CHOICES, PRESETS, ConfigError, RunConfig, load_conf
 
 _COMMENT = re.compile(r"^    (\w+):[^=]*=.*?#\s*(.+)$")
 
-# Meanings of the keys whose line in config.py carries no comment (config.py comments win otherwise).
+# Meanings of the keys whose line in config/schema.py carries no comment (its comments win otherwise).
 _MEANING = {
     "data.synthetic_train": "number of synthetic training images",
     "data.synthetic_test": "number of synthetic held-out (test) images",
@@ -72,7 +72,7 @@ def _comments_above(source: str) -> dict[str, str]:
 
 
 def key_meanings() -> dict[str, str]:
-    """One line of meaning per config key: the comment on its line in config.py, else :data:`_MEANING`."""
+    """One line of meaning per config key: its comment in config/schema.py, else :data:`_MEANING`."""
     meanings: dict[str, str] = {}
 
     def walk(cls: type, prefix: str) -> None:

@@ -247,7 +247,7 @@ class EvalConfig:
     # as `partdisco segment` does (object crop around the mask / the predicted foreground, pasted back)
     full_images: str = "off"
     # Models with a background channel: the predicted foreground is refined along the image's colour edges
-    # (guided filter, engine/refine.py) by `partdisco segment`, partdisco.segment() and this evaluation:
+    # (guided filter, engine/inference/refine.py) by `partdisco segment`, partdisco.segment() and eval:
     # window radius as a fraction of the network input's shorter side (0 = off; 0.0625 = 8 px at 128 px)
     fg_refine_radius: float = 0.0625
     fg_refine_eps: float = 0.001  # the guided filter's ridge (squared RGB in 0..1; smaller hugs edges more)

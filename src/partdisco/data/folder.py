@@ -277,7 +277,7 @@ class FolderDataset(SampleDataset):
 
         Returns:
             ``(uint8 (H, W, 3) RGB, bool (H, W) mask or None without masks/)``; the whole-image foreground
-            IoU (:func:`partdisco.engine.evaluate_full.whole_image_fg_iou`) scores these.
+            IoU (:func:`partdisco.engine.evaluate.whole_image.whole_image_fg_iou`) scores these.
         """
         name = self.files[index]
         image = read_image(self.image_dir / name)

@@ -204,7 +204,7 @@ class SyntheticParts(PartsDataset):
         """Scene ``index`` as :func:`write_folder` saves it: uint8 (S, S, 3) RGB and bool (S, S) mask.
 
         The samples are whole images already; this is what ``partdisco segment`` would read from the files
-        (:func:`partdisco.engine.evaluate_full.whole_image_fg_iou` scores these).
+        (:func:`partdisco.engine.evaluate.whole_image.whole_image_fg_iou` scores these).
         """
         arrays = self.arrays(index)
         rgb = np.round(arrays["image"].transpose(1, 2, 0) * 255.0).astype(np.uint8)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from partdisco.engine.runfolder import CHECKPOINTS_DIR, CONFIG_FILE, STEP_FILE
-from partdisco.models.checkpoint import FORMAT_VERSION as FORMAT_VERSION  # re-exported for engine/train.py
 from partdisco.models.checkpoint import check_format_version  # the one format check
 from partdisco.models.weights import load_file
 

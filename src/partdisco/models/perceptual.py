@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from partdisco.config import FEATURE_SOURCES  # the one list of names (config.py)
+from partdisco.config import FEATURE_SOURCES  # the one list of names (config/schema.py)
 from partdisco.imaging.color import LAB_CIE, rgb_to_lab
 from partdisco.models.efficientnet import EfficientNetLite, load_efficientnet_lite
 from partdisco.models.foreign import detect_layout

@@ -139,7 +139,7 @@ def segment_images(
 
     Object-centric inference (``crop="object"``, or ``"auto"`` when there is a foreground): the image is
     cropped around its foreground as training crops do (box of the foreground, ``padding`` per side,
-    squared: :mod:`partdisco.engine.crop`), the crop is segmented at ``size`` x ``size`` and the
+    squared: :mod:`partdisco.engine.inference.crop`), the crop is segmented at ``size`` x ``size`` and the
     probabilities are pasted back at the image's size. The foreground is the mask when one is given, else
     the model's predicted foreground from a first pass on the whole image (two passes). Without either,
     or when it is empty, the whole image is segmented.
@@ -159,7 +159,7 @@ def segment_images(
         padding: per-side padding of the object crop; None = the checkpoint's ``data.padding_frac``
             (:func:`inference_padding`).
         fg_refine: the model's predicted foreground is refined along the colour edges of the network input
-            (guided filter, :mod:`partdisco.engine.refine`) with this window radius (fraction of the
+            (guided filter, :mod:`partdisco.engine.inference.refine`) with this window radius (fraction of the
             input's shorter side) in both passes; 0 = off; None = the checkpoint's
             ``eval.fg_refine_radius`` (:func:`inference_fg_refine`; a ``(radius, eps)`` pair sets the
             filter's ridge too). Only models with a background channel, only images whose background is
