@@ -41,8 +41,10 @@ logger = logging.getLogger(__name__)
 
 IO_THREADS = 2  # threads that decode inputs and encode outputs while the network runs
 # Batches per chunk: enough that images of equal processing size can share a batch, few enough that the
-# first chunk's reads and the last chunk's writes (which nothing overlaps) stay short (issue #24).
-CHUNK_BATCHES = 2
+# first chunk's reads and the last chunk's writes (which nothing overlaps) stay short. Each chunk also reads
+# and rewrites parts.json twice (the ledger of issue #22), so smaller chunks cost more on large folders:
+# 2 instead of 4 measured within the noise on 128 photos (BENCHMARKS.md, issue #24), so 4 stays.
+CHUNK_BATCHES = 4
 
 
 @dataclass
