@@ -25,13 +25,19 @@ beforehand, untimed) vs ``segment_files`` end to end (decode, resize, forward, l
 parts.json, index.html), for PyTorch and onnxruntime (``--runtimes``). Run it under torchrun for more
 processes: each rank takes its share of the images, with cores / ranks threads.
 
+``--discovered``: the model carries a discovered-foreground classifier (as models trained by ``recipe=cpu``
+on photos without masks do), so segment runs EfficientNet-Lite0 once more per photo; the floor then counts
+that pass too.
+
     python benchmarks/bench_segment.py --floor                                  # 1 process
+    python benchmarks/bench_segment.py --floor --discovered --runtimes torch
     torchrun --standalone --nproc_per_node=2 benchmarks/bench_segment.py --floor  # 2 processes
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import os
 import platform
@@ -92,6 +98,20 @@ def time_end_to_end(model, folder: Path, warm: Path, batch: int, size: int, repe
     return rates
 
 
+def random_classifier():
+    """A discovered-foreground classifier of the right shape (its values do not change the cost)."""
+    from partdisco.models.foreground import ForegroundClassifier
+
+    rng = np.random.default_rng(0)
+    channels = 152  # EfficientNet-Lite0 stages 3 + 4
+    return ForegroundClassifier(
+        mean=tuple(rng.normal(0, 0.05, channels).tolist()),
+        std=tuple(rng.uniform(0.05, 0.1, channels).tolist()),
+        weight=tuple(rng.normal(0, 1, channels).tolist()),
+        bias=0.0,
+    )
+
+
 def make_photos(folder: Path, count: int, side: int) -> list[Path]:
     """``count`` smooth random side x side JPEGs (photo-like: they compress like photos, not like noise)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -113,6 +133,7 @@ def floor_main(args: argparse.Namespace) -> None:
     from partdisco.data.io import read_image
     from partdisco.engine import distributed as dist_utils
     from partdisco.engine.inference import image_to_tensor, processing_size
+    from partdisco.engine.inference.discovered import discovery_network, network_input
 
     dist_utils.init_from_env(torch.device("cpu"))
     rank, world = dist_utils.rank(), dist_utils.world_size()
@@ -124,16 +145,22 @@ def floor_main(args: argparse.Namespace) -> None:
     dist_utils.barrier()
     files = sorted((work / "photos").glob("*.jpg"))[: args.photos]
     torch.manual_seed(0)
-    seg = create_segmenter(args.archs[0], num_parts=args.parts, background_channel=args.background).eval()
-    # the forward's inputs: exactly what segment feeds the network (untimed)
+    background = args.background or args.discovered
+    seg = create_segmenter(args.archs[0], num_parts=args.parts, background_channel=background).eval()
+    if args.discovered:  # a model trained with foreground discovery carries its classifier
+        seg.inference_defaults = dataclasses.replace(seg.inference_defaults, foreground=random_classifier())
+    # the forward's inputs: exactly what segment feeds the network(s) (untimed)
     mine = files[rank::world]
-    tensors = []
+    tensors, discovery_inputs = [], []
     for path in mine:
         image = read_image(path)
         size = processing_size(image.shape[0], image.shape[1], args.size)
         tensors.append(seg.preprocess(image_to_tensor(image, size)))
+        if args.discovered:
+            discovery_inputs.append(network_input(image, seg.inference_defaults.foreground.size))
     batch = args.batches[0]
     batches = [torch.stack(tensors[i : i + batch]) for i in range(0, len(tensors), batch)]
+    discovery = discovery_network("cpu") if args.discovered else None
     load_before = os.getloadavg()[0]
     rows = []
     for runtime in args.runtimes:
@@ -155,6 +182,8 @@ def floor_main(args: argparse.Namespace) -> None:
             with torch.no_grad():
                 for x in batches:
                     model(x)
+                for x in discovery_inputs:  # the discovered foreground: one pass per photo, as segment does
+                    discovery(x, with_logits=False)
             dist_utils.barrier()
             forward.append(len(files) / (time.perf_counter() - start))
             out = work / f"out-{runtime}-{r}"
@@ -177,6 +206,12 @@ def floor_main(args: argparse.Namespace) -> None:
     if rank != 0:
         return
     load_after = os.getloadavg()[0]
+    discovered_note = (
+        " + the discovered foreground (a classifier on EfficientNet-Lite0 stride-8 features at "
+        f"{seg.inference_defaults.foreground.size} px, one pass per photo, counted in the forward too)"
+        if args.discovered
+        else ""
+    )
     import partdisco.engine.segment as engine_segment
 
     overlap = (
@@ -197,7 +232,8 @@ def floor_main(args: argparse.Namespace) -> None:
         f"{datetime.datetime.now().isoformat(timespec='minutes')}, {cpu_model()}, {os.cpu_count()} cores, "
         f"{world} process(es) x {threads} thread(s), {versions}, Python {platform.python_version()}, "
         f"load average {load_before:.1f} before / {load_after:.1f} after (other agents share the machine).",
-        f"{args.archs[0]}, K = {args.parts}{' + background' if args.background else ''}, {len(files)} JPEG "
+        f"{args.archs[0]}, K = {args.parts}{' + background' if background else ''}"
+        f"{discovered_note if args.discovered else ''}, {len(files)} JPEG "
         f"photos {args.photo_size}x{args.photo_size} -> network input {args.size} px, batch {batch}, segment "
         f"{overlap}; best of {args.repeats}. *Forward*: the network alone on the tensors segment feeds it. "
         "*Segment*: `segment_files` end to end (decode, resize, forward, labels, thumbnail + 3 PNGs per "
@@ -237,6 +273,11 @@ def main() -> None:
     parser.add_argument("--photo-size", type=int, default=512, help="--floor: photo side")
     parser.add_argument("--runtimes", nargs="+", default=["torch", "onnx"], choices=["torch", "onnx"])
     parser.add_argument("--background", action="store_true", help="--floor: a background channel")
+    parser.add_argument(
+        "--discovered",
+        action="store_true",
+        help="--floor: the model carries a (random) discovered-foreground classifier, as recipe=cpu's do",
+    )
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "partdisco-bench-segment"))
     args = parser.parse_args()
     if args.floor:

@@ -17,11 +17,15 @@ No set holds horses or face portraits: real sets of those are held out for the f
     python benchmarks/devsets.py list
     python benchmarks/devsets.py build carparts --out /work/devsets/carparts
     python benchmarks/devsets.py build all --out /work/devsets          # one sub-folder per set
+    # a stress set: small cats and dogs (5-40 % of the frame) pasted on the car photos (salient distractors)
+    python benchmarks/devsets.py composite --objects /work/devsets/pets --backgrounds /work/devsets/carparts \
+        --out /work/devsets/pets_on_cars
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import os
@@ -436,6 +440,96 @@ LSP = DevSet(
 SETS = {s.name: s for s in (PETS, CARPARTS, LSP)}
 
 
+COMPOSITE_SIDE = 320  # composite images are square, this side
+
+
+@functools.cache
+def _object_free_view(folder: Path, name: str) -> Image.Image | None:
+    """The largest square window of a photo with (almost) none of its own object, at COMPOSITE_SIDE.
+
+    Windows of 60 %, 50 % and 40 % of the shorter side on a grid; the first size with a window where under
+    2 % of the pixels are the photo's object (its mask) wins. None when no window is free enough.
+    """
+    photo = Image.open(folder / "images" / name).convert("RGB")
+    obj = np.asarray(Image.open(folder / "masks" / f"{Path(name).stem}.png").convert("L")) > 127
+    H, W = obj.shape
+    integral = np.pad(obj.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    for frac in (0.6, 0.5, 0.4):
+        side = int(frac * min(H, W))
+        best = None
+        for y in range(0, H - side + 1, max(1, side // 8)):
+            for x in range(0, W - side + 1, max(1, side // 8)):
+                inside = integral[y + side, x + side] - integral[y, x + side] - integral[y + side, x]
+                inside += integral[y, x]
+                if best is None or inside < best[0]:
+                    best = (inside, x, y)
+        if best is not None and best[0] < 0.02 * side * side:
+            _, x, y = best
+            view = photo.crop((x, y, x + side, y + side))
+            return view.resize((COMPOSITE_SIDE, COMPOSITE_SIDE), Image.LANCZOS)
+    return None
+
+
+def composite(
+    objects: Path, backgrounds: Path, out: Path, lo: float, hi: float, seed: int = SPLIT_SEED
+) -> dict:
+    """A stress set from two built sets: ``objects``' masked objects pasted small on ``backgrounds``' photos.
+
+    Every object photo of a split is cut out along its mask, scaled so that it covers a fraction of the
+    background drawn uniformly from ``[lo, hi]`` (less when it would not fit), and pasted at a random place
+    on the next background of the same split (cycling). A background is the largest square window of one of
+    ``backgrounds``' photos that holds (almost) none of that photo's own object (:func:`_object_free_view`:
+    streets, buildings, trees, showrooms, parts of other cars), so only the pasted object recurs. The object
+    is small and anywhere. Masks are exact (the pasted mask). Splits follow the object set's.
+    """
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=False)
+    (out / "images").mkdir()
+    (out / "masks").mkdir()
+    counts, shares = {"train": 0, "test": 0}, []
+    for split in ("train", "test"):
+        names = (objects / f"{split}.txt").read_text().split()
+        bg_names = (backgrounds / f"{split}.txt").read_text().split()
+        written = []
+        bg_names = [n for n in bg_names if _object_free_view(backgrounds, n) is not None]
+        for i, name in enumerate(names):
+            stem = Path(name).stem
+            photo = Image.open(objects / "images" / name).convert("RGB")
+            mask = np.asarray(Image.open(objects / "masks" / f"{stem}.png").convert("L")) > 127
+            ys, xs = np.nonzero(mask)
+            box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+            cut, cut_mask = photo.crop(box), Image.fromarray(mask.astype(np.uint8) * 255).crop(box)
+            bg_name = bg_names[i % len(bg_names)]
+            canvas = _object_free_view(backgrounds, bg_name).copy()  # (cached: paste on a copy)
+            W, H = canvas.size
+            target = rng.uniform(lo, hi) * W * H
+            scale = min((target / mask.sum()) ** 0.5, 0.95 * W / cut.width, 0.95 * H / cut.height)
+            w, h = max(1, round(cut.width * scale)), max(1, round(cut.height * scale))
+            cut, cut_mask = cut.resize((w, h), Image.LANCZOS), cut_mask.resize((w, h), Image.BILINEAR)
+            x, y = int(rng.integers(0, W - w + 1)), int(rng.integers(0, H - h + 1))
+            canvas.paste(cut, (x, y), cut_mask)
+            full = np.zeros((H, W), np.uint8)
+            full[y : y + h, x : x + w] = (np.asarray(cut_mask) > 127) * 255
+            out_stem = f"{stem}__on__{Path(bg_name).stem}"
+            canvas.save(out / "images" / f"{out_stem}.jpg", quality=92)
+            Image.fromarray(full).save(out / "masks" / f"{out_stem}.png")
+            shares.append(float((full > 0).mean()))
+            written.append(f"{out_stem}.jpg")
+        (out / f"{split}.txt").write_text("\n".join(written) + "\n")
+        counts[split] = len(written)
+    source = {
+        "composite_of": {"objects": str(objects), "backgrounds": str(backgrounds)},
+        "object_share": [lo, hi],
+        "seed": seed,
+        "object_share_measured": {"mean": float(np.mean(shares)), "min": float(np.min(shares)),
+                                  "max": float(np.max(shares))},
+        "licence": "as the two source sets' (see their SOURCE.json): research-only",
+    }  # fmt: skip
+    (out / "SOURCE.json").write_text(json.dumps(source, indent=1) + "\n")
+    nbytes = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    return {"images": counts["train"] + counts["test"], **counts, "bytes": nbytes}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -451,7 +545,18 @@ def main(argv: list[str] | None = None) -> int:
         help="folder holding the fetched snapshots OWNER+NAME/repo (default /work/.mirror)",
     )
     build.add_argument("--force", action="store_true", help="replace an existing output folder")
+    comp = sub.add_parser(
+        "composite", help="a small-object stress set: one set's objects pasted on another's photos"
+    )
+    comp.add_argument("--objects", type=Path, required=True, help="a built set with masks (e.g. pets)")
+    comp.add_argument("--backgrounds", type=Path, required=True, help="a built set (e.g. carparts)")
+    comp.add_argument("--out", type=Path, required=True)
+    comp.add_argument("--share", type=float, nargs=2, default=(0.05, 0.4), help="object share of the frame")
     args = parser.parse_args(argv)
+    if args.command == "composite":
+        counts = composite(args.objects, args.backgrounds, args.out, *args.share)
+        print(f"{args.out}: {counts['images']} images ({counts['train']} train, {counts['test']} test)")
+        return 0
     if args.command == "list":
         for spec in SETS.values():
             print(f"{spec.name}\n  source:  github:{spec.repo} @ {spec.commit}\n  content: {spec.content}")

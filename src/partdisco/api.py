@@ -328,8 +328,10 @@ def segment(
         size: shorter side of the network input; None (default) = the size the model was trained at
             (``model.inference_defaults.image_size``, from its checkpoint), else 256, exactly as
             ``partdisco segment``.
-        background: ``"auto"`` (masks, else the model's background channel, else no background),
-            ``"none"`` or ``"border"`` (the part covering most of the image border is background).
+        background: ``"auto"`` (masks, else the discovered foreground of a model trained with
+            ``data.foreground=discover``, else the model's background channel, else no background),
+            ``"model"`` (masks, else the model's background channel), ``"none"`` or ``"border"`` (the part
+            covering most of the image border is background).
         batch_size: images per forward pass.
         device: ``"cpu"``, ``"cuda"``, ``"auto"``...; None keeps a Segmenter where it is (and loads a
             path on ``"auto"``). A given device moves the model there.
@@ -419,7 +421,7 @@ def segment_files(
         masks_dir: foreground masks named like the images; they define the background.
         size: shorter side of the network input; None = the model's training size, else 256.
         batch_size: images per forward pass.
-        background: ``"auto"``, ``"none"`` or ``"border"`` (``"auto"`` with masks).
+        background: ``"auto"``, ``"model"``, ``"none"`` or ``"border"`` (``"auto"`` with masks).
         save_probs: also write ``probs/NAME.npz``.
         overwrite: recompute images whose outputs exist.
         alpha: part opacity in the overlays, in [0, 1].

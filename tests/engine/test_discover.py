@@ -146,6 +146,19 @@ def test_fit_linear_separates_two_clouds():
     assert (pred.float() == y).float().mean() > 0.98
 
 
+def test_fit_linear_balance_moves_the_boundary_towards_the_rare_class():
+    # overlapping clouds, 1 foreground in 5: balanced weights call more of the overlap foreground
+    gen = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(400, 3, generator=gen) + 0.5, torch.randn(100, 3, generator=gen) - 0.5])
+    y = torch.cat([torch.zeros(400), torch.ones(100)])
+    shares = []
+    for balance in (0.0, 0.5, 1.0):
+        mean, std, w, b = fit_linear(x, y, balance=balance)
+        shares.append(float((torch.sigmoid(((x - mean) / std) @ w + b) > 0.5).float().mean()))
+    assert shares[0] < 0.15 < shares[1] < shares[2]  # unbalanced: fewer than the 20 % true share
+    assert shares[2] > 0.3  # balanced: more than the true share
+
+
 @pytest.mark.slow
 def test_recipe_cpu_discovers_the_foreground_of_a_folder_and_trains_on_it(tmp_path):
     """The real pipeline end to end: the installed EfficientNet-Lite0, masks in RUN/foreground."""
@@ -162,6 +175,13 @@ def test_recipe_cpu_discovers_the_foreground_of_a_folder_and_trains_on_it(tmp_pa
     state = torch.load(run / "model.pt", map_location="cpu", weights_only=False)
     assert state["config"]["model"]["background_channel"] is True
     assert state["config"]["model"]["arch"] == "efficientnet_lite0"
+    assert state["foreground"] == json.loads((run / "foreground" / "classifier.json").read_text())
+    from partdisco.engine.inference import segment_images
+
+    model = api.load(run / "model.pt")
+    assert model.inference_defaults.foreground is not None
+    maps = segment_images(model, [np.asarray(Image.open(paths[0]).convert("RGB"))])
+    assert maps[0].background == "discovered" and 0 < (maps[0].labels > 0).mean() < 1
 
 
 def test_a_run_stopped_during_or_after_discovery_can_be_started_again(tmp_path):
@@ -172,3 +192,14 @@ def test_a_run_stopped_during_or_after_discovery_can_be_started_again(tmp_path):
     (run / "foreground" / "masks" / "im00.png").write_bytes(b"")
     (run / "train.log").write_text("")
     check_new_run_folder(run)  # a failed start, not "files of the user's": the same command starts again
+
+
+def test_discover_keys_are_checked_and_reach_the_settings():
+    from partdisco.config import ConfigError, load_config
+
+    cfg = load_config("synthetic", ["data.discover_rounds=16", "data.discover_balance=0.5"])
+    assert (cfg.data.discover_rounds, cfg.data.discover_balance) == (16, 0.5)
+    with pytest.raises(ConfigError, match="data.discover_balance"):
+        load_config("synthetic", ["data.discover_balance=1.5"])
+    with pytest.raises(ConfigError, match="data.discover_rounds"):
+        load_config("synthetic", ["data.discover_rounds=-1"])

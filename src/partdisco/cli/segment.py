@@ -8,8 +8,10 @@ import sys
 from partdisco.cli._options import add_checkpoint_argument, add_choice_option, add_command, add_device_option
 
 _BACKGROUND_HELP = (
-    "auto: masks, else the model's background channel, else none; border: the part covering most of "
-    "the image border is background (default auto)"
+    "auto: masks, else the foreground discovery learnt over the training photos (models trained with "
+    "data.foreground=discover), else the model's background channel, else none; model: masks, else the "
+    "model's background channel; border: the part covering most of the image border is background "
+    "(default auto)"
 )
 _CROP_HELP = (
     "auto/object: crop around the object (the mask, else the model's predicted foreground: two passes) "
@@ -66,7 +68,7 @@ def _add_inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--save-probs", action="store_true", help="also write float16 probabilities to probs/NAME.npz"
     )
-    add_choice_option(p, "--background", ("auto", "none", "border"), "auto", _BACKGROUND_HELP)
+    add_choice_option(p, "--background", ("auto", "model", "none", "border"), "auto", _BACKGROUND_HELP)
     p.add_argument(
         "--no-background", action="store_true", help="no background label, even from a background channel"
     )

@@ -110,6 +110,8 @@ class DataConfig:
     discover_classes: int = 30  # discovery: recurring ImageNet classes that define the object
     discover_seed_low: float = 0.2  # discovery: class footprint (min-max per image) below = background seed
     discover_seed_high: float = 0.6  # discovery: above = foreground seed
+    discover_rounds: int = 16  # discovery: self-training rounds on the classifier's own confident locations
+    discover_balance: float = 0.5  # discovery: rounds' class weights: balanced ones ** this (0: no balance)
     # Synthetic data set (generated on the fly, deterministic by seed).
     synthetic_train: int = 2000
     synthetic_test: int = 200

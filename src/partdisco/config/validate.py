@@ -125,6 +125,12 @@ def validate_data(cfg: DataConfig) -> DataConfig:
     )
     need(cfg.discover_size >= 32, "data.discover_size", f"must be >= 32 pixels, got {cfg.discover_size}")
     need(cfg.discover_classes >= 1, "data.discover_classes", f"must be >= 1, got {cfg.discover_classes}")
+    need(cfg.discover_rounds >= 0, "data.discover_rounds", f"must be >= 0, got {cfg.discover_rounds}")
+    need(
+        0.0 <= cfg.discover_balance <= 1.0,
+        "data.discover_balance",
+        f"must be in [0, 1], got {cfg.discover_balance}",
+    )
     need(
         0.0 <= cfg.discover_seed_low < cfg.discover_seed_high <= 1.0,
         "data.discover_seed_low",

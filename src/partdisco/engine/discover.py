@@ -16,13 +16,20 @@ ImageNet EfficientNet-Lite0 that ships as a pip package (:mod:`partdisco.models.
    ``discover_seed_low``, after a per-image min-max) of the same (at most 500, evenly spaced) images train
    one linear foreground / background classifier on the dense stride-8 features (stages 3 and 4): the
    object's appearance is learnt over the photos where it is clear and applied to every photo.
+   ``data.discover_rounds`` (16) rounds of self-training follow: the classifier's own confident locations
+   (probability above 0.7 or below 0.3) replace the footprint's as seeds and the classifier is fitted again
+   (the footprint is stride 32 and misses thin parts and tails; the classifier sees them at stride 8), with
+   class weights ``balanced ** data.discover_balance`` (0.5: fully balanced rounds grow the foreground
+   round after round, which hurts small objects; docs/EXPERIMENTS.md).
 4. **Its edges.** The classifier's stride-8 probability is upsampled and snapped to the image's colour
    edges by the guided filter of :mod:`partdisco.engine.inference.refine`, then thresholded at 0.5.
 
 The masks are written to ``RUN/foreground/masks/<stem>.png`` (at each image's size) with a contact sheet
-``RUN/foreground/overview.png`` and ``RUN/foreground/discovery.json`` (the recurring classes, the seeds,
-timings). Training then uses them as masks (object crops, a background channel taught by the masks' BCE),
-so ``partdisco segment`` predicts the foreground on new photos with the trained model alone.
+``RUN/foreground/overview.png``, ``RUN/foreground/discovery.json`` (the recurring classes, the seeds,
+timings) and the classifier, ``RUN/foreground/classifier.json``. Training uses the masks as masks (object
+crops, a background channel taught by the masks' BCE) and stores the classifier in the model's checkpoint,
+so ``partdisco segment`` takes the foreground of new photos from the same classifier
+(:mod:`partdisco.engine.inference.discovered`).
 
 The feature network is injectable (:class:`DiscoveryNetwork`): tests use a tiny deterministic one.
 """
@@ -35,7 +42,6 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -44,8 +50,16 @@ from PIL import Image
 from torch import Tensor
 
 from partdisco.data.io import read_image
-from partdisco.engine.inference.refine import guided_filter, refine_radius
+from partdisco.engine.inference.discovered import (
+    DiscoveryNetwork,
+    EfficientNetDiscovery,
+    foreground_probability,
+    linear_probability,
+    network_input,
+    threshold_mask,
+)
 from partdisco.fileio import write_json
+from partdisco.models.foreground import ForegroundClassifier
 from partdisco.visualise import image_grid, save_png
 
 log = logging.getLogger(__name__)
@@ -53,19 +67,9 @@ log = logging.getLogger(__name__)
 MASKS = "masks"  # RUN/foreground/masks/<stem>.png
 SEEDS_PER_IMAGE = 400  # seed locations drawn per image for the linear classifier
 MAX_CLASS_IMAGES = 500  # images (evenly spaced) that find the recurring classes and give the seeds
-GRID = 32  # the network's input sides are multiples of its largest stride
+SAMPLES_PER_IMAGE = 1200  # locations per seed image kept (features + footprint) for the self-training rounds
+CLASSIFIER = "classifier.json"  # RUN/foreground/classifier.json: the ForegroundClassifier (to_dict())
 OVERVIEW_COLUMNS = 8  # overview.png: the first 3 rows of 8 training images
-
-
-class DiscoveryNetwork(Protocol):
-    """What discovery needs from a network (:class:`EfficientNetDiscovery` by default)."""
-
-    def __call__(self, image01: Tensor, with_logits: bool = True) -> tuple[Tensor, Tensor | None]:
-        """(1, 3, H, W) RGB in [0, 1] -> (dense (1, D, h8, w8) features, class logits (1, C, h, w) or None).
-
-        ``with_logits=False`` (the mask pass needs only the dense features) may skip the classifier.
-        """
-        ...
 
 
 @dataclass
@@ -78,6 +82,8 @@ class DiscoverySettings:
     seed_high: float = 0.6  # above this: foreground seed
     refine_radius: float = 0.06  # guided filter radius as a fraction of the shorter side (0: off)
     refine_eps: float = 1e-3
+    rounds: int = 16  # self-training rounds: the classifier's own confident locations as the next seeds
+    balance: float = 0.5  # the rounds' class weights: the balanced ones ** balance (0: the seeds' own prior)
 
 
 @dataclass
@@ -85,48 +91,11 @@ class Discovery:
     """What :func:`discover_foreground` found."""
 
     mask_dir: Path
+    classifier: ForegroundClassifier  # what segment applies to new photos
     classes: list[int]  # the recurring class indices, most probable first
     class_share: list[float]  # their share of the data set's summed probability
     fg_fraction: float  # mean foreground fraction of the masks
     seconds: float
-
-
-class EfficientNetDiscovery:
-    """ImageNet EfficientNet-Lite0 of the installed package: stride-8 stages 3 + 4, stride-32 class logits.
-
-    Args:
-        device: where to run it.
-    """
-
-    def __init__(self, device: torch.device | str = "cpu") -> None:
-        from partdisco.models.efficientnet import load_efficientnet_lite
-
-        self.device = torch.device(device)
-        self.net = load_efficientnet_lite("lite0", output_stride=32).to(self.device).eval()
-
-    @torch.no_grad()
-    def __call__(self, image01: Tensor, with_logits: bool = True) -> tuple[Tensor, Tensor | None]:
-        """(1, 3, H, W) RGB [0, 1] -> unit-norm (1, 152, H/8, W/8) features, (1, 1000, H/32, W/32) logits."""
-        x = self.net.preprocess(image01.to(self.device))  # the weights' own normalisation
-        stages = self.net.forward_stages(x, stages=None if with_logits else ("stage3", "stage4"))
-        s3, s4 = stages["stage3"], stages["stage4"]
-        s4 = F.interpolate(s4, size=s3.shape[-2:], mode="bilinear", align_corners=False)
-        dense = torch.cat([F.normalize(s3, dim=1), F.normalize(s4, dim=1)], dim=1)  # (1, 152, h8, w8)
-        if not with_logits:
-            return dense.float(), None
-        head = F.relu6(self.net._bn1(self.net._conv_head(stages["stage5"])))  # (1, 1280, h32, w32)
-        logits = torch.einsum("bchw,kc->bkhw", head, self.net._fc.weight)
-        logits = logits + self.net._fc.bias.view(1, -1, 1, 1)
-        return dense.float(), logits.float()
-
-
-def network_input(image: np.ndarray, size: int) -> Tensor:
-    """uint8 (H, W, 3) -> (1, 3, h, w) float in [0, 1], shorter side ``size``, sides multiples of 32."""
-    h, w = image.shape[:2]
-    scale = size / min(h, w)
-    nh, nw = (max(GRID, round(side * scale / GRID) * GRID) for side in (h, w))
-    pil = Image.fromarray(image).resize((nw, nh), Image.BILINEAR)
-    return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1)[None].float() / 255.0
 
 
 def recurring_classes(
@@ -157,15 +126,17 @@ def footprint(logits: Tensor, classes: Tensor) -> Tensor:
 
 
 def fit_linear(
-    features: Tensor, labels: Tensor, steps: int = 100, weight_decay: float = 1e-3
+    features: Tensor, labels: Tensor, steps: int = 100, weight_decay: float = 1e-3, balance: float = 1.0
 ) -> tuple[Tensor, ...]:
-    """Class-balanced logistic regression (L-BFGS) on standardised features.
+    """Logistic regression (L-BFGS) on standardised features, class-balanced by default.
 
     Args:
         features: (N, D) float.
         labels: (N,) float in {0, 1} (1 = foreground).
         steps: L-BFGS iterations.
         weight_decay: L2 penalty on the weights.
+        balance: 1 weighs the two classes equally, 0 every sample equally (the seeds' own foreground share
+            is the prior); in between, the class weights of 1 raised to this power.
 
     Returns:
         (mean (D,), std (D,), weights (D,), bias (1,)): ``sigmoid(((x - mean) / std) @ w + b)``.
@@ -180,7 +151,7 @@ def fit_linear(
     mean, std = features.mean(0), features.std(0).clamp_min(1e-6)
     x = (features - mean) / std
     pos = labels.mean().clamp(0.05, 0.95)
-    weight = torch.where(labels > 0.5, 0.5 / pos, 0.5 / (1 - pos))
+    weight = torch.where(labels > 0.5, 0.5 / pos, 0.5 / (1 - pos)) ** balance
     w = torch.zeros(x.shape[1], requires_grad=True)
     b = torch.zeros(1, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
@@ -248,26 +219,20 @@ def discover_foreground(
         100 * float(share.sum()),
     )
 
-    # 2. seeds: confident locations of every image's footprint -> one linear classifier for the data set
+    # 2. seeds: confident locations of every image's footprint -> one linear classifier for the data set,
+    # then self-training rounds on its own confident locations
     seed_images = picked if len(picked) < n else range(n)  # the same evenly spaced subset (at most 500)
     bar = tqdm(seed_images, desc="foreground 2/3: seeds", unit="img", disable=not progress, leave=False)
-    x, y = _seeds(network, (load(int(i))[1] for i in bar), classes, settings)
-    linear: tuple[Tensor, ...] = fit_linear(x, y)
+    linear, y = _fit_classifier(_samples(network, (load(int(i))[1] for i in bar), classes), settings)
+    classifier = _classifier(linear, settings)
 
     # 3. every image's mask: classifier at stride 8 -> image size -> guided filter -> threshold
-    fractions, thumbs = [], []
-    for i in tqdm(range(n), desc="foreground 3/3: masks", unit="img", disable=not progress, leave=False):
-        image, inp = load(i)
-        mask, linear = _mask(network, image, inp, linear, settings)
-        fractions.append(float(mask.float().mean()))
-        save_png(mask_dir / f"{Path(image_paths[i]).stem}.png", mask.numpy().astype(np.uint8) * 255)
-        if len(thumbs) < OVERVIEW_COLUMNS * 3:
-            thumbs.append(_thumb(image, mask.numpy()))
-    rows = [thumbs[k : k + OVERVIEW_COLUMNS] for k in range(0, len(thumbs), OVERVIEW_COLUMNS)]
-    save_png(Path(out_dir) / "overview.png", image_grid(rows, pad=0, bg=0, tile_height=128))
+    bar = tqdm(range(n), desc="foreground 3/3: masks", unit="img", disable=not progress, leave=False)
+    fractions = _write_masks(network, (load(i) for i in bar), image_paths, linear, settings, Path(out_dir))
     seconds = time.perf_counter() - start
+    write_json(Path(out_dir) / CLASSIFIER, classifier.to_dict())
     result = Discovery(
-        mask_dir, classes.tolist(), [float(s) for s in share], float(np.mean(fractions)), seconds
+        mask_dir, classifier, classes.tolist(), [float(s) for s in share], float(np.mean(fractions)), seconds
     )
     _write_record(Path(out_dir), result, n, y, settings)
     log.info(
@@ -280,16 +245,57 @@ def discover_foreground(
     return result
 
 
-def _seeds(
-    network: DiscoveryNetwork, inputs: Iterable[Tensor], classes: Tensor, settings: DiscoverySettings
-) -> tuple[Tensor, Tensor]:
-    """Seed features and labels: up to SEEDS_PER_IMAGE sure locations (footprint far from 0.5) per image.
+def _fit_classifier(
+    samples: Sequence[tuple[Tensor, Tensor]], settings: DiscoverySettings
+) -> tuple[tuple[Tensor, ...], Tensor]:
+    """The footprint's seeds -> linear classifier, then ``settings.rounds`` self-training rounds.
 
-    Raises:
-        ValueError: every seed is foreground, or every one background (nothing to learn a boundary from).
+    Returns:
+        (the classifier ``(mean, std, weight, bias)``, the last seeds' labels).
     """
+    x, y = _seeds(samples, settings)
+    linear: tuple[Tensor, ...] = fit_linear(x, y)
+    for _ in range(settings.rounds):
+        x, y = _seeds(samples, settings, linear)
+        linear = fit_linear(x, y, balance=settings.balance)
+    return linear, y
+
+
+def _write_masks(
+    network: DiscoveryNetwork,
+    loaded: Iterable[tuple[np.ndarray, Tensor]],
+    image_paths: Sequence[Path],
+    linear: tuple[Tensor, ...],
+    settings: DiscoverySettings,
+    out_dir: Path,
+) -> list[float]:
+    """Every image's mask to ``out_dir/masks``, the first ones to ``overview.png``; the foreground shares."""
+    linear = tuple(t.to(device_of(network)) for t in linear)
+    fractions, thumbs = [], []
+    for path, (image, inp) in zip(image_paths, loaded):
+        refine = settings.refine_radius, settings.refine_eps
+        prob = foreground_probability(network, image, inp, linear, *refine)
+        mask = threshold_mask(prob)
+        fractions.append(float(mask.float().mean()))
+        save_png(out_dir / MASKS / f"{Path(path).stem}.png", mask.numpy().astype(np.uint8) * 255)
+        if len(thumbs) < OVERVIEW_COLUMNS * 3:
+            thumbs.append(_thumb(image, mask.numpy()))
+    rows = [thumbs[k : k + OVERVIEW_COLUMNS] for k in range(0, len(thumbs), OVERVIEW_COLUMNS)]
+    save_png(out_dir / "overview.png", image_grid(rows, pad=0, bg=0, tile_height=128))
+    return fractions
+
+
+def device_of(network: DiscoveryNetwork) -> torch.device:
+    """Where ``network`` runs (its ``device`` attribute; the CPU when it has none)."""
+    return torch.device(getattr(network, "device", "cpu"))
+
+
+def _samples(
+    network: DiscoveryNetwork, inputs: Iterable[Tensor], classes: Tensor
+) -> list[tuple[Tensor, Tensor]]:
+    """Per image, up to SAMPLES_PER_IMAGE random stride-8 locations: (features (n, D), footprint (n,))."""
     generator = torch.Generator().manual_seed(0)
-    xs, ys = [], []
+    out = []
     for inp in inputs:
         dense, logits = network(inp)
         assert logits is not None
@@ -298,44 +304,57 @@ def _seeds(
         foot = F.interpolate(foot[None, None], size=dense.shape[-2:], mode="bilinear", align_corners=False)[
             0, 0
         ]
-        sure = (foot > settings.seed_high) | (foot < settings.seed_low)
-        where = sure.flatten().nonzero()[:, 0]
+        where = torch.randperm(foot.numel(), generator=generator)[:SAMPLES_PER_IMAGE]
+        out.append((dense.flatten(1)[:, where].T.half(), foot.flatten()[where]))
+    return out
+
+
+def _seeds(
+    samples: Sequence[tuple[Tensor, Tensor]],
+    settings: DiscoverySettings,
+    linear: tuple[Tensor, ...] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Seed features and labels: up to SEEDS_PER_IMAGE sure locations per image.
+
+    Sure = footprint above ``seed_high`` / below ``seed_low`` (first fit), or the classifier ``linear``'s
+    probability above 0.7 / below 0.3 (self-training rounds).
+
+    Raises:
+        ValueError: every seed is foreground, or every one background (nothing to learn a boundary from).
+    """
+    generator = torch.Generator().manual_seed(1)
+    xs, ys = [], []
+    for feats, foot in samples:
+        if linear is None:
+            score, low, high = foot, settings.seed_low, settings.seed_high
+        else:
+            score, low, high = linear_probability(feats.float().T[:, :, None], linear)[:, 0], 0.3, 0.7
+        where = ((score > high) | (score < low)).nonzero()[:, 0]
         where = where[torch.randperm(len(where), generator=generator)[:SEEDS_PER_IMAGE]]
-        xs.append(dense.flatten(1)[:, where].T)
-        ys.append((foot.flatten()[where] > settings.seed_high).float())
+        xs.append(feats[where].float())
+        ys.append((score[where] > high).float())
     x, y = torch.cat(xs), torch.cat(ys)
-    if y.min() == y.max():
+    if len(y) == 0 or y.min() == y.max():
+        what = "none" if len(y) == 0 else ("foreground" if y[0] > 0.5 else "background")
         raise ValueError(
-            "foreground discovery: every seed location is "
-            + ("foreground" if y[0] > 0.5 else "background")
-            + "; the recurring classes do not single out an object (try data.discover_classes)"
+            f"foreground discovery: every seed location is {what}; the recurring classes do not single out "
+            "an object (try data.discover_classes)"
         )
     return x, y
 
 
-def _mask(
-    network: DiscoveryNetwork,
-    image: np.ndarray,
-    inp: Tensor,
-    linear: tuple[Tensor, ...],
-    settings: DiscoverySettings,
-) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """One image's mask (bool (H, W), never empty) and the classifier (moved to the network's device)."""
-    dense, _ = network(inp, with_logits=False)
-    d = dense[0]  # on the network's device: the per-pixel work below stays there
-    if linear[0].device != d.device:
-        linear = tuple(t.to(d.device) for t in linear)
-    mean, std, w, b = linear
-    prob = torch.sigmoid(((d.permute(1, 2, 0) - mean) / std) @ w + b)
-    prob = F.interpolate(prob[None, None], size=inp.shape[-2:], mode="bilinear", align_corners=False)
-    if settings.refine_radius > 0:
-        radius = refine_radius(min(inp.shape[-2:]), settings.refine_radius)
-        prob = guided_filter(inp.to(d.device), prob, radius, settings.refine_eps).clamp(0, 1)
-    prob = F.interpolate(prob, size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0].cpu()
-    mask = prob > 0.5
-    if not mask.any():  # never an empty mask: the most object-like tenth of the image
-        mask = prob >= prob.flatten().quantile(0.9)
-    return mask, linear
+def _classifier(linear: tuple[Tensor, ...], settings: DiscoverySettings) -> ForegroundClassifier:
+    """The fitted ``(mean, std, weight, bias)`` as the record that travels with the model."""
+    mean, std, w, b = (t.detach().cpu().double() for t in linear)
+    return ForegroundClassifier(
+        mean=tuple(mean.tolist()),
+        std=tuple(std.tolist()),
+        weight=tuple(w.tolist()),
+        bias=float(b[0]),
+        size=settings.size,
+        refine_radius=settings.refine_radius,
+        refine_eps=settings.refine_eps,
+    )
 
 
 def _write_record(out_dir: Path, result: Discovery, n: int, y: Tensor, settings: DiscoverySettings) -> None:
@@ -372,3 +391,24 @@ def discovery_complete(out_dir: Path, image_paths: Sequence[Path]) -> bool:
         return False
     masks = Path(out_dir) / MASKS
     return images == len(image_paths) and all((masks / f"{Path(p).stem}.png").is_file() for p in image_paths)
+
+
+def read_classifier(out_dir: Path) -> ForegroundClassifier | None:
+    """``out_dir/classifier.json`` (the discovered foreground classifier), or None when there is none.
+
+    A run folder whose discovery predates the file has none: its model then segments with its own
+    background channel.
+
+    Raises:
+        ValueError: the file is there but unreadable or malformed (names the file).
+    """
+    path = Path(out_dir) / CLASSIFIER
+    if not path.is_file():
+        return None
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: unreadable foreground classifier ({err})") from err
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return ForegroundClassifier.from_dict(values, str(path))

@@ -23,11 +23,13 @@ from torch import Tensor
 
 from partdisco.fileio import save_torch
 from partdisco.models.build import segmenter_from_config
+from partdisco.models.foreground import ForegroundClassifier
 from partdisco.models.segmenter import NORMALIZATIONS, InferenceDefaults, PartSegmenter, preprocess_for
 from partdisco.models.weights import CheckpointError, inner_state_dict, load_state_dict_strict
 
 FORMAT_VERSION = 1  # our checkpoint format; bump when the meaning of a stored key changes
 _RESERVED = ("format_version", "model", "model_config")
+FOREGROUND_KEY = "foreground"  # the discovered foreground classifier (ForegroundClassifier.to_dict())
 _PLAIN = (str, int, float, bool, type(None), Tensor)
 
 
@@ -178,7 +180,26 @@ def inference_defaults(ckpt: Mapping[str, Any]) -> InferenceDefaults:
         image_size=trained_image_size(ckpt),
         crop_padding=trained_crop_padding(ckpt),
         fg_refine=trained_fg_refine(ckpt),
+        foreground=trained_foreground(ckpt),
     )
+
+
+def trained_foreground(ckpt: Mapping[str, Any]) -> ForegroundClassifier | None:
+    """The discovered foreground classifier stored in one of our checkpoints (key ``"foreground"``), or None.
+
+    Raises:
+        ValueError: the entry is there but malformed.
+
+    Example:
+        >>> trained_foreground({}) is None
+        True
+    """
+    values = ckpt.get(FOREGROUND_KEY)
+    if values is None:
+        return None
+    if not isinstance(values, Mapping):
+        raise ValueError(f"checkpoint {FOREGROUND_KEY!r}: expected a mapping, not {type(values).__name__}")
+    return ForegroundClassifier.from_dict(values, f"checkpoint entry {FOREGROUND_KEY!r}")
 
 
 def _model_config_of(ckpt: Mapping[str, Any]) -> dict[str, Any]:
@@ -248,6 +269,9 @@ def export_checkpoint(
         k: v.detach().cpu().half() if fp16 and v.is_floating_point() else v.detach().cpu()
         for k, v in seg.state_dict().items()
     }
+    foreground = getattr(getattr(seg, "inference_defaults", None), "foreground", None)
+    if foreground is not None and FOREGROUND_KEY not in extra:  # the discovered foreground travels along
+        extra[FOREGROUND_KEY] = foreground.to_dict()
     ckpt = checkpoint_record(state, seg.config(), **extra)
     return save_torch(ckpt, path)
 

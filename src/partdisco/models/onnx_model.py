@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from partdisco.models.foreground import ForegroundClassifier
 from partdisco.models.segmenter import InferenceDefaults, InferenceDefaultsAliases, Preprocess
 from partdisco.models.vit import resize_to_patch_multiple
 from partdisco.models.weights import CheckpointError
@@ -45,7 +46,9 @@ METADATA_KEYS = (
     "fg_refine",  # [radius, eps] of the foreground refinement (segment's default --fg-refine), or null
     "model_config",  # seg.config(): what rebuilds the PyTorch module
     "input_multiple",  # the graph takes image sides that are multiples of this (others: resized first)
+    "foreground",  # the discovered foreground classifier (ForegroundClassifier.to_dict()), or null
 )
+OPTIONAL_KEYS = ("foreground",)  # absent from files written before it existed
 INSTALL_HINT = "pip install 'partdisco[onnx]' (onnx, onnxruntime, onnxscript)"
 
 
@@ -71,6 +74,7 @@ def onnx_metadata(seg: nn.Module) -> dict[str, str]:
         "fg_refine": None if fg_refine is None else list(fg_refine),
         "model_config": seg.config(),
         "input_multiple": int(getattr(seg, "input_multiple", 1)),
+        "foreground": None if defaults.foreground is None else defaults.foreground.to_dict(),
     }
     return {METADATA_PREFIX + k: json.dumps(v) for k, v in values.items()}
 
@@ -210,13 +214,14 @@ class OnnxSegmenter(InferenceDefaultsAliases, nn.Module):
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise CheckpointError(f"{str(self.path)!r}: not a readable ONNX model ({first})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
-        missing = [k for k in METADATA_KEYS if METADATA_PREFIX + k not in meta]
+        missing = [k for k in METADATA_KEYS if METADATA_PREFIX + k not in meta and k not in OPTIONAL_KEYS]
         if missing:
             raise CheckpointError(
                 f"{str(self.path)!r}: an ONNX model without partdisco's metadata (missing {missing}); "
                 "export one with `partdisco export RUN model.onnx`"
             )
-        values = {k: json.loads(meta[METADATA_PREFIX + k]) for k in METADATA_KEYS}
+        present = [k for k in METADATA_KEYS if METADATA_PREFIX + k in meta]
+        values = {k: json.loads(meta[METADATA_PREFIX + k]) for k in present}
         if values["format_version"] != ONNX_FORMAT_VERSION:
             raise CheckpointError(
                 f"{str(self.path)!r}: partdisco ONNX format {values['format_version']}, this version "
@@ -233,6 +238,7 @@ class OnnxSegmenter(InferenceDefaultsAliases, nn.Module):
             image_size=values["image_size"],
             crop_padding=values["crop_padding"],
             fg_refine=None if fg_refine is None else (float(fg_refine[0]), float(fg_refine[1])),
+            foreground=_foreground(values.get("foreground"), self.path),
         )
         self.input_multiple = int(values["input_multiple"])
 
@@ -252,3 +258,15 @@ class OnnxSegmenter(InferenceDefaultsAliases, nn.Module):
     def extra_repr(self) -> str:
         """File name, arch and K in ``print(model)``."""
         return f"{self.path.name}, arch={self.arch}, num_parts={self.num_parts}"
+
+
+def _foreground(values: Any, path: Path) -> ForegroundClassifier | None:
+    """The metadata's discovered foreground classifier (files from before it have none), checked."""
+    if values is None:
+        return None
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{str(path)!r}: metadata foreground is not an object")
+    try:
+        return ForegroundClassifier.from_dict(values, f"{str(path)!r}: metadata foreground")
+    except ValueError as err:
+        raise CheckpointError(str(err)) from err

@@ -19,12 +19,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from partdisco.models.foreground import ForegroundClassifier
 from partdisco.models.resnet import (
     TrunkSpec,
     build_trunk,
@@ -145,11 +146,15 @@ class InferenceDefaults:
             uses it by default.
         fg_refine: ``(radius, eps)`` of the predicted foreground's refinement (``eval.fg_refine_radius`` /
             ``eval.fg_refine_eps``).
+        foreground: the classifier foreground discovery learnt over the training photos
+            (:class:`~partdisco.models.foreground.ForegroundClassifier`); when set, inference takes each
+            image's foreground from it (``--background auto``) instead of the background channel.
     """
 
     image_size: int | None = None
     crop_padding: float | None = None
     fg_refine: tuple[float, float] | None = None
+    foreground: ForegroundClassifier | None = field(default=None, repr=False)
 
 
 class InferenceDefaultsAliases:

@@ -8,8 +8,10 @@ back), and the maps are scored at the image's resolution against ``parts/``, ``k
 (:mod:`partdisco.engine.evaluate.protocols`); the two agree within about a point for ``mask`` (tested).
 
 Metric names: with ``full_images=mask`` the same keys as the default evaluation (the background is the
-mask). With ``full_images=predicted`` the background is the model's own: ``fg_iou`` (predicted foreground
-vs the mask) and the Full protocols ``px_nmi_predbg`` / ``kp_nmi_predbg`` (and ARI); the FG protocols
+mask). With ``full_images=predicted`` the background is the model's own (the discovered foreground when it
+carries the classifier of foreground discovery, else its background channel, exactly as ``partdisco
+segment``): ``fg_iou`` (predicted foreground vs the mask) and the Full protocols ``px_nmi_predbg`` /
+``kp_nmi_predbg`` (and ARI); the FG protocols
 (``px_fg_*``, ``kp_fg_*``, ``miou``) still score the K part labels on ground-truth foreground pixels. The
 predicted foreground is refined as ``partdisco segment`` refines it (``eval.fg_refine_radius`` /
 ``eval.fg_refine_eps``, :mod:`partdisco.engine.inference.refine`).

@@ -1,7 +1,8 @@
 """Where the background (label 0) comes from: the ``--background`` modes and the ``border`` heuristic.
 
-In order: a mask, the model's background channel (``auto``), the ``border`` heuristic on request
-(:func:`border_background_parts`); otherwise none.
+In order: a mask, the foreground discovery learnt over the training photos when the model carries its
+classifier (``auto``; :mod:`.discovered`), the model's background channel (``auto`` or ``model``), the
+``border`` heuristic on request (:func:`border_background_parts`); otherwise none.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-BACKGROUND_MODES = ("auto", "none", "border")
+BACKGROUND_MODES = ("auto", "model", "none", "border")
 BORDER_RING = 0.05  # border heuristic: ring width as a fraction of the shorter side (at least 1 px)
 BORDER_SHARE = 0.5  # ... a part covering more than this share of the ring is background
 BORDER_NOT_FOUND = "--background border found no part covering most of the image border: no background"
@@ -55,12 +56,16 @@ def border_background_parts(
 
 
 def background_mode(background: str, has_mask: bool, background_channel: bool) -> str:
-    """Where one image's background comes from: ``mask``, ``border``, ``model`` or ``none``."""
+    """Where one image's background comes from: ``mask``, ``border``, ``model`` or ``none``.
+
+    (A discovered foreground arrives as a mask: :func:`partdisco.engine.inference.segment_images` reports
+    it as ``discovered``.)
+    """
     if has_mask:
         return "mask"
     if background == "border":
         return "border"
-    if background == "auto" and background_channel:
+    if background in ("auto", "model") and background_channel:
         return "model"
     return "none"
 

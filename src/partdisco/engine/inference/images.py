@@ -12,9 +12,10 @@ Pipeline per image (sizes H x W):
    model's channel 0 is background (:func:`.network.labels_from_probs`); then back to (H, W) by nearest
    (labels) and bilinear (probabilities, ``align_corners=RESIZE_ALIGN``: both resizes map pixel areas, as
    PIL does).
-4. Background (0) from, in order: a mask, the model's background channel, the ``border`` heuristic on
-   request (:mod:`.background`); otherwise none (the reference model has no notion of background: every
-   pixel is a part).
+4. Background (0) from, in order: a mask, the discovered foreground when the model carries its
+   classifier (``background="auto"``: :mod:`.discovered`, then handled as a mask), the model's background
+   channel, the ``border`` heuristic on request (:mod:`.background`); otherwise none (the reference model
+   has no notion of background: every pixel is a part).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ from partdisco.engine.inference.background import (
     own_background,
 )
 from partdisco.engine.inference.crop import crop_input, object_crop, paste_probs
+from partdisco.engine.inference.discovered import discovered_mask
 from partdisco.engine.inference.network import (
     BACKGROUND_CHANNEL,
     RESIZE_ALIGN,
@@ -46,6 +48,7 @@ from partdisco.engine.inference.network import (
     predict_probs,
     predict_refined,
     processing_size,
+    trained_default,
 )
 from partdisco.engine.inference.options import SegmentOptions
 from partdisco.metrics.keypoints import part_centroids
@@ -65,7 +68,8 @@ class PartMaps:
         probs: float32 (C, H, W) softmax over the model's C channels (C = K, or K + 1 with channel 0 =
             background when the model has a background channel), or None when not requested.
         centroids: float32 (K, 2) soft part centroids (x, y) in pixels of the image (foreground-weighted).
-        background: where background came from: ``"mask"``, ``"model"``, ``"border"`` or ``"none"``.
+        background: where background came from: ``"mask"``, ``"discovered"`` (the foreground classifier of
+            discovery, ``model.inference_defaults.foreground``), ``"model"``, ``"border"`` or ``"none"``.
         note: why the background is not what was asked for, e.g. ``--background border`` that found no part
             covering most of the border (then ``background`` is ``"none"``); empty otherwise.
     """
@@ -150,8 +154,10 @@ def segment_images(
         masks: optional foreground per image, float (H, W) in [0, 1] (> 0.5 = foreground) or None.
         size: shorter side of the network input (see :func:`processing_size`); None = the model's
             training size (:func:`inference_size`).
-        background: ``"auto"`` (mask, else the model's background channel, else none), ``"none"`` (every
-            unmasked pixel is a part) or ``"border"`` (:func:`border_background_parts`); a mask always wins.
+        background: ``"auto"`` (mask, else the discovered foreground when the model carries the classifier
+            of foreground discovery, else the model's background channel, else none), ``"model"`` (mask, else
+            the model's background channel), ``"none"`` (every unmasked pixel is a part) or ``"border"``
+            (:func:`border_background_parts`); a mask always wins.
         batch_size: images per forward pass, >= 1.
         with_probs: also return probabilities at image size.
         crop: ``"auto"`` (object crop when a mask or a predicted foreground exists), ``"object"`` (the
@@ -186,6 +192,7 @@ def segment_images(
         raise ValueError(f"the model has {num_parts} parts; label maps are uint8, so at most {MAX_PARTS}")
     _check_images(images, masks)
     device = model_device(model)
+    masks, discovered = _with_discovered(model, images, masks, background, device)
     object_crops = crop != "none"
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i, image in enumerate(images):
@@ -215,7 +222,32 @@ def segment_images(
             )  # fmt: skip
     finally:
         model.train(was_training)
-    return [r for r in results if r is not None]
+    return [
+        replace(r, background="discovered") if i in discovered else r
+        for i, r in enumerate(results)
+        if r is not None
+    ]
+
+
+def _with_discovered(
+    model: nn.Module,
+    images: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray | None] | None,
+    background: str,
+    device: torch.device,
+) -> tuple[Sequence[np.ndarray | None] | None, set[int]]:
+    """``masks`` completed with the discovered foreground, and the indices that got it.
+
+    Only with ``background="auto"`` and a model that carries the classifier of foreground discovery.
+    """
+    clf = trained_default(model, "foreground")
+    if clf is None or background != "auto":
+        return masks, set()
+    filled = list(masks) if masks is not None else [None] * len(images)
+    discovered = {i for i, m in enumerate(filled) if m is None}
+    for i in sorted(discovered):
+        filled[i] = discovered_mask(clf, images[i], device)
+    return filled, discovered
 
 
 def _check_images(images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None] | None) -> None:

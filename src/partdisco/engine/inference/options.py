@@ -25,7 +25,7 @@ class SegmentOptions:
 
     Attributes:
         size: shorter side of the network input; None = the model's training size (``inference_size``).
-        background: ``"auto"``, ``"none"`` or ``"border"`` (:mod:`.background`).
+        background: ``"auto"``, ``"model"``, ``"none"`` or ``"border"`` (:mod:`.background`).
         batch_size: images per forward pass, >= 1.
         crop: object-centric inference, ``"auto"``, ``"object"`` or ``"none"`` (:mod:`.crop`).
         padding: per-side padding of the object crop; None = the model's (``inference_padding``).

@@ -145,40 +145,45 @@ def merge_and_write(
     images. ``data`` is updated in place with the merged content. ``order``: list the entries (and the
     failed files) of these images first, in this order (the ranks of one run: as one process lists them).
     """
+    with out_lock(out):
+        _merge_and_write_locked(out, data, written, order)
+        return None if num_parts is None else write_index(out, data, num_parts)
+
+
+def _merge_and_write_locked(
+    out: Path, data: dict[str, Any], written: Sequence[str], order: Sequence[InputImage] | None
+) -> None:
+    """:func:`merge_and_write`'s ``parts.json`` part, for a caller that holds the folder lock."""
     parts_json = out / PARTS_JSON
     mine = set(written)
-    with out_lock(out):
-        disk = read_parts_json(parts_json)
-        if disk is not None:
-            data["owned_files"].update(owned_files(disk))  # what segment wrote stays segment's
-        if disk is not None and disk.get("settings") != data.get("settings"):
-            # keep the other run's index, add the files this run wrote to the ledger, and stop
-            disk["owned_files"] = sorted(data["owned_files"])
-            write_json(parts_json, disk, indent=1, sort_keys=False)
-            raise ValueError(
-                f"{parts_json} was rewritten meanwhile by another partdisco segment run with other settings "
-                f"({settings_diff(disk.get('settings') or {}, data.get('settings') or {})}); this run "
-                "stopped: its files are recorded there, rerun it with --overwrite or into another --out"
-            )
-        if disk is not None:
-            for name, entry in disk.get("images", {}).items():
-                if name not in mine:
-                    data["images"][name] = entry
-            done_here = {data["images"][n]["source"] for n in mine if n in data["images"]}
-            for path, reason in disk.get("failed", {}).items():
-                if path not in done_here:
-                    data["failed"].setdefault(path, reason)
-        if order is not None:
-            _put_in_order(data, order)
-        owned = data["owned_files"]
-        data["owned_files"] = sorted(owned)
-        try:
-            write_json(parts_json, data, indent=1, sort_keys=False)
-        finally:
-            data["owned_files"] = owned
-        if num_parts is None:
-            return None
-        return write_index(out, data, num_parts)
+    disk = read_parts_json(parts_json)
+    if disk is not None:
+        data["owned_files"].update(owned_files(disk))  # what segment wrote stays segment's
+    if disk is not None and disk.get("settings") != data.get("settings"):
+        # keep the other run's index, add the files this run wrote to the ledger, and stop
+        disk["owned_files"] = sorted(data["owned_files"])
+        write_json(parts_json, disk, indent=1, sort_keys=False)
+        raise ValueError(
+            f"{parts_json} was rewritten meanwhile by another partdisco segment run with other settings "
+            f"({settings_diff(disk.get('settings') or {}, data.get('settings') or {})}); this run "
+            "stopped: its files are recorded there, rerun it with --overwrite or into another --out"
+        )
+    if disk is not None:
+        for name, entry in disk.get("images", {}).items():
+            if name not in mine:
+                data["images"][name] = entry
+        done_here = {data["images"][n]["source"] for n in mine if n in data["images"]}
+        for path, reason in disk.get("failed", {}).items():
+            if path not in done_here:
+                data["failed"].setdefault(path, reason)
+    if order is not None:
+        _put_in_order(data, order)
+    owned = data["owned_files"]
+    data["owned_files"] = sorted(owned)
+    try:
+        write_json(parts_json, data, indent=1, sort_keys=False)
+    finally:
+        data["owned_files"] = owned
 
 
 def _put_in_order(data: dict[str, Any], order: Sequence[InputImage]) -> None:
@@ -256,7 +261,7 @@ def claim_out_dir(
     overwrite: bool,
     save_probs: bool,
 ) -> None:
-    """Under the folder lock: refuse foreign files, and claim ``--out`` for these settings at once.
+    """Under the folder lock: refuse foreign files, and claim ``--out`` and ``pending``'s output paths.
 
     What a run started meanwhile wrote is segment's too (``owned`` grows); ``data["owned_files"]`` is that
     set while running (a sorted list on disk).
@@ -271,8 +276,16 @@ def claim_out_dir(
             )
         owned.update(owned_files(disk))
         refuse_foreign_files(out, pending, owned, save_probs)
+        # every pending image's output paths are segment's from now on: a killed run's files are then
+        # its own on the rerun, and the run need not rewrite parts.json before each chunk to say so
+        kinds = ("labels", "color", "overlay", "input") + (("probs",) if save_probs else ())
+        for item in pending:
+            paths = output_paths(out, item.name)
+            owned.update(paths[kind].relative_to(out).as_posix() for kind in kinds)
         data["owned_files"] = owned
         if disk is None or disk.get("settings") != settings:
             data["owned_files"] = sorted(owned)
             write_json(parts_json, data, indent=1, sort_keys=False)
             data["owned_files"] = owned
+        else:  # the same settings: keep what other runs listed meanwhile
+            _merge_and_write_locked(out, data, (), None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,16 +36,23 @@ from partdisco.engine.segment.ledger import (
     open_ledger,
     segment_settings,
 )
-from partdisco.engine.segment.outputs import INDEX_HTML, name_too_long, output_paths, write_outputs
+from partdisco.engine.segment.outputs import INDEX_HTML, name_too_long, write_outputs
 
 logger = logging.getLogger(__name__)
 
 IO_THREADS = 2  # threads that decode inputs and encode outputs while the network runs
 # Batches per chunk: enough that images of equal processing size can share a batch, few enough that the
-# first chunk's reads and the last chunk's writes (which nothing overlaps) stay short. Each chunk also reads
-# and rewrites parts.json twice (the ledger of issue #22), so smaller chunks cost more on large folders:
-# 2 instead of 4 measured within the noise on 128 photos (BENCHMARKS.md, issue #24), so 4 stays.
+# first chunk's reads and the last chunk's writes (which nothing overlaps) stay short. 2 instead of 4
+# measured within the noise on 128 photos (BENCHMARKS.md, issue #24), so 4 stays.
 CHUNK_BATCHES = 4
+# parts.json grows with the folder and is rewritten whole, so rewriting it after every chunk would cost
+# O(images^2) on large folders. After a chunk it is rewritten only once FLUSH_COST_RATIO times its last
+# rewrite's duration has passed since then: the rewrites cost at most ~1/FLUSH_COST_RATIO of the run, and
+# a killed run loses at most that long's entries (their files are redone on the rerun). A ledger that took
+# under FLUSH_FREE_S to write (a folder of up to some thousands of images) is rewritten after every chunk.
+# Ctrl-C, an error and the end of the run always write it.
+FLUSH_COST_RATIO = 20.0
+FLUSH_FREE_S = 0.05
 
 
 @dataclass
@@ -207,6 +215,7 @@ class _Session:
         self.failed: dict[str, str] = data["failed"]
         self.writing: list[tuple[InputImage, PartMaps, Future[dict[str, Any]]]] = []
         self.bar: Any = None
+        self.flushed_at, self.flush_cost = time.monotonic(), 0.0  # the last parts.json rewrite: end, duration
 
     def pending(self, items: Sequence[InputImage], overwrite: bool) -> list[InputImage]:
         """The images still to do (the others are skipped); names too long to write are failures."""
@@ -282,17 +291,10 @@ class _Session:
             self._fail(item, str(err))
             logger.warning("skipping an unreadable file: %s", err)
             self.bar.update(1)
-        if loaded:
-            # the ledger first: files a killed run leaves are then segment's own on the rerun
-            kinds = ("labels", "color", "overlay", "input") + (("probs",) if self.save_probs else ())
-            for item, _, _ in loaded:
-                paths = output_paths(self.out, item.name)
-                self.owned.update(paths[kind].relative_to(self.out).as_posix() for kind in kinds)
-            merge_and_write(self.out, self.data, self.summary.written)
         run = dict(options.as_kwargs(), with_probs=self.save_probs)
         results = _segment_or_skip(model, loaded, with_masks, run) if loaded else []
         if k > 0:
-            self._finish_writes()  # chunk k - 1's files, written while this chunk ran
+            self._finish_writes(flush="when_due")  # chunk k - 1's files, written while this chunk ran
         for (item, image, _), maps in results:
             if isinstance(maps, str):  # could not be processed (memory): skipped by name
                 self._fail(item, maps)
@@ -302,8 +304,11 @@ class _Session:
                 job = io.submit(write_outputs, self.out, item, image, maps, self.save_probs, alpha=alpha)
                 self.writing.append((item, maps, job))
 
-    def _finish_writes(self, interrupted: bool = False) -> None:
-        """Enter the written images in the ledger and write it (each chunk: a killed run resumes here)."""
+    def _finish_writes(self, interrupted: bool = False, flush: str = "always") -> None:
+        """Enter the written images in the ledger and write it: a killed run resumes from there.
+
+        ``flush="when_due"``: write ``parts.json`` only when :data:`FLUSH_COST_RATIO` allows it.
+        """
         summary = self.summary
         while self.writing:
             item, maps, job = self.writing.pop(0)
@@ -318,7 +323,13 @@ class _Session:
             self.failed.pop(str(item.path), None)
             summary.written.append(item.name)
             self.bar.update(1)
+        now = time.monotonic()
+        cost = self.flush_cost
+        if flush == "when_due" and cost >= FLUSH_FREE_S and now - self.flushed_at < FLUSH_COST_RATIO * cost:
+            return  # entered in memory; the next due rewrite (or the last) lists them
         merge_and_write(self.out, self.data, summary.written)
+        self.flushed_at = time.monotonic()
+        self.flush_cost = self.flushed_at - now
 
     def finish(self, items: Sequence[InputImage], num_parts: int) -> None:
         """The final ``parts.json`` and ``index.html`` (rank 0 under torchrun), the summary, the log lines."""

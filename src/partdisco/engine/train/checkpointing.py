@@ -27,7 +27,7 @@ from partdisco.engine.train.divergence import raise_if_weights_diverged
 from partdisco.engine.train.setup import Run
 from partdisco.engine.train.step import Learner
 from partdisco.fileio import save_torch
-from partdisco.models.checkpoint import checkpoint_record
+from partdisco.models.checkpoint import FOREGROUND_KEY, checkpoint_record
 
 log = logging.getLogger("partdisco.train")
 
@@ -35,7 +35,12 @@ log = logging.getLogger("partdisco.train")
 def checkpoint_state(
     learner: Learner, step: int, cfg: RunConfig, metrics: dict[str, Any] | None = None, world: int = 1
 ) -> dict[str, Any]:
-    """The checkpoint dict: weights, optimiser and scaler state, config, metrics (docs/RELIABILITY.md)."""
+    """The checkpoint dict: weights, optimiser and scaler state, config, metrics (docs/RELIABILITY.md).
+
+    With foreground discovery the learnt foreground classifier is stored too (``"foreground"``).
+    """
+    foreground = getattr(getattr(learner.model, "inference_defaults", None), "foreground", None)
+    extra = {} if foreground is None else {FOREGROUND_KEY: foreground.to_dict()}
     return checkpoint_record(
         learner.model.state_dict(),
         learner.model.config(),
@@ -46,6 +51,7 @@ def checkpoint_state(
         metrics=metrics or {},
         torch_version=str(torch.__version__),
         world_size=world,  # processes: the global batch is train.batch_size x world_size
+        **extra,
     )
 
 

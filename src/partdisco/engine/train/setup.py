@@ -27,6 +27,7 @@ from partdisco.engine.discover import (
     DiscoverySettings,
     discover_foreground,
     discovery_complete,
+    read_classifier,
 )
 from partdisco.engine.runfolder import (
     CONFIG_FILE,
@@ -106,6 +107,9 @@ def build_run(
     train_set, test_set, mask_free, without_masks = _training_data(cfg, run_dir, device, main)
     cfg = resolve_background_channel(cfg, without_masks)
     learner, start_step = _build_learner(cfg, device, mask_free, resume_state, resume_ckpt)
+    if cfg.data.foreground == "discover":  # the discovered classifier travels with the model
+        found = read_classifier(run_dir / FOREGROUND_DIR)
+        learner.model.inference_defaults = replace(learner.model.inference_defaults, foreground=found)
     sampler = ResumableBatchSampler(
         len(train_set), cfg.train.batch_size, cfg.train.steps, cfg.seed, start_step, rank, world
     )
@@ -288,6 +292,8 @@ def _discovered_train_set(
             classes=cfg.data.discover_classes,
             seed_low=cfg.data.discover_seed_low,
             seed_high=cfg.data.discover_seed_high,
+            rounds=cfg.data.discover_rounds,
+            balance=cfg.data.discover_balance,
         )
         log.info("foreground discovery on %d training images -> %s", len(paths), out)
         discover_foreground(paths, out, settings, device=device)
