@@ -60,6 +60,9 @@ def test_a_malformed_classifier_is_refused_with_its_name(tmp_path):
     (tmp_path / "classifier.json").write_text('{"mean": [0.0], "std": [1.0]}')
     with pytest.raises(ValueError, match="classifier.json"):
         read_classifier(tmp_path)
+    (tmp_path / "classifier.json").write_text("[0.0, 1.0]")
+    with pytest.raises(ValueError, match=r"classifier.json: not a foreground classifier \(expected a map"):
+        read_classifier(tmp_path)
     (tmp_path / "classifier.json").write_text("not json")
     with pytest.raises(ValueError, match="classifier.json: unreadable"):
         read_classifier(tmp_path)

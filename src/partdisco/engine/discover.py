@@ -409,6 +409,4 @@ def read_classifier(out_dir: Path) -> ForegroundClassifier | None:
         values = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise ValueError(f"{path}: unreadable foreground classifier ({err})") from err
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a JSON object")
     return ForegroundClassifier.from_dict(values, str(path))

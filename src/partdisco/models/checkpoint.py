@@ -197,8 +197,6 @@ def trained_foreground(ckpt: Mapping[str, Any]) -> ForegroundClassifier | None:
     values = ckpt.get(FOREGROUND_KEY)
     if values is None:
         return None
-    if not isinstance(values, Mapping):
-        raise ValueError(f"checkpoint {FOREGROUND_KEY!r}: expected a mapping, not {type(values).__name__}")
     return ForegroundClassifier.from_dict(values, f"checkpoint entry {FOREGROUND_KEY!r}")
 
 

@@ -86,8 +86,12 @@ class ForegroundClassifier:
         }
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any], what: str = "classifier") -> ForegroundClassifier:
+    def from_dict(cls, values: Any, what: str = "classifier") -> ForegroundClassifier:
         """Rebuild from :meth:`to_dict`'s output; ValueError naming ``what`` when it is malformed."""
+        if not isinstance(values, Mapping):
+            raise ValueError(
+                f"{what}: not a foreground classifier (expected a mapping, got {type(values).__name__})"
+            )
         try:
             return cls(
                 mean=_floats(values["mean"]),

@@ -264,8 +264,6 @@ def _foreground(values: Any, path: Path) -> ForegroundClassifier | None:
     """The metadata's discovered foreground classifier (files from before it have none), checked."""
     if values is None:
         return None
-    if not isinstance(values, dict):
-        raise CheckpointError(f"{str(path)!r}: metadata foreground is not an object")
     try:
         return ForegroundClassifier.from_dict(values, f"{str(path)!r}: metadata foreground")
     except ValueError as err:

@@ -29,14 +29,18 @@ PARTS_JSON_VERSION = 1
 PARTS_JSON = "parts.json"  # the ledger, in --out
 
 
+def output_kinds(save_probs: bool) -> tuple[str, ...]:
+    """The files segment writes per image (:func:`.outputs.output_paths` keys): ``probs`` only on request."""
+    return ("labels", "color", "overlay", "input") + (("probs",) if save_probs else ())
+
+
 def is_done(out_dir: Path, item: InputImage, entries: dict[str, Any], save_probs: bool) -> bool:
     """Whether a previous run segmented this file: its entry names the same source and its files exist."""
     entry = entries.get(item.name)
     if entry is None or entry.get("source") != str(item.path):
         return False
     paths = output_paths(out_dir, item.name)
-    kinds = ("labels", "color", "overlay", "input", "probs")[: 5 if save_probs else 4]
-    return all(paths[k].is_file() for k in kinds)
+    return all(paths[k].is_file() for k in output_kinds(save_probs))
 
 
 def read_parts_json(path: Path) -> dict[str, Any] | None:
@@ -72,9 +76,8 @@ def refuse_foreign_files(
     out: Path, pending: Sequence[InputImage], owned: set[str], save_probs: bool
 ) -> None:
     """Raise before any work when an output path holds a file that segment did not write."""
-    kinds = ("labels", "color", "overlay", "input") + (("probs",) if save_probs else ())
     targets = [out / PARTS_JSON, out / INDEX_HTML]
-    targets += [output_paths(out, item.name)[k] for item in pending for k in kinds]
+    targets += [output_paths(out, item.name)[k] for item in pending for k in output_kinds(save_probs)]
     foreign = [p for p in targets if p.exists() and p.relative_to(out).as_posix() not in owned]
     if foreign:
         shown = ", ".join(str(p) for p in foreign[:3]) + (
@@ -278,10 +281,9 @@ def claim_out_dir(
         refuse_foreign_files(out, pending, owned, save_probs)
         # every pending image's output paths are segment's from now on: a killed run's files are then
         # its own on the rerun, and the run need not rewrite parts.json before each chunk to say so
-        kinds = ("labels", "color", "overlay", "input") + (("probs",) if save_probs else ())
         for item in pending:
             paths = output_paths(out, item.name)
-            owned.update(paths[kind].relative_to(out).as_posix() for kind in kinds)
+            owned.update(paths[kind].relative_to(out).as_posix() for kind in output_kinds(save_probs))
         data["owned_files"] = owned
         if disk is None or disk.get("settings") != settings:
             data["owned_files"] = sorted(owned)

@@ -18,6 +18,7 @@ from partdisco.engine.checkpoint import (
     load_checkpoint,
     prune_checkpoints,
 )
+from partdisco.engine.inference.network import trained_default
 from partdisco.engine.runfolder import (
     check_checkpoint_fields,
     check_resume_changes,
@@ -39,7 +40,7 @@ def checkpoint_state(
 
     With foreground discovery the learnt foreground classifier is stored too (``"foreground"``).
     """
-    foreground = getattr(getattr(learner.model, "inference_defaults", None), "foreground", None)
+    foreground = trained_default(learner.model, "foreground")
     extra = {} if foreground is None else {FOREGROUND_KEY: foreground.to_dict()}
     return checkpoint_record(
         learner.model.state_dict(),
