@@ -236,8 +236,8 @@ def floor_main(args: argparse.Namespace) -> None:
         f"{discovered_note if args.discovered else ''}, {len(files)} JPEG "
         f"photos {args.photo_size}x{args.photo_size} -> network input {args.size} px, batch {batch}, segment "
         f"{overlap}; best of {args.repeats}. *Forward*: the network alone on the tensors segment feeds it. "
-        "*Segment*: `segment_files` end to end (decode, resize, forward, labels, thumbnail + 3 PNGs per "
-        "image, parts.json, index.html).",
+        "*Segment*: `segment_files` end to end (decode, resize, forward, labels, thumbnail, 2 PNGs and an "
+        "overlay JPEG per image, parts.json, index.html).",
         "",
         "| runtime | forward images/s | segment images/s | segment / forward |",
         "|---|---:|---:|---:|",

@@ -86,7 +86,9 @@ def test_mixed_folder_outputs(segmented, mixed_folder):
         assert labels.min() >= 1 and labels.max() <= K  # no background: the model has none, no masks
         color = np.asarray(Image.open(out / "color" / f"{name}.png"))
         assert color.dtype == np.uint8 and color.shape == (H, W, 3)
-        overlay = np.asarray(Image.open(out / "overlay" / f"{name}.png"))
+        overlay_img = Image.open(out / "overlay" / f"{name}.jpg")
+        assert overlay_img.format == "JPEG"
+        overlay = np.asarray(overlay_img)
         assert overlay.dtype == np.uint8 and overlay.shape == (H, W, 3)
         with np.load(out / "probs" / f"{name}.npz") as npz:
             probs = npz["probs"]
@@ -116,7 +118,7 @@ def test_mixed_folder_outputs(segmented, mixed_folder):
                 assert centroid is None
     html = (out / "index.html").read_text()
     assert html.count('class="card"') == len(EXPECTED)
-    assert "overlay/sub/nested.png" in html
+    assert "overlay/sub/nested.jpg" in html
 
 
 def test_same_colour_for_same_part(segmented):

@@ -34,10 +34,10 @@ class ColourNetwork:
     prototypes = torch.tensor([OBJECT, *DISTRACTORS])  # (4, 3)
 
     def __call__(self, image01: torch.Tensor, with_logits: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        dense = F.avg_pool2d(image01, 8)  # (1, 3, h8, w8)
-        dist = ((dense[0].permute(1, 2, 0)[:, :, None, :] - self.prototypes) ** 2).sum(-1)  # (h8, w8, 4)
-        logits = (8.0 * (0.3 - dist).clamp_min(0)).permute(2, 0, 1)[None]  # 0 everywhere but near a prototype
-        return dense, torch.cat([logits, torch.zeros(1, 16, *logits.shape[-2:])], dim=1)
+        dense = F.avg_pool2d(image01, 8)  # (B, 3, h8, w8)
+        dist = ((dense.permute(0, 2, 3, 1)[..., None, :] - self.prototypes) ** 2).sum(-1)  # (B, h8, w8, 4)
+        logits = (8.0 * (0.3 - dist).clamp_min(0)).permute(0, 3, 1, 2)  # 0 everywhere but near a prototype
+        return dense, torch.cat([logits, torch.zeros(len(dense), 16, *logits.shape[-2:])], dim=1)
 
 
 def _scene(rng: np.random.Generator, i: int, object_frac: float, distractor: bool, side: int = 96):

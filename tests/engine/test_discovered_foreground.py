@@ -44,6 +44,23 @@ def test_the_classifier_finds_the_object_on_a_photo_it_never_saw(tmp_path):
         assert mask[disk].mean() < 0.05, "the salient distractor was taken for the object"
 
 
+def test_masks_of_a_batch_are_those_of_each_photo_alone(tmp_path):
+    """segment batches discovery on a GPU: a batch may not change any photo's mask (issue #24)."""
+    from partdisco.engine.inference.discovered import discovered_masks
+
+    clf = _trained_classifier(tmp_path)
+    rng = np.random.default_rng(11)
+    images = [_scene(rng, i, 0.1, distractor=True)[0] for i in range(5)]
+    images.append(np.ascontiguousarray(images[0][:, :80]))  # another input size: its own group
+    alone = [discovered_mask(clf, image, network=ColourNetwork()) for image in images]
+    batched = discovered_masks(clf, images, network=ColourNetwork(), batch_size=4)
+    assert len(batched) == len(images)
+    for one, many in zip(alone, batched):
+        np.testing.assert_array_equal(one, many)
+    exact = discovered_masks(clf, images, network=ColourNetwork(), subsample=1)
+    assert all(_iou(e > 0.5, a > 0.5) > 0.9 for e, a in zip(exact, alone))  # the fast filter: close
+
+
 def test_self_training_seeds_follow_the_classifier_not_the_footprint():
     feats = torch.tensor([[1.0], [2.0], [-1.0], [-2.0], [0.0]]).half()
     foot = torch.zeros(5)  # the footprint says: all background

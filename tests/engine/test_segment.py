@@ -387,13 +387,33 @@ class TestSegmentFiles:
         images = make_folder(tmp_path / "images")
         out = tmp_path / "out"
         segment_files(tiny_model, [images], out, SegmentOptions(size=32), progress=False)
-        (out / "overlay" / "a.png").unlink()
+        (out / "overlay" / "a.jpg").unlink()
         summary = segment_files(tiny_model, [images], out, SegmentOptions(size=32), progress=False)
-        assert summary.written == ["a"] and (out / "overlay" / "a.png").is_file()
+        assert summary.written == ["a"] and (out / "overlay" / "a.jpg").is_file()
         summary = segment_files(
             tiny_model, [images], out, SegmentOptions(size=32), progress=False, save_probs=True
         )
         assert sorted(summary.written) == ["a", "b", "sub/c"]  # probs were missing
+
+    def test_a_folder_with_png_overlays_of_an_older_version_resumes(self, tiny_model, tmp_path):
+        images = make_folder(tmp_path / "images")
+        out = tmp_path / "out"
+        segment_files(tiny_model, [images], out, SegmentOptions(size=32), progress=False)
+        data = json.loads((out / "parts.json").read_text())
+        for name, entry in data["images"].items():  # as older versions wrote them: overlay/NAME.png
+            jpg = out / entry["files"]["overlay"]
+            Image.open(jpg).save(jpg.with_suffix(".png"))
+            jpg.unlink()
+            entry["files"]["overlay"] = f"overlay/{name}.png"
+        (out / "parts.json").write_text(json.dumps(data))
+        again = segment_files(tiny_model, [images], out, SegmentOptions(size=32), progress=False)
+        assert again.written == [] and sorted(again.skipped) == ["a", "b", "sub/c"]
+        (out / "overlay" / "b.png").unlink()  # a missing legacy overlay is redone, as a JPEG
+        again = segment_files(tiny_model, [images], out, SegmentOptions(size=32), progress=False)
+        assert again.written == ["b"] and (out / "overlay" / "b.jpg").is_file()
+        entries = json.loads((out / "parts.json").read_text())["images"]
+        assert entries["b"]["files"]["overlay"] == "overlay/b.jpg"
+        assert entries["a"]["files"]["overlay"] == "overlay/a.png"
 
     def test_overwrite_and_settings_check(self, tiny_model, tmp_path):
         images = make_folder(tmp_path / "images")

@@ -56,7 +56,7 @@ def test_its_own_files_are_recomputed_and_recorded(model, tmp_path):
     out = tmp_path / "out"
     _run(model, [src], out)
     data = json.loads((out / "parts.json").read_text())
-    assert {"labels/cat.png", "color/cat.png", "overlay/cat.png"} <= set(data["owned_files"])
+    assert {"labels/cat.png", "color/cat.png", "overlay/cat.jpg"} <= set(data["owned_files"])
     summary = _run(model, [src], out, overwrite=True)  # its own files: replaced without complaint
     assert summary.written == ["cat"]
 

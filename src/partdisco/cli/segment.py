@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=(
             "Run a checkpoint on image files, folders (recursively) or glob patterns. Per image NAME it\n"
             "writes DIR/labels/NAME.png (uint8, 0 = background, 1..K = parts), DIR/color/NAME.png and\n"
-            "DIR/overlay/NAME.png (with --save-probs also DIR/probs/NAME.npz), plus DIR/parts.json and\n"
+            "DIR/overlay/NAME.jpg (with --save-probs also DIR/probs/NAME.npz), plus DIR/parts.json and\n"
             "DIR/index.html. A rerun skips images whose outputs exist. Examples:\n"
             "  partdisco segment runs/x/model.pt photos/ --out parts\n"
             "  partdisco segment model.pt 'shots/**/*.jpg' --out parts --masks masks/ --device cuda\n"

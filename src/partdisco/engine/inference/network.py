@@ -255,10 +255,12 @@ def labels_from_probs(probs: torch.Tensor, background_channel: bool, use_backgro
         >>> labels_from_probs(p, True, True).item(), labels_from_probs(p, True, False).item()
         (0, 1)
     """
+    # max(dim).indices == argmax(dim) (the first maximal index), and is ~20x faster for a few channels on
+    # the CPU (argmax over a non-innermost dim was 0.05 s of a 512-px image's 0.1 s in segment, issue #24).
     if background_channel and use_background:
-        return probs.argmax(dim=1)
+        return probs.max(dim=1).indices
     parts = part_channels(probs, background_channel)  # (B, K, H, W)
-    return parts.argmax(dim=1) + 1
+    return parts.max(dim=1).indices + 1
 
 
 def resolve_device(name: str) -> torch.device:

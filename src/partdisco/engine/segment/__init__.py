@@ -6,7 +6,7 @@ EXIF handled), run :func:`~partdisco.engine.inference.images.segment_images` in 
 skip what a previous run wrote.
 
 Outputs under ``out_dir`` (NAME = the input's path relative to the folder it was found in, no suffix):
-``labels/NAME.png`` (palette PNG, uint8 labels 0..K), ``color/NAME.png``, ``overlay/NAME.png``, optional
+``labels/NAME.png`` (palette PNG, uint8 labels 0..K), ``color/NAME.png``, ``overlay/NAME.jpg``, optional
 ``probs/NAME.npz``, plus ``parts.json`` and ``index.html``. Every file is written atomically; an image is
 skipped on a rerun when all its files and its ``parts.json`` entry exist (docs/SEGMENT.md).
 

@@ -19,7 +19,7 @@ from torch import nn
 from partdisco.engine.inference.options import SegmentOptions
 from partdisco.engine.runfolder import require_writable_dir
 from partdisco.engine.segment.inputs import InputImage
-from partdisco.engine.segment.outputs import INDEX_HTML, output_paths, write_index
+from partdisco.engine.segment.outputs import INDEX_HTML, LEGACY_OVERLAY_SUFFIX, output_paths, write_index
 from partdisco.fileio import write_json
 from partdisco.visualise import PALETTE
 
@@ -40,6 +40,9 @@ def is_done(out_dir: Path, item: InputImage, entries: dict[str, Any], save_probs
     if entry is None or entry.get("source") != str(item.path):
         return False
     paths = output_paths(out_dir, item.name)
+    legacy = paths["overlay"].with_suffix(LEGACY_OVERLAY_SUFFIX)  # older versions wrote PNG overlays
+    if (entry.get("files") or {}).get("overlay") == legacy.relative_to(out_dir).as_posix():
+        paths["overlay"] = legacy
     return all(paths[k].is_file() for k in output_kinds(save_probs))
 
 

@@ -30,6 +30,13 @@ logger = logging.getLogger(__name__)
 
 INDEX_HTML = "index.html"  # the contact sheet, in --out
 THUMB_SIDE = 320  # longer side of the input thumbnails that index.html shows (inside --out: portable)
+# Overlays are photos with parts blended in: JPEG (quality 90, full-resolution colour so the one-pixel part
+# outlines keep their colour) writes one in ~2.5 ms where PNG took 16.5 ms of the ~32 ms of a 512-px image's
+# files, at a fifth of the bytes (issue #24). Label and colour maps stay lossless PNG. Output folders of
+# older versions hold ``overlay/NAME.png``: their entries stay done (:func:`.ledger.is_done`).
+OVERLAY_SUFFIX = ".jpg"
+OVERLAY_JPEG_QUALITY = 90
+LEGACY_OVERLAY_SUFFIX = ".png"
 
 
 def output_paths(out_dir: str | os.PathLike[str], name: str) -> dict[str, Path]:
@@ -40,15 +47,17 @@ def output_paths(out_dir: str | os.PathLike[str], name: str) -> dict[str, Path]:
         name: the image's output name (:attr:`InputImage.name`).
 
     Returns:
-        ``{"labels", "color", "overlay", "probs", "input"}`` -> paths (``probs`` is ``.npz``, ``input`` the
-        ``.jpg`` thumbnail of the input that ``index.html`` shows, the others ``.png``).
+        ``{"labels", "color", "overlay", "probs", "input"}`` -> paths (``probs`` is ``.npz``, ``overlay``
+        a ``.jpg``, ``input`` the ``.jpg`` thumbnail of the input that ``index.html`` shows, the others
+        ``.png``).
 
     Example:
         >>> output_paths("out", "sub/cat")["overlay"].as_posix()
-        'out/overlay/sub/cat.png'
+        'out/overlay/sub/cat.jpg'
     """
     out = Path(out_dir)
-    paths = {kind: out / kind / f"{name}.png" for kind in ("labels", "color", "overlay")}
+    paths = {kind: out / kind / f"{name}.png" for kind in ("labels", "color")}
+    paths["overlay"] = out / "overlay" / f"{name}{OVERLAY_SUFFIX}"
     paths["probs"] = out / "probs" / f"{name}.npz"
     paths["input"] = out / "input" / f"{name}.jpg"
     return paths
@@ -74,6 +83,15 @@ def _write_thumbnail(path: Path, image: np.ndarray) -> None:
     atomic_write(path, lambda tmp: thumb.save(tmp, format="JPEG", quality=85))
 
 
+def _write_overlay(path: Path, image: np.ndarray) -> None:
+    """The overlay as a JPEG (:data:`OVERLAY_JPEG_QUALITY`, no chroma subsampling), atomically."""
+    from PIL import Image
+
+    pil = Image.fromarray(image)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: pil.save(tmp, format="JPEG", quality=OVERLAY_JPEG_QUALITY, subsampling=0))
+
+
 def write_outputs(
     out_dir: Path, item: InputImage, image: np.ndarray, maps: PartMaps, save_probs: bool, alpha: float = 0.5
 ) -> dict[str, Any]:
@@ -94,7 +112,7 @@ def write_outputs(
     _write_thumbnail(paths["input"], image)
     save_label_png(paths["labels"], maps.labels)
     save_png(paths["color"], colorize(maps.labels))
-    save_png(paths["overlay"], overlay(image, maps.labels, alpha=alpha))
+    _write_overlay(paths["overlay"], overlay(image, maps.labels, alpha=alpha))
     if save_probs:
         if maps.probs is None:
             raise ValueError("save_probs needs PartMaps.probs; segment with with_probs=True")
