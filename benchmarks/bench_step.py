@@ -178,6 +178,8 @@ def measure_train(config: str, args: argparse.Namespace, device: torch.device) -
     torch.manual_seed(0)
     model = create_segmenter(args.arch, num_parts=args.parts).to(device)
     features_net = build_feature_extractor(args.features, args.features_weights).to(device)
+    if config == "ours_fast":
+        features_net = features_net.to(memory_format=torch.channels_last)  # as train.channels_last does
     inputs = synthetic_batch(args.batch, args.size, device)
     loss_cfg, optim_cfg = LossConfig(), OptimConfig()
     fast = config == "ours_fast"

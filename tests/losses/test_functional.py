@@ -312,3 +312,32 @@ class TestObjective:
 def test_background_bce_hand_value():
     p = torch.full((1, 1, 2, 2), 0.5)
     assert background_bce(p, torch.ones(1, 1, 2, 2)).item() == pytest.approx(math.log(2), rel=1e-5)
+
+
+def test_part_statistics_of_upsampled_maps_equal_those_of_the_dense_features() -> None:
+    """Tapped feature networks hand the loss their small maps (issue #24): same values, same gradients."""
+    from partdisco.geometry.upsampled import Upsampled
+
+    torch.manual_seed(0)
+    maps = (torch.randn(3, 5, 8, 8, dtype=torch.float64), torch.randn(3, 4, 2, 2, dtype=torch.float64))
+    up = Upsampled(maps, (32, 32), True)
+    probs = torch.rand(3, 4, 32, 32, dtype=torch.float64).softmax(1).requires_grad_()
+    mask = torch.rand(3, 1, 32, 32, dtype=torch.float64).requires_grad_()  # soft: gradients reach it
+    dense = part_feature_statistics(probs, mask, up.dense())
+    small = part_feature_statistics(probs, mask, up)
+    for a, b in zip(dense, small):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    grads_dense = torch.autograd.grad(dense[0].sum() + dense[1].sum(), [probs, mask])
+    grads_small = torch.autograd.grad(small[0].sum() + small[1].sum(), [probs, mask])
+    for a, b in zip(grads_dense, grads_small):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    # bf16 maps (autocast's phi) are read in float32: float32 rounding of the exact sums (a dense bf16
+    # tensor would round the upsampled values to bf16 first)
+    maps16 = tuple(m.to(torch.bfloat16) for m in maps)
+    p64, m64 = probs.detach(), (mask.detach() > 0.5).double()
+    exact = Upsampled(tuple(m.double() for m in maps16), (32, 32), True).dense()
+    want = part_feature_statistics(p64, m64, exact)
+    got = part_feature_statistics(p64.float(), m64.float(), Upsampled(maps16, (32, 32), True))
+    assert got[0].dtype == torch.float32
+    for a, b in zip(want, got):
+        torch.testing.assert_close(a, b.double(), rtol=1e-5, atol=1e-5)

@@ -260,3 +260,18 @@ class TestCuda:
         gpu = vgg_random.cuda()(x.cuda())
         cpu = vgg_random.cpu()(x)
         assert torch.allclose(gpu.cpu(), cpu, atol=1e-3, rtol=1e-3)
+
+
+def test_loss_features_stand_for_forward(vgg_random, texture):
+    """Tapped networks give the loss their small maps; upsampled they are forward's output, bit for bit."""
+    from partdisco.geometry.upsampled import Upsampled
+
+    x = torch.rand(2, 3, 40, 56, generator=torch.Generator().manual_seed(0))
+    lazy = vgg_random.loss_features(x)
+    assert isinstance(lazy, Upsampled) and lazy.shape == (2, 768, 40, 56)
+    assert [tuple(m.shape[-2:]) for m in lazy.maps] == [(10, 14), (2, 3)]  # stride 4 and 16 (floor)
+    assert torch.equal(lazy.dense(), vgg_random(x))
+    dense = texture.loss_features(x)  # no taps: the full-size bank
+    assert isinstance(dense, torch.Tensor) and torch.equal(dense, texture(x))
+    cl = vgg_random.loss_features(x.contiguous(memory_format=torch.channels_last))  # train.channels_last
+    torch.testing.assert_close(cl.dense(), lazy.dense(), rtol=1e-5, atol=1e-5)

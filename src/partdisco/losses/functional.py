@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from partdisco.geometry.upsampled import Upsampled, weighted_moments
+
 POOL_EPS = 1e-7  # ref: trainer_ours.py:135-136
 VARIANCE_EPS = 1e-5  # ref: loss.py:31-40
 KL_EPS = 1e-7  # ref: trainer_ours.py:168
@@ -27,13 +29,14 @@ def _check(name: str, x: Tensor, dims: int, channels: int | None = None) -> None
         raise ValueError(f"expected {name} of shape {want}, got {tuple(x.shape)}")
 
 
-def _check_maps(probs: Tensor, fg_mask: Tensor, features: Tensor | None = None) -> None:
+def _check_maps(probs: Tensor, fg_mask: Tensor, features: Tensor | Upsampled | None = None) -> None:
     _check("probs", probs, 4)
     _check("fg_mask", fg_mask, 4, 1)
     if fg_mask.shape[0] != probs.shape[0] or fg_mask.shape[-2:] != probs.shape[-2:]:
         raise ValueError(f"fg_mask {tuple(fg_mask.shape)} does not match probs {tuple(probs.shape)}")
     if features is not None:
-        _check("features", features, 4)
+        if not isinstance(features, Upsampled):  # Upsampled: its shape is (B, C, H, W) by construction
+            _check("features", features, 4)
         if features.shape[0] != probs.shape[0] or features.shape[-2:] != probs.shape[-2:]:
             raise ValueError(f"features {tuple(features.shape)} do not match probs {tuple(probs.shape)}")
 
@@ -93,7 +96,11 @@ def within_part_variance(
 
 
 def part_feature_statistics(
-    probs: Tensor, fg_mask: Tensor, features: Tensor, pool_eps: float = POOL_EPS, eps: float = VARIANCE_EPS
+    probs: Tensor,
+    fg_mask: Tensor,
+    features: Tensor | Upsampled,
+    pool_eps: float = POOL_EPS,
+    eps: float = VARIANCE_EPS,
 ) -> tuple[Tensor, Tensor]:
     """Part descriptors and within-part variance from one pass of sufficient statistics.
 
@@ -105,7 +112,10 @@ def part_feature_statistics(
     Args:
         probs: (B, K, H, W) part probabilities.
         fg_mask: (B, 1, H, W) foreground in [0, 1].
-        features: (B, C, H, W) descriptors, any float dtype (bf16 is promoted to float32 as it is read).
+        features: (B, C, H, W) descriptors, any float dtype (bf16 is promoted to float32 as it is read), or
+            small maps that stand for their bilinear upsampling to (H, W)
+            (:class:`~partdisco.geometry.upsampled.Upsampled`, what tapped feature networks give): the
+            same statistics up to float rounding, without the full-size features (issue #24).
         pool_eps: descriptor denominator guard (ref 1e-7).
         eps: variance denominator guard (ref 1e-5).
 
@@ -120,6 +130,8 @@ def part_feature_statistics(
         (1.0, 1.0)
     """
     _check_maps(probs, fg_mask, features)
+    if isinstance(features, Upsampled):
+        return _upsampled_feature_statistics(probs, fg_mask, features, pool_eps, eps)
     # a float32 island; float64 inputs stay float64 so that the maths can be gradchecked
     dtype = torch.float64 if torch.float64 in (probs.dtype, features.dtype) else torch.float32
     with torch.autocast(device_type=probs.device.type, enabled=False):
@@ -134,11 +146,35 @@ def part_feature_statistics(
         s0 = weights.sum(dim=(2, 3))  # (B, K)
         s1 = torch.einsum("bkhw,bchw->bkc", weights, centred)  # (B, K, C)
         s2 = torch.einsum("bkhw,bchw->bkc", weights, centred.square())  # (B, K, C)
-        mean = s1 / (s0.unsqueeze(-1) + eps)  # (B, K, C)
-        residual = s2 - 2.0 * mean * s1 + mean * mean * s0.unsqueeze(-1)  # (B, K, C)
-        variance = residual.clamp_min(0.0).sum(dim=(1, 2)) / (area.squeeze(1) + eps)  # (B,)
-        descriptors = (s1 + fg_mean.unsqueeze(1) * s0.unsqueeze(-1)) / (s0.unsqueeze(-1) + pool_eps)
-        return descriptors, variance
+        return _descriptors_and_variance(s0, s1, s2, fg_mean, area, pool_eps, eps)
+
+
+def _descriptors_and_variance(
+    s0: Tensor, s1: Tensor, s2: Tensor, fg_mean: Tensor, area: Tensor, pool_eps: float, eps: float
+) -> tuple[Tensor, Tensor]:
+    """Part descriptors and the normalised variance from the sums of the foreground-centred features."""
+    mean = s1 / (s0.unsqueeze(-1) + eps)  # (B, K, C)
+    residual = s2 - 2.0 * mean * s1 + mean * mean * s0.unsqueeze(-1)  # (B, K, C)
+    variance = residual.clamp_min(0.0).sum(dim=(1, 2)) / (area.squeeze(1) + eps)  # (B,)
+    descriptors = (s1 + fg_mean.unsqueeze(1) * s0.unsqueeze(-1)) / (s0.unsqueeze(-1) + pool_eps)
+    return descriptors, variance
+
+
+def _upsampled_feature_statistics(
+    probs: Tensor, fg_mask: Tensor, features: Upsampled, pool_eps: float, eps: float
+) -> tuple[Tensor, Tensor]:
+    """:func:`part_feature_statistics` of upsampled maps, at the maps' own resolution."""
+    dtype = torch.float64 if torch.float64 in (probs.dtype, features.maps[0].dtype) else torch.float32
+    with torch.autocast(device_type=probs.device.type, enabled=False):
+        probs, fg_mask = probs.to(dtype), fg_mask.to(dtype)
+        area = fg_mask.sum(dim=(2, 3))  # (B, 1)
+        fg_sum, _ = weighted_moments(fg_mask, features, second=False)  # (B, 1, C)
+        fg_mean = fg_sum[:, 0] / (area + eps)  # (B, C)
+        weights = probs * fg_mask  # (B, K, H, W)
+        s0 = weights.sum(dim=(2, 3))  # (B, K)
+        s1, s2 = weighted_moments(weights, features, centre=fg_mean)  # (B, K, C) each
+        assert s2 is not None
+        return _descriptors_and_variance(s0, s1, s2, fg_mean, area, pool_eps, eps)
 
 
 def sample_positive_images(

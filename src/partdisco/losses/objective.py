@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from partdisco.config import LossConfig
+from partdisco.geometry.upsampled import Upsampled
 from partdisco.losses.foreground import (
     border_background_loss,
     boundary_saliency,
@@ -85,7 +86,7 @@ class Objective:
         target_logits: Tensor,
         fg_mask: Tensor,
         warped_fg_mask: Tensor,
-        features: Tensor,
+        features: Tensor | Upsampled,
         lab: Tensor,
         generator: torch.Generator | None = None,
     ) -> dict[str, Tensor]:
@@ -97,7 +98,8 @@ class Objective:
             target_logits: (B, K, H, W) warped logits of view 1 (detached here).
             fg_mask: (B, 1, H, W) foreground of the clean image.
             warped_fg_mask: (B, 1, H, W) warped foreground.
-            features: (B, C, H, W) frozen perceptual features of the clean image.
+            features: (B, C, H, W) frozen perceptual features of the clean image, or small maps standing
+                for their upsampling (:class:`~partdisco.geometry.upsampled.Upsampled`).
             lab: (B, 3, H, W) colour target (CIE-Lab, or RGB * 255 - 128 when ``use_lab`` is off).
             generator: CPU generator for the contrastive positive draw; it must be in the same state on every
                 rank when descriptors are gathered, so all ranks agree on the global positives.

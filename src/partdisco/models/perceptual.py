@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from partdisco.config import FEATURE_SOURCES  # the one list of names (config/schema.py)
+from partdisco.geometry.upsampled import Upsampled
 from partdisco.imaging.color import LAB_CIE, rgb_to_lab
 from partdisco.models.efficientnet import EfficientNetLite, load_efficientnet_lite
 from partdisco.models.foreign import detect_layout
@@ -124,14 +125,25 @@ class FeatureExtractor(nn.Module):
             float (B, out_channels, H, W): each tap x its weight, bilinearly upsampled (``align_corners`` =
             :data:`FEATURE_ALIGN`), concatenated.
         """
+        return self.loss_features(image01).dense()
+
+    @torch.no_grad()
+    def loss_features(self, image01: Tensor) -> Tensor | Upsampled:
+        """What the feature loss reads: :meth:`forward`'s features, as cheaply as the network allows.
+
+        Networks with taps give their weighted tap maps standing for their upsampling
+        (:class:`~partdisco.geometry.upsampled.Upsampled`: the loss sums over them at their own size, the
+        same values as over :meth:`forward`'s full-size tensor up to float rounding, issue #24); others
+        give :meth:`forward`.
+
+        Args:
+            image01: float (B, 3, H, W) RGB in [0, 1].
+        """
         _check_image(image01)
         size = (int(image01.shape[-2]), int(image01.shape[-1]))
         # bilinear upsampling is linear: scale the small map, not the (B, c, H, W) one
-        maps = [
-            F.interpolate(x if w == 1.0 else x * w, size=size, mode="bilinear", align_corners=FEATURE_ALIGN)
-            for x, w in self.taps_of(image01)
-        ]
-        return torch.cat(maps, dim=1)  # (B, out_channels, H, W)
+        maps = tuple(x if w == 1.0 else x * w for x, w in self.taps_of(image01))
+        return Upsampled(maps, size, FEATURE_ALIGN)
 
 
 class VGG19Features(FeatureExtractor):
@@ -412,6 +424,11 @@ class TextureFeatures(FeatureExtractor):
         """
         with torch.autocast(device_type=image01.device.type, enabled=False):
             return (self.raw(image01) - self.shift) / self.scale
+
+    @torch.no_grad()
+    def loss_features(self, image01: Tensor) -> Tensor | Upsampled:
+        """:meth:`forward`: the bank is computed at full size (no taps to keep small)."""
+        return self(image01)
 
 
 class ViTFeatures(FeatureExtractor):

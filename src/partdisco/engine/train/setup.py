@@ -202,6 +202,7 @@ def _build_learner(
     ).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
+        features_net = features_net.to(memory_format=torch.channels_last)  # its input is channels-last too
     objective = Objective(
         cfg.loss,
         background_channel=model.background_channel,

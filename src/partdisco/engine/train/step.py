@@ -216,7 +216,8 @@ def train_step(learner: Learner, inputs: StepInputs, draws: StepDraws) -> dict[s
         with autocast_ctx(device, learner.precision):  # the frozen network runs in bf16/fp16 too when asked
             # ref multiplies phi by the mask first; every loss weights by p * m anyway, which for binary
             # training masks is the same, without a masked copy of the (B, C, H, W) features
-            features = learner.features_net(image)  # (B, C, H, W)
+            # (B, C, H, W), or small tap maps standing for their upsampling (the loss sums at their size)
+            features = learner.features_net.loss_features(memory_format(image))
         lab = color_target(image, objective.cfg.use_lab)  # (B, 3, H, W)
 
     with autocast_ctx(device, learner.precision):
