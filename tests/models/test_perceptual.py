@@ -275,3 +275,16 @@ def test_loss_features_stand_for_forward(vgg_random, texture):
     assert isinstance(dense, torch.Tensor) and torch.equal(dense, texture(x))
     cl = vgg_random.loss_features(x.contiguous(memory_format=torch.channels_last))  # train.channels_last
     torch.testing.assert_close(cl.dense(), lazy.dense(), rtol=1e-5, atol=1e-5)
+
+
+def test_blur_as_matrix_products_is_the_convolution(monkeypatch):
+    """The texture bank's blurs run as banded matrix products up to BLUR_MATMUL_MAX_SIDE (issue #24)."""
+    from partdisco.models import perceptual
+
+    x = torch.rand(2, 3, 37, 64, generator=torch.Generator().manual_seed(0))
+    fast = {s: perceptual._blur(x, s) for s in (1.0, 3.0, 9.0, 30.0)}  # 30: the kernel outgrows the image
+    ones = perceptual._blur(torch.ones(1, 1, 9, 9), 3.0)  # normalised at the borders: a constant stays
+    torch.testing.assert_close(ones, torch.ones(1, 1, 9, 9))
+    monkeypatch.setattr(perceptual, "BLUR_MATMUL_MAX_SIDE", 0)  # the convolutions
+    for sigma, got in fast.items():
+        torch.testing.assert_close(got, perceptual._blur(x, sigma), rtol=1e-5, atol=1e-6)
