@@ -167,13 +167,22 @@ def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
 
 
 def make_optimizer(model: Segmenter, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """SGD (ref) or AdamW over the segmenter's two parameter groups (backbone, head at head_lr_mult)."""
+    """SGD (ref) or AdamW over the segmenter's two parameter groups (backbone, head at head_lr_mult).
+
+    On the CPU and CUDA the optimiser runs its fused kernel, the same updates as the per-tensor loop (SGD bit
+    for bit, AdamW within float rounding; tested) 3-6x faster on a 2-core CPU (ResNet-18: SGD 13 -> 4 ms,
+    AdamW 42 -> 7 ms per step; issue #24).
+    """
     groups = model.param_groups(cfg.lr, cfg.lr * cfg.head_lr_mult)
     for group in groups:
         group["base_lr"] = group["lr"]
+    devices = {p.device.type for group in groups for p in group["params"]}
+    fused = devices <= {"cpu", "cuda"}
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=fused or None
+        )
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
 
 
 def color_target(image: torch.Tensor, use_lab: bool) -> torch.Tensor:
