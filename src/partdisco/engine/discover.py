@@ -53,6 +53,7 @@ from partdisco.data.io import read_image
 from partdisco.engine.inference.discovered import (
     DiscoveryNetwork,
     EfficientNetDiscovery,
+    device_of,
     foreground_probability,
     linear_probability,
     network_input,
@@ -271,9 +272,9 @@ def _write_masks(
 ) -> list[float]:
     """Every image's mask to ``out_dir/masks``, the first ones to ``overview.png``; the foreground shares."""
     linear = tuple(t.to(device_of(network)) for t in linear)
+    refine = settings.refine_radius, settings.refine_eps
     fractions, thumbs = [], []
     for path, (image, inp) in zip(image_paths, loaded):
-        refine = settings.refine_radius, settings.refine_eps
         prob = foreground_probability(network, image, inp, linear, *refine)
         mask = threshold_mask(prob)
         fractions.append(float(mask.float().mean()))
@@ -283,11 +284,6 @@ def _write_masks(
     rows = [thumbs[k : k + OVERVIEW_COLUMNS] for k in range(0, len(thumbs), OVERVIEW_COLUMNS)]
     save_png(out_dir / "overview.png", image_grid(rows, pad=0, bg=0, tile_height=128))
     return fractions
-
-
-def device_of(network: DiscoveryNetwork) -> torch.device:
-    """Where ``network`` runs (its ``device`` attribute; the CPU when it has none)."""
-    return torch.device(getattr(network, "device", "cpu"))
 
 
 def _samples(

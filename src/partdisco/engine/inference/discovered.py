@@ -106,9 +106,14 @@ def classifier_tensors(clf: ForegroundClassifier, device: torch.device) -> tuple
 
 
 def linear_probability(dense: Tensor, linear: tuple[Tensor, ...]) -> Tensor:
-    """(D, h, w) features -> (h, w) foreground probability of the classifier ``(mean, std, weight, bias)``."""
+    """(..., D, h, w) features -> (..., h, w) probability of the classifier ``(mean, std, weight, bias)``."""
     mean, std, w, b = linear
-    return torch.sigmoid(((dense.permute(1, 2, 0) - mean) / std) @ w + b)
+    return torch.sigmoid(((dense.movedim(-3, -1) - mean) / std) @ w + b)
+
+
+def device_of(network: DiscoveryNetwork) -> torch.device:
+    """Where ``network`` runs (its ``device`` attribute; the CPU when it has none)."""
+    return torch.device(getattr(network, "device", "cpu"))
 
 
 def foreground_probability(
@@ -158,8 +163,7 @@ def foreground_probabilities(
         B float (H, W) probabilities on the CPU.
     """
     dense, _ = network(inp, with_logits=False)  # (B, D, h8, w8) on the network's device: the rest stays there
-    mean, std, w, b = linear
-    prob = torch.sigmoid(((dense.permute(0, 2, 3, 1) - mean) / std) @ w + b)  # (B, h8, w8)
+    prob = linear_probability(dense, linear)  # (B, h8, w8)
     prob = F.interpolate(prob[:, None], size=inp.shape[-2:], mode="bilinear", align_corners=False)
     if radius_frac > 0:
         radius = refine_radius(min(inp.shape[-2:]), radius_frac)
@@ -220,8 +224,7 @@ def discovered_masks(
             discovery's training masks).
     """
     net = network if network is not None else discovery_network(str(torch.device(device)))
-    dev = getattr(net, "device", torch.device("cpu"))
-    linear = classifier_tensors(clf, dev)
+    linear = classifier_tensors(clf, device_of(net))
     inputs = [network_input(image, clf.size) for image in images]
     groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
     for i, inp in enumerate(inputs):

@@ -75,13 +75,19 @@ def owned_files(data: dict[str, Any] | None) -> list[str]:
     return owned + [PARTS_JSON, INDEX_HTML]
 
 
-def refuse_foreign_files(
-    out: Path, pending: Sequence[InputImage], owned: set[str], save_probs: bool
-) -> None:
-    """Raise before any work when an output path holds a file that segment did not write."""
-    targets = [out / PARTS_JSON, out / INDEX_HTML]
-    targets += [output_paths(out, item.name)[k] for item in pending for k in output_kinds(save_probs)]
-    foreign = [p for p in targets if p.exists() and p.relative_to(out).as_posix() not in owned]
+def pending_outputs(out: Path, pending: Sequence[InputImage], save_probs: bool) -> list[str]:
+    """Every output file of the ``pending`` images, relative to ``out`` (as ``owned_files`` lists them)."""
+    kinds = output_kinds(save_probs)
+    return [output_paths(out, item.name)[k].relative_to(out).as_posix() for item in pending for k in kinds]
+
+
+def refuse_foreign_files(out: Path, targets: Sequence[str], owned: set[str]) -> None:
+    """Raise before any work when ``parts.json``, ``index.html`` or a target is a file segment did not write.
+
+    ``targets`` are relative to ``out`` (:func:`pending_outputs`).
+    """
+    every = (PARTS_JSON, INDEX_HTML, *targets)
+    foreign = [out / t for t in every if t not in owned and (out / t).exists()]
     if foreign:
         shown = ", ".join(str(p) for p in foreign[:3]) + (
             f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
@@ -281,12 +287,11 @@ def claim_out_dir(
                 f"({settings_diff(disk.get('settings') or {}, settings)}); choose another --out"
             )
         owned.update(owned_files(disk))
-        refuse_foreign_files(out, pending, owned, save_probs)
+        targets = pending_outputs(out, pending, save_probs)
+        refuse_foreign_files(out, targets, owned)
         # every pending image's output paths are segment's from now on: a killed run's files are then
         # its own on the rerun, and the run need not rewrite parts.json before each chunk to say so
-        for item in pending:
-            paths = output_paths(out, item.name)
-            owned.update(paths[kind].relative_to(out).as_posix() for kind in output_kinds(save_probs))
+        owned.update(targets)
         data["owned_files"] = owned
         if disk is None or disk.get("settings") != settings:
             data["owned_files"] = sorted(owned)
