@@ -19,16 +19,23 @@ Variants:
 - ``unbalanced2``, ``unbalanced8``, ``unbalanced16``: the self-training rounds fit without class
   balancing (every seed weighs the same, so the seeds' own foreground share is the prior).
 - ``half8``, ``half16``: the rounds' class weights are the balanced ones' square roots.
+- ``seedsLO-HI_bB_rN`` (any numbers, e.g. ``seeds0.1-0.4_b0.5_r16``): footprint seeds below ``LO`` / above
+  ``HI``, ``N`` self-training rounds with ``data.discover_balance=B``.
+- ``otsuM_bB_rN`` (e.g. ``otsu0.2_b0.5_r16``): the seeds' threshold chosen per photo (Otsu's threshold of
+  its footprint, seeds below / above it by the margin ``M``), then as above.
 - ``oracle``: the seeds are the masks themselves (every location): what the features allow a linear
   classifier at best, not a method.
 
     python benchmarks/bench_discovery.py /work/devsets/pets --n 200
     python benchmarks/bench_discovery.py /work/devsets/carparts --n 200
+    python benchmarks/bench_discovery.py /work/devsets/pets_closeup --n 200 \
+        --variants half16 seeds0.1-0.4_b0.5_r16
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -85,6 +92,16 @@ def _labels(score: torch.Tensor, low: float, high: float) -> torch.Tensor:
     return lab
 
 
+def _otsu(values: torch.Tensor, bins: int = 64) -> float:
+    """The threshold that maximises the between-class variance of ``values`` (in [0, 1])."""
+    hist = torch.histc(values.flatten().float(), bins=bins, min=0.0, max=1.0).double()
+    p = hist / hist.sum()
+    centres = (torch.arange(bins, dtype=torch.float64) + 0.5) / bins
+    w0, m0 = p.cumsum(0), (p * centres).cumsum(0)
+    between = (m0[-1] * w0 - m0) ** 2 / (w0 * (1 - w0)).clamp_min(1e-12)
+    return float(centres[between[:-1].argmax()] + 0.5 / bins)
+
+
 def _fit(
     records: list[dict], labeler: Labeler, per_image: int = SEEDS_PER_IMAGE, balance: float = 1.0
 ) -> tuple[torch.Tensor, ...]:
@@ -111,15 +128,15 @@ def _self_train(
     return linear
 
 
-def _iou(records: list[dict], linear: tuple[torch.Tensor, ...]) -> tuple[float, float]:
-    """(pooled IoU, the masks' share of the pixels), both in %."""
+def _iou(records: list[dict], linear: tuple[torch.Tensor, ...], otsu: bool = False) -> tuple[float, float]:
+    """(pooled IoU, the masks' share of the pixels), both in %; ``otsu``: each photo's threshold is Otsu's."""
     inter = union = fg = pixels = 0
     for rec in records:
         prob = linear_probability(rec["dense"].float(), linear)
         inp = rec["inp"]
         prob = F.interpolate(prob[None, None], size=inp.shape[-2:], mode="bilinear", align_corners=False)
         prob = guided_filter(inp, prob, refine_radius(min(inp.shape[-2:]), 0.06), 1e-3)[0, 0]
-        mask, gt = prob > 0.5, rec["gt"]
+        mask, gt = prob > (_otsu(prob.clamp(0, 1)) if otsu else 0.5), rec["gt"]
         inter += int((mask & gt).sum())
         union += int((mask | gt).sum())
         fg, pixels = fg + int(mask.sum()), pixels + mask.numel()
@@ -133,6 +150,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=320)
     parser.add_argument("--classes", type=int, default=30)
     parser.add_argument("--variants", nargs="+", default=None, help="only these variants (default: all)")
+    parser.add_argument(
+        "--otsu", action="store_true", help="also score test masks at each photo's Otsu threshold"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     start = time.perf_counter()
@@ -167,15 +187,38 @@ def main() -> None:
     seconds = time.perf_counter() - start
     print(f"{args.devset.name}: {len(train)} train / {len(test)} test photos, features {seconds:.0f} s")
     share = 100.0 * sum(int(r["gt"].sum()) for r in test) / sum(r["gt"].numel() for r in test)
-    print(f"{'variant':<12} {'train IoU':>9} {'test IoU':>9} {'test fg %':>9} (masks: {share:.1f} %)")
+    otsu_head = f" {'Otsu IoU':>9} {'Otsu fg %':>9}" if args.otsu else ""
+    head = f"{'variant':<12} {'train IoU':>9} {'test IoU':>9} {'test fg %':>9}{otsu_head}"
+    print(f"{head} (masks: {share:.1f} %)")
+    balances = {name: 0.0 if name.startswith("unbalanced") else 0.5 if name.startswith("half") else 1.0
+                for name in variants}  # fmt: skip
+    for name in args.variants or []:  # e.g. "seeds0.1-0.4_b0.5_r16": footprint seeds < 0.1 / > 0.4, 16 rounds
+        if m := re.fullmatch(r"seeds([\d.]+)-([\d.]+)_b([\d.]+)_r(\d+)", name):
+            low, high, balances[name] = float(m[1]), float(m[2]), float(m[3])
+            variants[name] = (
+                lambda r, lo=low, hi=high: _labels(_grid(footprint(r["logits"], classes), r), lo, hi),
+                int(m[4]),
+            )
+        if m := re.fullmatch(r"otsu([\d.]+)_b([\d.]+)_r(\d+)", name):  # seeds: Otsu's threshold -/+ margin
+            margin, balances[name] = float(m[1]), float(m[2])
+
+            def otsu_labels(r: dict, margin: float = margin) -> torch.Tensor:
+                grid = _grid(footprint(r["logits"], classes), r)
+                t = _otsu(grid)
+                return _labels(grid, t - margin, t + margin)
+
+            variants[name] = (otsu_labels, int(m[3]))
     for name, (labeler, rounds) in variants.items():
         if args.variants and name not in args.variants:
             continue
         per_image = 10**9 if name == "oracle" else SEEDS_PER_IMAGE
-        balance = 0.0 if name.startswith("unbalanced") else 0.5 if name.startswith("half") else 1.0
+        balance = balances[name]
         linear = _self_train(train, _fit(train, labeler, per_image), rounds, balance)
         (train_iou, _), (test_iou, test_fg) = _iou(train, linear), _iou(test, linear)
-        print(f"{name:<12} {train_iou:9.1f} {test_iou:9.1f} {test_fg:9.1f}", flush=True)
+        line = f"{name:<12} {train_iou:9.1f} {test_iou:9.1f} {test_fg:9.1f}"
+        if args.otsu:
+            line += " {:9.1f} {:9.1f}".format(*_iou(test, linear, otsu=True))
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

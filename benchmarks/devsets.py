@@ -20,6 +20,8 @@ No set holds horses or face portraits: real sets of those are held out for the f
     # a stress set: small cats and dogs (5-40 % of the frame) pasted on the car photos (salient distractors)
     python benchmarks/devsets.py composite --objects /work/devsets/pets --backgrounds /work/devsets/carparts \
         --out /work/devsets/pets_on_cars
+    # a stress set: the pets cropped close, the animal 50-80 % of the frame and cut by its border (portraits)
+    python benchmarks/devsets.py closeup --objects /work/devsets/pets --out /work/devsets/pets_closeup
 """
 
 from __future__ import annotations
@@ -530,6 +532,53 @@ def composite(
     return {"images": counts["train"] + counts["test"], **counts, "bytes": nbytes}
 
 
+def closeup(objects: Path, out: Path, lo: float, hi: float, seed: int = SPLIT_SEED) -> dict:
+    """A stress set of large objects: every photo of ``objects`` cropped close around its own object.
+
+    The issue's face portraits have the head fill ~60 % of the frame, cut by the border. Here each photo is
+    cropped to a square centred on its mask's centroid whose side makes the object cover a share drawn
+    uniformly from ``[lo, hi]`` of it (parts of the object fall outside when it is elongated, as the
+    shoulders and hair of a portrait do), shifted to stay inside the photo (the share is then lower),
+    and resized to COMPOSITE_SIDE. Masks are cropped with it; splits follow the object set's.
+    """
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=False)
+    (out / "images").mkdir()
+    (out / "masks").mkdir()
+    counts, shares = {"train": 0, "test": 0}, []
+    for split in ("train", "test"):
+        written = []
+        for name in (objects / f"{split}.txt").read_text().split():
+            stem = Path(name).stem
+            photo = Image.open(objects / "images" / name).convert("RGB")
+            mask = np.asarray(Image.open(objects / "masks" / f"{stem}.png").convert("L")) > 127
+            H, W = mask.shape
+            ys, xs = np.nonzero(mask)
+            side = int(min((mask.sum() / rng.uniform(lo, hi)) ** 0.5, H, W))
+            x = int(np.clip(round(xs.mean() - side / 2), 0, W - side))
+            y = int(np.clip(round(ys.mean() - side / 2), 0, H - side))
+            box = (x, y, x + side, y + side)
+            view = photo.crop(box).resize((COMPOSITE_SIDE, COMPOSITE_SIDE), Image.LANCZOS)
+            view_mask = Image.fromarray(mask.astype(np.uint8) * 255).crop(box)
+            view_mask = view_mask.resize((COMPOSITE_SIDE, COMPOSITE_SIDE), Image.NEAREST)
+            view.save(out / "images" / f"{stem}.jpg", quality=92)
+            view_mask.save(out / "masks" / f"{stem}.png")
+            shares.append(float((np.asarray(view_mask) > 127).mean()))
+            written.append(f"{stem}.jpg")
+        (out / f"{split}.txt").write_text("\n".join(written) + "\n")
+        counts[split] = len(written)
+    source = {
+        "closeup_of": str(objects),
+        "object_share": [lo, hi],
+        "seed": seed,
+        "object_share_measured": {"mean": float(np.mean(shares)), "min": float(np.min(shares)),
+                                  "max": float(np.max(shares))},
+        "licence": "as the source set's (see its SOURCE.json): research-only",
+    }  # fmt: skip
+    (out / "SOURCE.json").write_text(json.dumps(source, indent=1) + "\n")
+    return {"images": counts["train"] + counts["test"], **counts, "share": float(np.mean(shares))}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -552,7 +601,20 @@ def main(argv: list[str] | None = None) -> int:
     comp.add_argument("--backgrounds", type=Path, required=True, help="a built set (e.g. carparts)")
     comp.add_argument("--out", type=Path, required=True)
     comp.add_argument("--share", type=float, nargs=2, default=(0.05, 0.4), help="object share of the frame")
+    close = sub.add_parser(
+        "closeup", help="a large-object stress set: a set's photos cropped close around their objects"
+    )
+    close.add_argument("--objects", type=Path, required=True, help="a built set with masks (e.g. pets)")
+    close.add_argument("--out", type=Path, required=True)
+    close.add_argument("--share", type=float, nargs=2, default=(0.5, 0.8), help="object share of the frame")
     args = parser.parse_args(argv)
+    if args.command == "closeup":
+        counts = closeup(args.objects, args.out, *args.share)
+        print(
+            f"{args.out}: {counts['images']} images ({counts['train']} train, {counts['test']} test), "
+            f"object {100 * counts['share']:.1f} % of the frame on average"
+        )
+        return 0
     if args.command == "composite":
         counts = composite(args.objects, args.backgrounds, args.out, *args.share)
         print(f"{args.out}: {counts['images']} images ({counts['train']} train, {counts['test']} test)")

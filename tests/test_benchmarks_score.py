@@ -251,3 +251,33 @@ def test_devsets_builds_lsp_keypoints(tmp_path):
     assert first[0] == [25.0, 10.0, 1]  # scaled by 40 / 80
     assert second[3] == [0, 0, 0] and second[4] == [0, 0, 0] and second[5] == [25.0, 10.0, 1]
     assert not (out / "masks").exists()
+
+
+def test_devsets_closeup_crops_around_the_object_with_its_mask(tmp_path):
+    """closeup: square crops centred on each object, the object 50-80 % of the frame, masks aligned."""
+    src = tmp_path / "objects"
+    (src / "images").mkdir(parents=True)
+    (src / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for split, names in (("train", ["a", "b"]), ("test", ["c"])):
+        for k, name in enumerate(names):
+            photo = rng.integers(0, 60, (120, 160, 3), dtype=np.uint8)  # dark background
+            mask = np.zeros((120, 160), np.uint8)
+            y, x = 30 + 10 * k, 50 + 20 * k
+            mask[y : y + 40, x : x + 30] = 255  # a 40 x 30 object, 6 % of the photo
+            photo[mask > 0] = 250  # a bright object
+            Image.fromarray(photo).save(src / "images" / f"{name}.png")
+            Image.fromarray(mask).save(src / "masks" / f"{name}.png")
+        (src / f"{split}.txt").write_text("\n".join(f"{n}.png" for n in names) + "\n")
+    out = tmp_path / "closeup"
+    assert devsets.main(["closeup", "--objects", str(src), "--out", str(out)]) == 0
+    assert (out / "train.txt").read_text().split() == ["a.jpg", "b.jpg"]
+    assert (out / "test.txt").read_text().split() == ["c.jpg"]
+    for name in ("a", "b", "c"):
+        image = np.asarray(Image.open(out / "images" / f"{name}.jpg").convert("L")).astype(float)
+        mask = np.asarray(Image.open(out / "masks" / f"{name}.png")) > 127
+        assert image.shape == mask.shape == (devsets.COMPOSITE_SIDE,) * 2
+        assert 0.45 < mask.mean() < 0.85  # the share drawn from [0.5, 0.8], up to the crop's rounding
+        assert image[mask].mean() > 200 and image[~mask].mean() < 90  # the mask sits on the bright object
+    doc = json.loads((out / "SOURCE.json").read_text())
+    assert doc["object_share"] == [0.5, 0.8] and 0.45 < doc["object_share_measured"]["mean"] < 0.85

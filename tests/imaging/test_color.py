@@ -76,10 +76,15 @@ GOLDEN_PALETTE_SHA256 = "35b09d8dc63bb0ae0d735ec27a726d4c072ee73c84332695f94bb8b
 
 class TestOneLabImplementation:
     @pytest.mark.parametrize("constants, golden", [(LAB_SKIMAGE, GOLDEN_SKIMAGE), (LAB_CIE, GOLDEN_CIE)])
-    def test_bit_equal_to_the_former_copies(self, constants, golden):
+    def test_equal_to_the_former_copies(self, constants, golden):
+        # The goldens were written on an Intel Xeon; float32 pow / cbrt round differently on other CPUs
+        # (an AMD EPYC differs by up to 4 ulps, 3e-5). The tolerance is 30x tighter than the gap between
+        # the two conventions (1e-3 and more on a* / b*), so a swapped constant set still fails.
         rgb = torch.tensor(GOLDEN_RGB, dtype=torch.float32).view(-1, 3, 1, 1)
         out = rgb_to_lab(rgb, constants).view(-1, 3)
-        assert torch.equal(out, torch.tensor(golden, dtype=torch.float32))
+        torch.testing.assert_close(out, torch.tensor(golden, dtype=torch.float32), rtol=1e-6, atol=1e-4)
+        other = GOLDEN_CIE if golden is GOLDEN_SKIMAGE else GOLDEN_SKIMAGE
+        assert not torch.allclose(out, torch.tensor(other, dtype=torch.float32), rtol=1e-6, atol=1e-4)
 
     def test_default_is_the_reference_convention(self):
         x = torch.rand(2, 3, 5, 6, generator=torch.Generator().manual_seed(0))

@@ -18,7 +18,9 @@ def add_parser(sub: argparse._SubParsersAction, preset: str | None = None) -> No
             "the preset chosen with dataset=NAME. Examples:\n"
             "  partdisco train\n"
             "  partdisco train dataset=folder data.root=DIR model.num_parts=4 train.steps=2000 out=runs/x\n"
-            "  partdisco train dataset=folder data.root=DIR recipe=cpu   (download-free CPU recipe, 128 px)\n"
+            "  partdisco train dataset=folder data.root=DIR recipe=cpu\n"
+            "      (real photos on a CPU: the pip-installed ImageNet EfficientNet-Lite0 as trunk and phi,\n"
+            "      the foreground discovered from what recurs across the photos, 400 steps at 128 px)\n"
             "  partdisco train data.masks=ignore          (learn the foreground without masks)\n"
             "  partdisco train resume=runs/x            (continue a killed run)"
         ),

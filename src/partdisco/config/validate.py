@@ -248,7 +248,8 @@ def _validate_model_files(cfg: ModelConfig) -> None:
             cfg.features_weights is not None,
             "model.features_weights",
             "features=vgg19 needs a local torchvision VGG19 file (vgg19-dcbb9e9d.pth); "
-            "or add recipe=cpu for the download-free CPU recipe (ResNet-18, texture features, 128 px), "
+            "or add recipe=cpu for the download-free CPU recipe (the pip-installed ImageNet "
+            "EfficientNet-Lite0 as trunk and phi, 128 px), "
             "or use model.features=texture / vgg19_random, which need no download",
         )
     for key, path in (("model.init_from", cfg.init_from), ("model.features_weights", cfg.features_weights)):
